@@ -1,0 +1,283 @@
+"""Per-pass cost model: FLOPs, bytes, time and the binding roof of every operator of one forward pass (DESIGN §3).
+
+time(op) = kernels * kernel_overhead + max(flops / (peak_flops * eta_c(flops)), bytes / (peak_bw * eta_m(bytes)))
+
+with eta_c and eta_m the profile's efficiency curves (sim/hardware.py). Operators that repeat in every layer are
+priced once and multiplied by the layer count. Weights are read once per pass whatever its batch; KV reads grow with
+the attended positions; the LM head runs only on the rows whose logits are needed, but its weights are read in full.
+
+Two entry points:
+- `pass_cost(ctx, shape)` returns the whole breakdown (`PassCost`), for tables and reports;
+- `CostModel.pass_time(shape)` returns the four numbers the engine needs, memoizing the linear operators by
+  (tokens, logit rows), which repeat across iterations, and adding attention (which depends on every context
+  length) with a handful of float operations. It is called hundreds of thousands of times per simulation.
+
+Tensor parallelism (degree t, Megatron-style) splits heads and MLP width: FLOPs and weight bytes per GPU divide by t,
+and each layer adds two all-reduces of Q*d activations, each 2(t-1)/t * bytes / link_bw + 2(t-1) * link_latency
+(ring all-reduce, Patarasuk & Yuan 2009).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sim.hardware import Curve, HardwareProfile
+from sim.model import ModelSpec
+from sim.passes import PassShape
+from sim.units import BYTES_PER_ELEMENT
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operator of a pass, before pricing: work per occurrence and how many times it occurs."""
+
+    name: str
+    count: int  # occurrences per pass (e.g. once per layer)
+    kernels: int  # kernel launches per occurrence
+    flops: float
+    bytes: float  # fewest bytes moved through HBM per occurrence (weights + activations + KV)
+    family: str  # "linear" | "attention" | "elementwise" | "comm"
+    weight_bytes: float = 0.0
+    comm_s: float = 0.0  # interconnect time per occurrence (all-reduce)
+
+
+@dataclass(frozen=True, slots=True)
+class OpCost:
+    name: str
+    count: int
+    flops: float  # totals over all occurrences
+    bytes: float
+    time_s: float
+    compute_s: float
+    memory_s: float
+    bound: str  # "memory" | "compute" | "overhead" | "link"
+
+    @property
+    def intensity_flop_per_byte(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+
+@dataclass(frozen=True)
+class PassCost:
+    """Every operator's cost and the totals of one pass."""
+
+    ops: tuple[OpCost, ...]
+    shape: PassShape
+    time_s: float = field(init=False)
+    flops: float = field(init=False)
+    bytes: float = field(init=False)
+    memory_bound_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time_s", sum(o.time_s for o in self.ops))
+        object.__setattr__(self, "flops", sum(o.flops for o in self.ops))
+        object.__setattr__(self, "bytes", sum(o.bytes for o in self.ops))
+        object.__setattr__(self, "memory_bound_s", sum(o.time_s for o in self.ops if o.bound in ("memory", "overhead")))
+
+    @property
+    def achieved_flops_per_s(self) -> float:
+        return self.flops / self.time_s if self.time_s else 0.0
+
+    @property
+    def achieved_bytes_per_s(self) -> float:
+        return self.bytes / self.time_s if self.time_s else 0.0
+
+    @property
+    def intensity_flop_per_byte(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+    @property
+    def bound(self) -> str:
+        """The roof that holds most of this pass's time."""
+        return "memory" if self.memory_bound_s >= self.time_s / 2 else "compute"
+
+
+@dataclass(frozen=True)
+class CostContext:
+    """Everything a pass's price depends on besides its shape."""
+
+    model: ModelSpec
+    hardware: HardwareProfile
+    weights: str = "bf16"
+    kv: str = "bf16"
+    activations: str = "bf16"
+    tp: int = 1
+    layers: int | None = None  # layers on this GPU group (pipeline stage); default all
+    lm_head: bool = True  # whether this stage runs the LM head and sampling
+
+    @property
+    def num_layers(self) -> int:
+        return self.layers if self.layers is not None else self.model.num_layers
+
+
+# -- operators ------------------------------------------------------------------------------------------------------
+
+
+def experts_touched(num_experts: int, top_k: int, tokens: int) -> float:
+    """Expected distinct experts a pass of `tokens` tokens routes to, with uniform top-k routing:
+    E * (1 - (1 - k/E)^T) (DESIGN §3)."""
+    if num_experts <= 1:
+        return 1.0
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
+def linear_ops(ctx: CostContext, tokens: int, logit_rows: int) -> list[Op]:
+    """Operators whose cost depends only on how many token rows and logit rows the pass has."""
+    m, t, L = ctx.model, ctx.tp, ctx.num_layers
+    wb, ab = BYTES_PER_ELEMENT[ctx.weights], BYTES_PER_ELEMENT[ctx.activations]
+    d, Q = m.hidden_size, tokens
+    qkv_out = (m.q_dim + 2 * m.kv_dim) / t
+    inter = m.intermediate_size / t
+    ops: list[Op] = []
+
+    def linear(name: str, n_in: float, n_out: float, rows: float, count: int, weights: float = 1.0) -> Op:
+        # weights: how many weight matrices of this shape are read (experts touched for MoE)
+        w = n_in * n_out * wb * weights
+        return Op(name, count, 1, 2.0 * rows * n_in * n_out, w + rows * (n_in + n_out) * ab, "linear", w)
+
+    def elementwise(name: str, elems_rw: float, count: int, flops_per_elem: float = 2.0) -> Op:
+        return Op(name, count, 1, flops_per_elem * elems_rw / 2, elems_rw * ab, "elementwise")
+
+    ops.append(Op("embedding", 1, 1, 0.0, 2 * Q * d * ab, "elementwise"))
+    ops.append(elementwise("attn_norm", 2 * Q * d, L, 4.0))
+    ops.append(linear("qkv_proj", d, qkv_out, Q, L))
+    ops.append(elementwise("rope", 2 * Q * (m.q_dim + m.kv_dim) / t, L, 3.0))
+    ops.append(linear("o_proj", m.q_dim / t, d, Q, L))
+    if t > 1:
+        ops.extend(_allreduce(ctx, Q * d * ab, 2 * L))
+    ops.append(elementwise("mlp_norm", 2 * Q * d, L, 4.0))
+    if m.is_moe:
+        ops.append(linear("router", d, m.num_experts, Q, L))
+        touched = experts_touched(m.num_experts, m.experts_per_token, Q)
+        rows = Q * m.experts_per_token  # each token runs through k experts
+        ops.append(linear("gate_up_proj", d, 2 * inter, rows, L, touched))
+        ops.append(elementwise("swiglu", 3 * rows * inter, L, 4.0))
+        ops.append(linear("down_proj", inter, d, rows, L, touched))
+    else:
+        ops.append(linear("gate_up_proj", d, 2 * inter, Q, L))
+        ops.append(elementwise("swiglu", 3 * Q * inter, L, 4.0))
+        ops.append(linear("down_proj", inter, d, Q, L))
+    if ctx.lm_head and logit_rows > 0:
+        ops.append(elementwise("final_norm", 2 * logit_rows * d, 1, 4.0))
+        # the LM head's weights are read in full even for one row; logits are written in fp32 for sampling
+        w = d * m.vocab_size / t * wb
+        ops.append(
+            Op("lm_head", 1, 1, 2.0 * logit_rows * d * m.vocab_size / t,
+               w + logit_rows * (d * ab + m.vocab_size / t * 4), "linear", w)
+        )
+        ops.append(Op("sampling", 1, 2, 5.0 * logit_rows * m.vocab_size, logit_rows * m.vocab_size * 4, "elementwise"))
+    return ops
+
+
+def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
+    """Attention proper: scores and values over the attended pairs, KV read and written (DESIGN §3 formulas)."""
+    m, t, L = ctx.model, ctx.tp, ctx.num_layers
+    kvb, ab = BYTES_PER_ELEMENT[ctx.kv], BYTES_PER_ELEMENT[ctx.activations]
+    kv_per_token_layer = 2 * m.kv_dim / t * kvb  # K and V of one position in one layer on one GPU
+    flops = 4.0 * (m.q_dim / t) * shape.attn_pairs
+    kv_read = shape.kv_read_tokens * kv_per_token_layer
+    kv_write = shape.kv_write_tokens * kv_per_token_layer
+    io = 2 * shape.tokens * (m.q_dim / t) * ab  # queries in, outputs out
+    return [Op("attention", L, 1, flops, kv_read + kv_write + io, "attention")]
+
+
+def _allreduce(ctx: CostContext, payload_bytes: float, count: int) -> list[Op]:
+    t, hw = ctx.tp, ctx.hardware
+    seconds = 2 * (t - 1) / t * payload_bytes / hw.link_bandwidth_bytes_per_s + 2 * (t - 1) * hw.link_latency_s
+    return [Op("allreduce", count, 1, payload_bytes / 2, 2 * payload_bytes, "comm", 0.0, seconds)]
+
+
+# -- pricing ----------------------------------------------------------------------------------------------------------
+
+
+def _hockney_s(curve: Curve, size: float, peak: float) -> float:
+    if size <= 0:
+        return 0.0
+    if curve.points is not None:
+        return float(curve.time_s(size, peak))
+    return (size + curve.half_size) / (peak * curve.max_fraction)
+
+
+def price(op: Op, ctx: CostContext) -> OpCost:
+    """Time of `op` on the context's chip: overhead plus the slower of its compute and memory times."""
+    hw = ctx.hardware
+    eff = hw.efficiency
+    attn = op.family == "attention"
+    peak_flops = hw.peak_flops_per_s(ctx.activations if attn else ctx.weights)
+    compute = _hockney_s(eff.attn_compute if attn else eff.compute, op.flops, peak_flops) if op.family in (
+        "linear", "attention") else 0.0
+    memory = _hockney_s(eff.attn_memory if attn else eff.memory, op.bytes, hw.hbm_bandwidth_bytes_per_s)
+    overhead = op.kernels * eff.kernel_overhead_s
+    if op.family == "comm":
+        core, bound = op.comm_s, "link"
+    elif compute > memory:
+        core, bound = compute, "compute"
+    else:
+        core, bound = memory, "memory"
+    if overhead > core and bound != "link":
+        bound = "overhead"
+    n = op.count
+    return OpCost(op.name, n, op.flops * n, op.bytes * n, (overhead + core) * n, compute * n, memory * n, bound)
+
+
+def pass_cost(ctx: CostContext, shape: PassShape) -> PassCost:
+    """Full breakdown of one pass: every operator's FLOPs, bytes, time and binding roof, plus totals."""
+    ops = linear_ops(ctx, shape.tokens, shape.logit_rows) + attention_ops(ctx, shape)
+    return PassCost(tuple(price(op, ctx) for op in ops if op.count > 0), shape)
+
+
+@dataclass(frozen=True, slots=True)
+class PassTime:
+    """What the engine needs of one pass."""
+
+    time_s: float
+    flops: float
+    bytes: float
+    memory_bound_s: float  # time spent in operators bound by memory (or launch overhead)
+
+
+class CostModel:
+    """Memoized pricing for the engine's hot loop: linear operators cached by (tokens, logit rows)."""
+
+    def __init__(self, ctx: CostContext):
+        self.ctx = ctx
+        self._linear = lru_cache(maxsize=1 << 16)(self._linear_uncached)
+        m, t = ctx.model, ctx.tp
+        hw, eff = ctx.hardware, ctx.hardware.efficiency
+        kvb, ab = BYTES_PER_ELEMENT[ctx.kv], BYTES_PER_ELEMENT[ctx.activations]
+        # attention constants, so that `pass_time` does a few multiplications per call
+        self._L = ctx.num_layers
+        self._kv_per_tok = 2 * m.kv_dim / t * kvb
+        self._flops_per_pair = 4.0 * m.q_dim / t
+        self._io_per_tok = 2 * m.q_dim / t * ab
+        self._attn_mem = eff.attn_memory
+        self._attn_cmp = eff.attn_compute
+        self._bw = hw.hbm_bandwidth_bytes_per_s
+        self._peak = hw.peak_flops_per_s(ctx.activations)
+        self._overhead = eff.kernel_overhead_s
+
+    def _linear_uncached(self, tokens: int, logit_rows: int) -> PassTime:
+        costs = [price(op, self.ctx) for op in linear_ops(self.ctx, tokens, logit_rows)]
+        return PassTime(
+            sum(c.time_s for c in costs),
+            sum(c.flops for c in costs),
+            sum(c.bytes for c in costs),
+            sum(c.time_s for c in costs if c.bound in ("memory", "overhead")),
+        )
+
+    def pass_time(self, shape: PassShape) -> PassTime:
+        """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""
+        if shape.tokens == 0:
+            return PassTime(0.0, 0.0, 0.0, 0.0)
+        lin = self._linear(shape.tokens, shape.logit_rows)
+        flops = self._flops_per_pair * shape.attn_pairs
+        nbytes = (shape.kv_read_tokens + shape.kv_write_tokens) * self._kv_per_tok + shape.tokens * self._io_per_tok
+        compute = _hockney_s(self._attn_cmp, flops, self._peak)
+        memory = _hockney_s(self._attn_mem, nbytes, self._bw)
+        core = compute if compute > memory else memory
+        attn_s = (self._overhead + core) * self._L
+        mem_s = attn_s if memory >= compute or self._overhead > core else 0.0
+        return PassTime(
+            lin.time_s + attn_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, lin.memory_bound_s + mem_s
+        )

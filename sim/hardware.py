@@ -1,0 +1,310 @@
+"""Hardware profiles: what a chip can move and compute, how much of it real kernels get, and where each number
+came from.
+
+A profile is a YAML file in `hw_profiles/` (or `hw_profiles/hypothetical/`), validated by `HardwareProfile`. Sizes
+and rates are written in the datasheet's decimal units with the unit in the key (`hbm_bandwidth_tb_s: 3.35`);
+properties give them in base units (`hbm_bandwidth_bytes_per_s`). A what-if chip is a YAML file with `base:` (another
+profile's name) and `scale:` (factors on bandwidth, flops, capacity, link), so adding a chip is adding one file.
+
+Efficiency (DESIGN §3): a single roofline constant is wrong by up to 3x on small operators, so each roof has a
+curve, the achieved fraction of peak as a function of the operator's size. The curve is Hockney's (r_inf, n_1/2)
+model [R. W. Hockney, "The Parallel Computers 2", 1988]: time = (n + n_1/2) / r_inf, i.e. fraction(n) =
+max_fraction * n / (n + half_size). It is cheap, has two numbers that a fit can pin down, and is stated relative to
+the peak, so a curve fitted on one chip can be carried to another (issue [validation]). A measured table of points
+(log-interpolated) may replace it where the shape is not Hockney-like.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.errors import UserError, explain_validation_error, unknown_name
+from sim.units import GB, MB, TB, TFLOPS, US
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "hw_profiles"
+
+ComputeDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "fp4"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Curve(_Frozen):
+    """Achieved fraction of a peak rate as a function of an operator's size (bytes or FLOPs)."""
+
+    max_fraction: float = Field(gt=0, le=1, description="fraction of peak reached by very large operators")
+    half_size: float = Field(ge=0, description="size at which half of max_fraction is reached (Hockney's n_1/2)")
+    points: tuple[tuple[float, float], ...] | None = Field(
+        default=None, description="optional measured (size, fraction) table; replaces the formula when given"
+    )
+
+    @model_validator(mode="after")
+    def _points_sorted(self) -> "Curve":
+        if self.points is not None:
+            if len(self.points) < 2:
+                raise ValueError("points needs at least two (size, fraction) pairs")
+            sizes = [p[0] for p in self.points]
+            if any(b <= a for a, b in zip(sizes, sizes[1:])) or sizes[0] <= 0:
+                raise ValueError("points must have positive, strictly increasing sizes")
+            if any(not (0 < p[1] <= 1) for p in self.points):
+                raise ValueError("points fractions must lie in (0, 1]")
+        return self
+
+    def fraction(self, size: float | np.ndarray) -> float | np.ndarray:
+        """Achieved fraction of peak for an operator of this size."""
+        if self.points is not None:
+            xs = np.log([p[0] for p in self.points])
+            ys = np.array([p[1] for p in self.points])
+            return np.interp(np.log(np.maximum(size, 1e-30)), xs, ys)
+        return self.max_fraction * size / (size + self.half_size)
+
+    def time_s(self, size: float | np.ndarray, peak_per_s: float) -> float | np.ndarray:
+        """Seconds to process `size` units at `peak_per_s` with this curve's efficiency (0 for size 0)."""
+        if self.points is not None:
+            size = np.asarray(size, dtype=float)
+            safe = np.where(size > 0, size, 1.0)
+            return np.where(size > 0, safe / (peak_per_s * self.fraction(safe)), 0.0)
+        # (n + n_1/2) / r_inf, written so that a zero-size operator costs nothing
+        return np.where(np.asarray(size) > 0, (size + self.half_size) / (peak_per_s * self.max_fraction), 0.0)
+
+
+class Efficiency(_Frozen):
+    """The curves that turn peak rates into what kernels achieve, per roof and operator family."""
+
+    memory: Curve = Field(description="HBM traffic of weights/activations; size = bytes of the operator")
+    compute: Curve = Field(description="matrix products; size = FLOPs of the operator")
+    attention_memory: Curve | None = Field(default=None, description="KV reads of attention; defaults to memory")
+    attention_compute: Curve | None = Field(default=None, description="attention math; defaults to compute")
+    kernel_overhead_us: float = Field(
+        ge=0, description="fixed time per kernel as the runtime issues them (back to back inside a CUDA graph)"
+    )
+    source: str = Field(description="where these numbers come from: a measurement, or 'assumed' with the reason")
+
+    @property
+    def attn_memory(self) -> Curve:
+        return self.attention_memory or self.memory
+
+    @property
+    def attn_compute(self) -> Curve:
+        return self.attention_compute or self.compute
+
+    @property
+    def kernel_overhead_s(self) -> float:
+        return self.kernel_overhead_us * US
+
+
+class Calibration(_Frozen):
+    """Where a calibrated profile's curves were measured."""
+
+    device: str
+    driver: str | None = None
+    torch: str | None = None
+    cuda: str | None = None
+    date: str
+    residuals: dict[str, float] = Field(default_factory=dict, description="fit residuals per curve (relative)")
+    measured: list[str] = Field(default_factory=list, description="curves fitted on this device")
+    carried_over: list[str] = Field(default_factory=list, description="curves carried from another chip")
+    records: str | None = Field(default=None, description="path of the microbenchmark records that fed the fit")
+
+
+class Provenance(_Frozen):
+    datasheet: str = Field(description="URL (or document name) of the vendor datasheet for the peak numbers")
+    notes: str | None = None
+    calibration: Calibration | None = None
+
+
+class Scale(_Frozen):
+    """Factors for a what-if chip: bandwidth, compute, capacity and interconnect relative to a base chip."""
+
+    bandwidth: float = Field(default=1.0, gt=0)
+    flops: float = Field(default=1.0, gt=0)
+    capacity: float = Field(default=1.0, gt=0)
+    link: float = Field(default=1.0, gt=0)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.bandwidth == self.flops == self.capacity == self.link == 1.0
+
+    def label(self) -> str:
+        parts = [f"{k}x{v:g}" for k, v in self.model_dump().items() if v != 1.0]
+        return ",".join(parts)
+
+
+class HardwareProfile(_Frozen):
+    """One accelerator: datasheet peaks, efficiency curves, power, price and provenance."""
+
+    name: str
+    vendor: str
+    description: str = ""
+    hbm_capacity_gb: float = Field(gt=0, description="device memory, decimal GB")
+    hbm_bandwidth_tb_s: float = Field(gt=0, description="device memory bandwidth, decimal TB/s")
+    peak_tflops: dict[ComputeDtype, float] = Field(description="dense tensor-core peak per dtype, TFLOP/s (no sparsity)")
+    sm_count: int = Field(gt=0, description="SMs (NVIDIA) or CUs (AMD)")
+    l2_cache_mb: float = Field(gt=0, description="last-level on-chip cache, MB")
+    link_bandwidth_gb_s: float = Field(gt=0, description="per-GPU interconnect bandwidth, one direction, GB/s")
+    link_latency_us: float = Field(ge=0, description="one hop of a collective on that link")
+    link_kind: str = Field(description="e.g. NVLink 4, PCIe Gen5, Infinity Fabric")
+    launch_overhead_us: float = Field(ge=0, description="host launch cost of one kernel outside a CUDA graph")
+    tdp_w: float = Field(gt=0)
+    price_per_gpu_hour_usd: float | None = Field(default=None, gt=0)
+    price_source: str | None = None
+    efficiency: Efficiency
+    provenance: Provenance
+    scale: Scale = Field(default_factory=Scale, description="what-if factors already applied to the numbers above")
+
+    @model_validator(mode="after")
+    def _check(self) -> "HardwareProfile":
+        if "bf16" not in self.peak_tflops and "fp16" not in self.peak_tflops:
+            raise ValueError("peak_tflops must list bf16 or fp16")
+        if self.price_per_gpu_hour_usd is not None and not self.price_source:
+            raise ValueError("price_per_gpu_hour_usd needs price_source (where the price was read)")
+        return self
+
+    # -- base units -------------------------------------------------------------------------------------------
+    @property
+    def hbm_capacity_bytes(self) -> float:
+        return self.hbm_capacity_gb * GB
+
+    @property
+    def hbm_bandwidth_bytes_per_s(self) -> float:
+        return self.hbm_bandwidth_tb_s * TB
+
+    @property
+    def link_bandwidth_bytes_per_s(self) -> float:
+        return self.link_bandwidth_gb_s * GB
+
+    @property
+    def link_latency_s(self) -> float:
+        return self.link_latency_us * US
+
+    @property
+    def l2_cache_bytes(self) -> float:
+        return self.l2_cache_mb * MB
+
+    def peak_flops_per_s(self, dtype: str) -> float:
+        """Dense peak FLOP/s for matrix products whose operands are `dtype`, falling back to a slower format the
+        chip has (int4 weights run bf16 math after dequantization; fp8 on a chip without fp8 runs bf16)."""
+        from sim.units import COMPUTE_DTYPE_FALLBACK
+
+        for d in COMPUTE_DTYPE_FALLBACK.get(dtype, (dtype,)) + ("bf16", "fp16"):
+            if d in self.peak_tflops:
+                return self.peak_tflops[d] * TFLOPS
+        raise AssertionError("validator guarantees bf16 or fp16")
+
+    def ridge_point_flop_per_byte(self, dtype: str = "bf16") -> float:
+        """Arithmetic intensity above which an operator is compute-bound on the datasheet roofs."""
+        return self.peak_flops_per_s(dtype) / self.hbm_bandwidth_bytes_per_s
+
+    def scaled(self, scale: Scale) -> "HardwareProfile":
+        """A what-if copy with bandwidth, compute, capacity and link multiplied by `scale` (efficiency unchanged)."""
+        if scale.is_identity:
+            return self
+        combined = Scale(**{k: getattr(self.scale, k) * v for k, v in scale.model_dump().items()})
+        return self.model_copy(
+            update={
+                "name": f"{self.name}[{scale.label()}]",
+                "hbm_bandwidth_tb_s": self.hbm_bandwidth_tb_s * scale.bandwidth,
+                "hbm_capacity_gb": self.hbm_capacity_gb * scale.capacity,
+                "peak_tflops": {k: v * scale.flops for k, v in self.peak_tflops.items()},
+                "link_bandwidth_gb_s": self.link_bandwidth_gb_s * scale.link,
+                "scale": combined,
+            }
+        )
+
+
+# -- catalog ----------------------------------------------------------------------------------------------------
+
+
+def _profile_files(directory: Path = PROFILES_DIR) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(directory.rglob("*.yaml"))}
+
+
+def profile_names(directory: Path = PROFILES_DIR) -> list[str]:
+    """Names of all shipped profiles, real and hypothetical."""
+    return sorted(_profile_files(directory))
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping, turning a syntax error into one sentence with file, line and column."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise UserError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def profile_from_dict(data: dict, where: str = "hardware", _depth: int = 0) -> HardwareProfile:
+    """Build a profile from a mapping; `base:` + `scale:` derives a what-if chip from another profile."""
+    data = dict(data)
+    if "base" in data:
+        if _depth > 4:
+            raise UserError(f"{where}: 'base' chains more than 4 profiles deep")
+        base = load_profile(data.pop("base"), _depth=_depth + 1)
+        try:
+            scale = Scale(**data.pop("scale", {}) or {})
+        except ValidationError as e:
+            raise UserError(explain_validation_error(e, f"{where}.scale", Scale)) from None
+        derived = base.scaled(scale).model_dump()
+        derived.update(data)  # name, description, provenance notes of the what-if file win
+        data = derived
+    try:
+        return HardwareProfile(**data)
+    except ValidationError as e:
+        raise UserError(explain_validation_error(e, where, HardwareProfile)) from None
+
+
+def load_profile(name_or_path: str, directory: Path = PROFILES_DIR, _depth: int = 0) -> HardwareProfile:
+    """A profile by catalog name (e.g. 'h100-sxm') or by path to a YAML file."""
+    return _load_cached(str(name_or_path), str(directory), _depth)
+
+
+def _load_uncached(name_or_path: str, directory: str, depth: int) -> HardwareProfile:
+    path = Path(name_or_path)
+    if not (name_or_path.endswith((".yaml", ".yml")) and path.exists()):
+        files = _profile_files(Path(directory))
+        if name_or_path not in files:
+            raise unknown_name("chip", name_or_path, files)
+        path = files[name_or_path]
+    return profile_from_dict(read_yaml(path), where=str(path), _depth=depth)
+
+
+_cache: dict[tuple[str, str, int], HardwareProfile] = {}
+
+
+def _load_cached(name_or_path: str, directory: str, depth: int) -> HardwareProfile:
+    key = (name_or_path, directory, depth)
+    if key not in _cache:
+        _cache[key] = _load_uncached(name_or_path, directory, depth)
+    return _cache[key]
+
+
+def describe(profile: HardwareProfile) -> dict[str, float | str]:
+    """Key numbers of a chip for listings: capacity, bandwidth, bf16 peak, ridge point, TDP, price."""
+    return {
+        "name": profile.name,
+        "hbm_gb": profile.hbm_capacity_gb,
+        "bw_tb_s": profile.hbm_bandwidth_tb_s,
+        "bf16_tflops": profile.peak_tflops.get("bf16", profile.peak_tflops.get("fp16", math.nan)),
+        "fp8_tflops": profile.peak_tflops.get("fp8", math.nan),
+        "ridge_flop_per_byte": profile.ridge_point_flop_per_byte("bf16"),
+        "tdp_w": profile.tdp_w,
+        "usd_per_h": profile.price_per_gpu_hour_usd or math.nan,
+    }

@@ -1,0 +1,103 @@
+"""Paged KV-cache accounting (vLLM's PagedAttention, Kwon et al., SOSP 2023): the cache is a pool of fixed-size
+blocks of `block_tokens` positions; a sequence holds ceil(tokens / block_tokens) blocks, listed in its block table.
+
+`KVBlockManager` is shared by the simulator and the GPU runtime (which indexes its page pool by these block ids),
+so both make the same admission and preemption decisions. `kv_capacity_bytes` is the capacity rule both use:
+utilization * HBM - weights - activation reserve, per GPU of a tensor-parallel group.
+"""
+
+from __future__ import annotations
+
+from sim.hardware import HardwareProfile
+from sim.model import ModelSpec
+from sim.units import BYTES_PER_ELEMENT
+
+
+def blocks_for(tokens: int, block_tokens: int) -> int:
+    """Blocks needed to hold `tokens` positions."""
+    return -(-tokens // block_tokens)
+
+
+def activation_reserve_bytes(model: ModelSpec, tokens_per_pass: int, logit_rows: int, tp: int, act: str) -> float:
+    """HBM kept free for one pass's activations: the widest intermediate tensors of `tokens_per_pass` rows (the
+    fused QKV and gate/up outputs, the residual stream twice) and fp32 logits of `logit_rows` rows. A rough upper
+    bound in the spirit of vLLM's profiling run, which measures the peak of a maximal dummy pass."""
+    ab = BYTES_PER_ELEMENT[act]
+    widest = (2 * model.intermediate_size + model.q_dim + 2 * model.kv_dim) / tp + 2 * model.hidden_size
+    return tokens_per_pass * widest * ab + logit_rows * model.vocab_size / tp * 4
+
+
+def kv_capacity_bytes(
+    hw: HardwareProfile,
+    model: ModelSpec,
+    weights: str,
+    utilization: float,
+    reserve_bytes: float,
+    tp: int = 1,
+    pp: int = 1,
+    extra_weight_bytes: float = 0.0,
+) -> float:
+    """KV bytes one GPU can hold: utilization * HBM - its share of the weights - the activation reserve.
+    Negative when the weights alone do not fit."""
+    weight_share = (model.weight_bytes(weights) + extra_weight_bytes) / (tp * pp)
+    return utilization * hw.hbm_capacity_bytes - weight_share - reserve_bytes
+
+
+class KVBlockManager:
+    """Owns the block pool: which sequence holds which blocks. No knowledge of time, SimPy or torch."""
+
+    def __init__(self, num_blocks: int, block_tokens: int):
+        if block_tokens < 1:
+            raise ValueError("block_tokens must be >= 1")
+        self.num_blocks = max(0, int(num_blocks))
+        self.block_tokens = block_tokens
+        self._free: list[int] = list(range(self.num_blocks - 1, -1, -1))  # pop() hands out low ids first
+        self.tables: dict[int, list[int]] = {}
+
+    @property
+    def free_blocks(self) -> int:
+        return len(self._free)
+
+    @property
+    def used_blocks(self) -> int:
+        return self.num_blocks - len(self._free)
+
+    def held(self, seq_id: int) -> int:
+        table = self.tables.get(seq_id)
+        return len(table) if table else 0
+
+    def needed(self, seq_id: int, tokens: int) -> int:
+        """Additional blocks `seq_id` needs to hold `tokens` positions."""
+        return max(0, blocks_for(tokens, self.block_tokens) - self.held(seq_id))
+
+    def can_fit(self, tokens: int) -> bool:
+        """Whether a sequence of `tokens` positions could ever fit in the whole pool."""
+        return blocks_for(tokens, self.block_tokens) <= self.num_blocks
+
+    def grow(self, seq_id: int, tokens: int) -> bool:
+        """Make `seq_id` hold enough blocks for `tokens` positions; False (and no change) if the pool is short."""
+        need = self.needed(seq_id, tokens)
+        if need > len(self._free):
+            return False
+        if need:
+            table = self.tables.setdefault(seq_id, [])
+            for _ in range(need):
+                table.append(self._free.pop())
+        return True
+
+    def shrink(self, seq_id: int, tokens: int) -> None:
+        """Give back blocks beyond what `tokens` positions need (e.g. rejected speculative tokens)."""
+        table = self.tables.get(seq_id)
+        if not table:
+            return
+        keep = blocks_for(tokens, self.block_tokens)
+        while len(table) > keep:
+            self._free.append(table.pop())
+
+    def free(self, seq_id: int) -> int:
+        """Release all of `seq_id`'s blocks; returns how many."""
+        table = self.tables.pop(seq_id, None)
+        if not table:
+            return 0
+        self._free.extend(reversed(table))
+        return len(table)

@@ -1,0 +1,127 @@
+"""Recording what happens during a run and summarizing it into a `Result`.
+
+The recorder is fed by whoever executes passes (the SimPy engine, or the GPU runtime with wall-clock times), so
+both produce the same metrics from the same events: arrivals, first tokens, finishes, and one row per pass.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.result import Result, Stats
+
+
+@dataclass
+class Recorder:
+    """Per-request times and a per-pass log."""
+
+    num_requests: int
+    arrival_s: np.ndarray = field(init=False)
+    admitted_s: np.ndarray = field(init=False)
+    first_token_s: np.ndarray = field(init=False)
+    finish_s: np.ndarray = field(init=False)
+    passes: list[tuple] = field(default_factory=list)  # see PASS_COLUMNS
+    itl_durations: list[float] = field(default_factory=list)
+    itl_counts: list[int] = field(default_factory=list)
+
+    PASS_COLUMNS = ("replica", "start_s", "duration_s", "seqs", "tokens", "committed", "kv_used_blocks",
+                    "running", "waiting", "flops", "bytes", "memory_bound_s")
+
+    def __post_init__(self) -> None:
+        n = self.num_requests
+        self.arrival_s = np.full(n, np.nan)
+        self.admitted_s = np.full(n, np.nan)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+
+    def pass_done(self, replica: int, start_s: float, duration_s: float, seqs: int, tokens: int, committed: int,
+                  kv_used: int, running: int, waiting: int, flops: float, nbytes: float, mem_s: float,
+                  itl_rows: int) -> None:
+        self.passes.append((replica, start_s, duration_s, seqs, tokens, committed, kv_used, running, waiting,
+                            flops, nbytes, mem_s))
+        if itl_rows:
+            self.itl_durations.append(duration_s)
+            self.itl_counts.append(itl_rows)
+
+    def write_timeseries(self, path: str) -> None:
+        """The per-pass log as CSV: batch size, KV occupancy, running/waiting counts over time."""
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.PASS_COLUMNS)
+            w.writerows(self.passes)
+
+
+def summarize(rec: Recorder, requests, base: dict, *, gpus: int, executors: int, peak_bw: float, peak_flops: float,
+              kv_blocks: int, kv_block_tokens: int, slo=None, rejected: int = 0, preemptions: int = 0,
+              extra: dict | None = None) -> Result:
+    """A `Result` from a recorder's events. `gpus` is how many GPUs shared the work (replicas x tp x pp) and the
+    peaks are per GPU, so MBU/MFU are averages over all GPUs of the makespan; `executors` is how many passes can
+    run at once (replicas x pipeline micro-batches), for the busy fraction."""
+    prompts = np.array([r.prompt_tokens for r in requests], dtype=float)
+    outputs = np.array([r.output_tokens for r in requests], dtype=float)
+    done = ~np.isnan(rec.finish_s)
+    completed = int(done.sum())
+    if rec.passes:
+        log = np.array([p[1:] for p in rec.passes], dtype=float)
+        start, dur, seqs, tokens, committed, kv_used = (log[:, i] for i in range(6))
+        flops, nbytes, mem_s = log[:, 8], log[:, 9], log[:, 10]
+        t0 = float(np.nanmin(rec.arrival_s)) if len(requests) else 0.0
+        makespan = float((start + dur).max()) - t0
+    else:
+        dur = seqs = tokens = committed = kv_used = flops = nbytes = mem_s = np.zeros(0)
+        makespan = 0.0
+    busy = float(dur.sum())
+    out_tokens = int(outputs[done].sum())
+    ttft = rec.first_token_s[done] - rec.arrival_s[done]
+    e2e = rec.finish_s[done] - rec.arrival_s[done]
+    multi = done & (outputs > 1)
+    tpot = (rec.finish_s[multi] - rec.first_token_s[multi]) / (outputs[multi] - 1)
+    queue = rec.admitted_s[done] - rec.arrival_s[done]
+    goodput = None
+    if slo is not None and (slo.ttft_s or slo.tpot_s) and makespan > 0:
+        ok = np.ones(completed, dtype=bool)
+        if slo.ttft_s:
+            ok &= ttft <= slo.ttft_s
+        if slo.tpot_s:
+            tp_all = np.where(outputs[done] > 1, (rec.finish_s[done] - rec.first_token_s[done])
+                              / np.maximum(outputs[done] - 1, 1), 0.0)
+            ok &= tp_all <= slo.tpot_s
+        goodput = float(ok.sum()) / makespan
+    gpu_s = makespan * gpus
+    occupancy = kv_used / kv_blocks if kv_blocks else np.zeros_like(kv_used)
+    return Result(
+        **base,
+        num_requests=len(requests),
+        completed=completed,
+        rejected=rejected,
+        preemptions=preemptions,
+        prompt_tokens=int(prompts[done].sum()),
+        output_tokens=out_tokens,
+        makespan_s=makespan,
+        output_throughput_tok_s=out_tokens / makespan if makespan > 0 else 0.0,
+        request_throughput_req_s=completed / makespan if makespan > 0 else 0.0,
+        goodput_req_s=goodput,
+        ttft_s=Stats.of(ttft),
+        tpot_s=Stats.of(tpot),
+        itl_s=Stats.of(rec.itl_durations, rec.itl_counts),
+        e2e_s=Stats.of(e2e),
+        queue_s=Stats.of(queue),
+        passes=len(rec.passes),
+        pass_time_s=Stats.of(dur),
+        mean_batch=float(seqs.mean()) if len(seqs) else 0.0,
+        tokens_per_pass=float(tokens.mean()) if len(tokens) else 0.0,
+        committed_per_pass=float(committed.mean()) if len(committed) else 0.0,
+        mbu=float(nbytes.sum()) / (gpu_s * peak_bw) if gpu_s > 0 else 0.0,
+        mfu=float(flops.sum()) / (gpu_s * peak_flops) if gpu_s > 0 else 0.0,
+        arithmetic_intensity_flop_per_byte=float(flops.sum() / nbytes.sum()) if nbytes.sum() > 0 else 0.0,
+        memory_bound_fraction=float(mem_s.sum()) / busy if busy > 0 else 0.0,
+        compute_bound_fraction=1.0 - float(mem_s.sum()) / busy if busy > 0 else 0.0,
+        busy_fraction=busy / (makespan * executors) if makespan > 0 else 0.0,
+        kv_capacity_tokens=kv_blocks * kv_block_tokens,
+        kv_peak_occupancy=float(occupancy.max()) if len(occupancy) else 0.0,
+        kv_mean_occupancy=float(occupancy.mean()) if len(occupancy) else 0.0,
+        extra=extra or {},
+    )

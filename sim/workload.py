@@ -1,0 +1,159 @@
+"""Workloads: the requests a scenario serves, each with an arrival time, a prompt length and an output length.
+
+Synthetic workloads draw from a seeded `numpy.random.Generator` (same scenario + seed => the same requests);
+traces are read from the formats production systems publish:
+- Azure LLM inference trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens` (timestamps as dates or seconds);
+- Vidur's processed layout `arrived_at,num_prefill_tokens,num_decode_tokens` (data/traces/ ships two);
+- JSONL lines `{"arrival_s": .., "prompt_tokens": .., "output_tokens": ..}`;
+- length-only CSVs `num_prefill_tokens,num_decode_tokens,...` (arrivals then come from `rate_qps`, else t=0).
+A malformed line is reported with file, line number and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import UserError
+from sim.scenario import Closed, Fixed, Gamma, LogNormal, Poisson, Trace, Uniform
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+
+
+def sample_lengths(spec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` lengths from a length spec: an int, or a fixed / uniform / lognormal distribution."""
+    if isinstance(spec, int):
+        return np.full(n, spec, dtype=np.int64)
+    if isinstance(spec, Fixed):
+        return np.full(n, spec.value, dtype=np.int64)
+    if isinstance(spec, Uniform):
+        return rng.integers(spec.low, spec.high + 1, size=n)
+    if isinstance(spec, LogNormal):
+        # choose mu so that the (unclipped) mean is spec.mean: E[X] = exp(mu + sigma^2 / 2)
+        mu = np.log(spec.mean) - spec.sigma**2 / 2
+        return np.clip(np.rint(rng.lognormal(mu, spec.sigma, size=n)), spec.min, spec.max).astype(np.int64)
+    raise TypeError(f"unknown length spec {spec!r}")
+
+
+def _arrivals(workload, n: int, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(workload, Closed):
+        return np.zeros(n)
+    if isinstance(workload, Poisson):
+        return np.cumsum(rng.exponential(1.0 / workload.rate_qps, size=n))
+    if isinstance(workload, Gamma):
+        # gamma gaps with mean 1/rate and coefficient of variation cv: shape k = 1/cv^2, scale = 1/(rate k)
+        shape = 1.0 / workload.cv**2
+        return np.cumsum(rng.gamma(shape, 1.0 / (workload.rate_qps * shape), size=n))
+    raise TypeError(f"unknown workload {workload!r}")
+
+
+def generate_requests(workload, seed: int) -> list[Request]:
+    """The requests of a workload, sorted by arrival (ties by id)."""
+    if isinstance(workload, Trace):
+        return read_trace(workload)
+    rng = np.random.default_rng(seed)
+    n = workload.num_requests
+    arrivals = _arrivals(workload, n, rng)
+    prompts = sample_lengths(workload.input_len, n, rng)
+    outputs = sample_lengths(workload.output_len, n, rng)
+    return [Request(i, float(arrivals[i]), int(prompts[i]), int(outputs[i])) for i in range(n)]
+
+
+# -- traces ---------------------------------------------------------------------------------------------------------
+
+_LAYOUTS = {
+    # header columns (lower-case) -> (arrival column or None, prompt column, output column)
+    "azure": ("timestamp", "contexttokens", "generatedtokens"),
+    "processed": ("arrived_at", "num_prefill_tokens", "num_decode_tokens"),
+    "lengths": (None, "num_prefill_tokens", "num_decode_tokens"),
+}
+
+
+def _parse_time(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    # Azure 2023 traces print e.g. "2023-11-16 18:15:46.6805900" (7 fractional digits); trim to microseconds
+    head, _, frac = text.strip().partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}" if frac else head).timestamp()
+
+
+def read_trace(trace: Trace) -> list[Request]:
+    """Requests from a trace file, arrivals rebased to the first request and multiplied by `time_scale`."""
+    path = Path(trace.path)
+    if not path.exists():
+        raise UserError(f"workload.path: trace file {path} does not exist")
+    rows = _read_jsonl(path) if path.suffix in (".jsonl", ".ndjson") else _read_csv(path)
+    rows.sort(key=lambda r: r[0])
+    if rows:
+        t0 = rows[0][0]
+        rows = [((t - t0) * trace.time_scale, p, o) for t, p, o in rows]
+    rows = [r for r in rows if r[0] >= trace.start_s * trace.time_scale]
+    if trace.max_requests is not None:
+        rows = rows[: trace.max_requests]
+    return [Request(i, t, p, o) for i, (t, p, o) in enumerate(rows)]
+
+
+def _lengths(path: Path, line: int, prompt: str, output: str) -> tuple[int, int]:
+    try:
+        p, o = int(float(prompt)), int(float(output))
+    except (TypeError, ValueError):
+        raise UserError(f"{path}:{line}: expected whole-number token counts, got {prompt!r} and {output!r}") from None
+    if p < 1 or o < 1:
+        raise UserError(f"{path}:{line}: token counts must be >= 1, got prompt {p} and output {o}")
+    return p, o
+
+
+def _read_csv(path: Path) -> list[tuple[float, int, int]]:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        layout = next((cols for cols in _LAYOUTS.values() if all(c is None or c in header for c in cols)), None)
+        if layout is None:
+            raise UserError(
+                f"{path}:1: unknown trace header {','.join(header)!r}; expected TIMESTAMP,ContextTokens,"
+                "GeneratedTokens or arrived_at,num_prefill_tokens,num_decode_tokens"
+            )
+        t_col, p_col, o_col = (header.index(c) if c else None for c in layout)
+        rows = []
+        for line, rec in enumerate(reader, start=2):
+            if not rec or all(not x.strip() for x in rec):
+                continue
+            if len(rec) < len(header):
+                raise UserError(f"{path}:{line}: expected {len(header)} comma-separated fields, got {len(rec)}")
+            try:
+                t = _parse_time(rec[t_col]) if t_col is not None else 0.0
+            except ValueError:
+                raise UserError(f"{path}:{line}: expected an arrival time (seconds or a date), got {rec[t_col]!r}") from None
+            rows.append((t, *_lengths(path, line, rec[p_col], rec[o_col])))
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[tuple[float, int, int]]:
+    rows = []
+    with path.open() as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+                t = float(rec["arrival_s"])
+                p, o = rec["prompt_tokens"], rec["output_tokens"]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise UserError(
+                    f"{path}:{line}: expected a JSON object with arrival_s, prompt_tokens, output_tokens"
+                ) from None
+            rows.append((t, *_lengths(path, line, p, o)))
+    return rows

@@ -1,0 +1,99 @@
+"""CLI behaviour: exit codes, one-line errors, JSON keys, determinism."""
+
+import pytest
+
+JSON_KEYS = ["output_throughput_tok_s", "request_throughput_req_s", "ttft_s", "tpot_s", "e2e_s", "makespan_s",
+             "mbu", "mfu", "memory_bound_fraction", "compute_bound_fraction"]
+
+
+def test_default_simulate_prints_a_table(cli):
+    code, out, _ = cli("simulate")
+    assert code == 0
+    assert "llama-3.1-8b on h100-sxm" in out and "output throughput" in out and "TPOT" in out
+
+
+def test_json_has_the_promised_keys(cli_json):
+    r = cli_json("simulate")
+    for k in JSON_KEYS:
+        assert k in r
+    for k in ["ttft_s", "tpot_s", "e2e_s"]:
+        assert set(r[k]) >= {"mean", "p50", "p90", "p99"}
+
+
+def test_file_and_overrides(cli_json, tmp_path):
+    r = cli_json("simulate", "examples/default.yaml", "--set", "batching.batch_size=32")
+    assert r["completed"] == 32
+    assert r["mean_batch"] == pytest.approx(32)
+
+
+def test_batch1_is_memory_bound_and_near_roofline(cli_json):
+    r = cli_json("simulate", "--set", "batching.batch_size=1", "--set", "workload.num_requests=1")
+    assert r["memory_bound_fraction"] > 0.9
+    roofline_s = (16.06e9 + 768 * 131072) / 3.35e12  # all weights + the longest KV, datasheet bandwidth
+    assert roofline_s < r["tpot_s"]["mean"] < 1.5 * roofline_s
+
+
+def test_large_prefill_is_compute_bound(cli_json):
+    r = cli_json("simulate", "--set", "batching.batch_size=512", "--set", "workload.num_requests=512",
+                 "--set", "workload.input_len=2048", "--set", "workload.output_len=1")
+    assert r["compute_bound_fraction"] > 0.9
+
+
+def test_same_seed_same_result_byte_for_byte(cli):
+    args = ["simulate", "--json", "--set", "batching.kind=continuous", "--set", "workload.kind=poisson",
+            "--set", "workload.rate_qps=4", "--set", "workload.num_requests=50"]
+    assert cli(*args)[1] == cli(*args)[1]
+    assert cli(*args)[1] != cli(*args, "--set", "seed=1")[1]
+
+
+def test_model_that_does_not_fit_is_a_result(cli_json):
+    r = cli_json("simulate", "--set", "model=llama-3.1-70b")
+    assert r["fits"] is False
+    assert r["message"].startswith("needs 141.1 GB of weights, h100-sxm has 80 GB")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "hardware=h100-sxx"], "unknown chip 'h100-sxx' (did you mean h100-sxm?); known: a100-80gb-sxm"),
+        (["--set", "model=llama-9b"], "unknown model 'llama-9b'"),
+        (["--set", "batching.batch_size=0"], "batching.batch_size: Input should be greater than or equal to 1"),
+        (["--set", "workload.output_len=0"], "workload.output_len: Input should be greater than or equal to 1"),
+        (["--set", "batching.kind=continuous", "--set", "batching.kv_block_tokens=0"],
+         "batching.kv_block_tokens: Input should be greater than or equal to 1"),
+        (["--set", "workload.kind=poisson", "--set", "workload.rate_qps=0"],
+         "workload.rate_qps: Input should be greater than 0"),
+        (["--set", "batching.bogus=1"], "unknown key 'batching.bogus'; valid keys: activation_reserve_gb, batch_size"),
+        (["--set", "bogus=1"], "unknown key 'bogus'; valid keys: batching, hardware, model"),
+        (["--set", "batching.kind=dynamic"], "batching: unknown kind dynamic; allowed: 'static', 'continuous'"),
+        (["--set", "precision.weights=fp3"], "precision.weights: Input should be 'bf16', 'fp16', 'fp8', 'int8' or"),
+        (["--set", "noequals"], "expected PATH=VALUE"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(cli, args, message):
+    code, out, err = cli("simulate", *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_yaml_scenario(cli, tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("model: llama-3.1-8b\nbatching: {kind: static, batch_size: 8\n")
+    code, _, err = cli("simulate", str(f))
+    assert code == 2
+    assert f"{f}:3:1: malformed YAML" in err
+
+
+def test_missing_scenario_file(cli, tmp_path):
+    code, _, err = cli("simulate", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_profiles_list_and_show(cli):
+    code, out, _ = cli("profiles")
+    assert code == 0 and "h100-sxm" in out and "ridge" in out
+    code, out, _ = cli("profiles", "show", "h200")
+    assert code == 0 and "hbm_bandwidth_tb_s: 4.8" in out and "ridge_flop_per_byte_bf16" in out
+    code, _, err = cli("profiles", "show", "h300")
+    assert code == 2 and "unknown chip 'h300'" in err

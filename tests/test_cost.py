@@ -1,0 +1,116 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.cost import CostContext, CostModel, attention_ops, experts_touched, linear_ops, pass_cost
+from sim.hardware import load_profile
+from sim.model import ModelSpec, load_model
+from sim.passes import batch_shape, decode_shape, prefill_shape, seq_shape
+
+TINY = ModelSpec(name="tiny", hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=16,
+                 vocab_size=32)
+H100 = load_profile("h100-sxm")
+
+
+def ops_by_name(ops):
+    return {o.name: o for o in ops}
+
+
+def test_tiny_model_linear_counts_by_hand():
+    ctx = CostContext(TINY, H100)
+    ops = ops_by_name(linear_ops(ctx, tokens=3, logit_rows=1))
+    # head_dim 4: q 8 wide, k and v 4 wide each -> QKV is 8 x 16; 2 FLOPs per MAC, 3 rows
+    assert ops["qkv_proj"].flops == 2 * 3 * 8 * 16
+    assert ops["qkv_proj"].weight_bytes == 8 * 16 * 2
+    assert ops["qkv_proj"].bytes == 8 * 16 * 2 + 3 * (8 + 16) * 2  # weights once + activations in and out
+    assert ops["qkv_proj"].count == 2  # once per layer
+    assert ops["gate_up_proj"].flops == 2 * 3 * 8 * 32
+    assert ops["down_proj"].flops == 2 * 3 * 16 * 8
+    # LM head: weights read in full for a single logit row; fp32 logits out
+    assert ops["lm_head"].flops == 2 * 1 * 8 * 32
+    assert ops["lm_head"].bytes == 8 * 32 * 2 + 1 * (8 * 2 + 32 * 4)
+
+
+def test_tiny_model_attention_by_hand():
+    ctx = CostContext(TINY, H100)
+    # one sequence: 2 new tokens after 3 cached ones (c = 5), causal: 2*3 + (1+2) = 9 pairs
+    shape = seq_shape(q=2, c=5, o=1)
+    assert shape.attn_pairs == 9
+    (attn,) = attention_ops(ctx, shape)
+    assert attn.flops == 4 * 8 * 9  # 4 * q_dim * pairs
+    kv_per_token_layer = 2 * 4 * 2  # K and V, 1 head of 4, bf16
+    assert attn.bytes == (5 + 2) * kv_per_token_layer + 2 * 2 * 8 * 2  # KV read + written, q in + out
+
+
+def test_bidirectional_attends_everything():
+    assert seq_shape(4, 10, 4, "bidirectional").attn_pairs == 40
+    assert seq_shape(4, 10, 4, "causal").attn_pairs == 4 * 6 + 10
+
+
+def test_batch1_decode_between_roofline_and_1_5x():
+    m = load_model("llama-3.1-8b")
+    ctx = CostContext(m, H100)
+    context = 512
+    t = pass_cost(ctx, decode_shape(1, context)).time_s
+    roofline_s = (m.weight_bytes() + context * m.kv_bytes_per_token()) / H100.hbm_bandwidth_bytes_per_s
+    assert roofline_s < t < 1.5 * roofline_s
+    assert pass_cost(ctx, decode_shape(1, context)).bound == "memory"
+
+
+def test_large_prefill_is_compute_bound():
+    pc = pass_cost(CostContext(load_model("llama-3.1-8b"), H100), prefill_shape(512, 2048))
+    assert pc.bound == "compute"
+    assert pc.intensity_flop_per_byte > H100.ridge_point_flop_per_byte()
+
+
+def test_tensor_parallel_splits_weights_and_adds_allreduce():
+    m = load_model("llama-3.1-70b")
+    one = ops_by_name(linear_ops(CostContext(m, H100, tp=1), 1, 1))
+    four = ops_by_name(linear_ops(CostContext(m, H100, tp=4), 1, 1))
+    assert four["gate_up_proj"].weight_bytes == one["gate_up_proj"].weight_bytes / 4
+    assert "allreduce" not in one
+    ar = four["allreduce"]
+    assert ar.count == 2 * 80
+    payload = 1 * 8192 * 2
+    assert ar.comm_s == pytest.approx(2 * 3 / 4 * payload / H100.link_bandwidth_bytes_per_s + 2 * 3 * 3e-6)
+
+
+def test_experts_touched():
+    assert experts_touched(8, 2, 1) == pytest.approx(2.0)
+    assert experts_touched(8, 2, 1000) == pytest.approx(8.0)
+    assert experts_touched(1, 1, 50) == 1.0
+    m = load_model("mixtral-8x7b")
+    one = ops_by_name(linear_ops(CostContext(m, H100), 1, 1))["down_proj"].weight_bytes
+    many = ops_by_name(linear_ops(CostContext(m, H100), 512, 1))["down_proj"].weight_bytes
+    assert many == pytest.approx(4 * one)  # 2 experts touched by one token, all 8 by 512
+
+
+def test_quantized_weights_move_fewer_bytes():
+    m = load_model("llama-3.1-8b")
+    bf16 = pass_cost(CostContext(m, H100, weights="bf16"), decode_shape(1, 100))
+    int4 = pass_cost(CostContext(m, H100, weights="int4"), decode_shape(1, 100))
+    assert int4.bytes < 0.3 * bf16.bytes
+    assert int4.time_s < bf16.time_s
+
+
+@settings(max_examples=60, deadline=None)
+@given(seqs=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 3000)), min_size=1, max_size=12),
+       tp=st.sampled_from([1, 2, 8]), model=st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "smollm2-135m"]))
+def test_fast_path_equals_breakdown(seqs, tp, model):
+    """CostModel.pass_time (memoized, used by the engine) must equal the full per-operator breakdown."""
+    ctx = CostContext(load_model(model), H100, tp=tp)
+    shape = batch_shape([(q, q + c, 1) for q, c in seqs])
+    full, fast = pass_cost(ctx, shape), CostModel(ctx).pass_time(shape)
+    assert fast.time_s == pytest.approx(full.time_s, rel=1e-9)
+    assert fast.flops == pytest.approx(full.flops, rel=1e-9)
+    assert fast.bytes == pytest.approx(full.bytes, rel=1e-9)
+    assert fast.memory_bound_s == pytest.approx(full.memory_bound_s, rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 256), context=st.integers(1, 8192))
+def test_never_faster_than_the_datasheet_roofline(batch, context):
+    m = load_model("llama-3.1-8b")
+    pc = pass_cost(CostContext(m, H100), decode_shape(batch, context))
+    assert pc.time_s >= pc.bytes / H100.hbm_bandwidth_bytes_per_s
+    assert pc.time_s >= pc.flops / H100.peak_flops_per_s("bf16")

@@ -1,0 +1,72 @@
+import pytest
+
+from sim.errors import UserError
+from sim.hardware import Curve, Scale, load_profile, profile_from_dict, profile_names
+
+REQUIRED = ["h100-sxm", "h100-pcie", "h200", "a100-80gb-sxm", "b200", "mi300x", "l40s", "rtx-4090"]
+
+
+def test_every_required_chip_loads_with_a_datasheet():
+    names = profile_names()
+    for n in REQUIRED:
+        assert n in names
+        p = load_profile(n)
+        assert p.provenance.datasheet.startswith("http")
+        assert p.hbm_bandwidth_bytes_per_s > 1e11
+    hypothetical = [n for n in names if load_profile(n).provenance.datasheet.startswith("hypothetical")]
+    assert len(hypothetical) >= 3
+
+
+def test_units_and_ridge_point():
+    p = load_profile("h100-sxm")
+    assert p.hbm_bandwidth_bytes_per_s == 3.35e12
+    assert p.hbm_capacity_bytes == 80e9
+    assert p.ridge_point_flop_per_byte("bf16") == pytest.approx(989.4e12 / 3.35e12)
+    # int4 weights run bf16 math after dequantization; A100 has no fp8 and falls back to bf16
+    assert p.peak_flops_per_s("int4") == p.peak_flops_per_s("bf16")
+    assert load_profile("a100-80gb-sxm").peak_flops_per_s("fp8") == 312e12
+
+
+def test_hypothetical_files_derive_from_their_base():
+    base, fast = load_profile("h100-sxm"), load_profile("h100-2x-bandwidth")
+    assert fast.hbm_bandwidth_tb_s == 2 * base.hbm_bandwidth_tb_s
+    assert fast.peak_tflops == base.peak_tflops
+    assert fast.name == "h100-2x-bandwidth"
+    assert fast.scale.bandwidth == 2
+
+
+def test_scaled_profile():
+    p = load_profile("h100-sxm").scaled(Scale(flops=2, capacity=2))
+    assert p.peak_tflops["bf16"] == pytest.approx(2 * 989.4)
+    assert p.hbm_capacity_gb == 160
+    assert "flopsx2" in p.name
+
+
+def test_hockney_curve():
+    c = Curve(max_fraction=0.8, half_size=1000)
+    assert c.fraction(1000) == pytest.approx(0.4)
+    assert c.time_s(1000, 1e6) == pytest.approx(2000 / 0.8e6)
+    assert c.time_s(0, 1e6) == 0
+    table = Curve(max_fraction=1, half_size=0, points=((1e3, 0.1), (1e6, 0.9)))
+    assert table.fraction(10**4.5) == pytest.approx(0.5)
+
+
+def test_malformed_yaml_names_file_line_and_column(tmp_path):
+    f = tmp_path / "chip.yaml"
+    f.write_text("name: x\nvendor: [unclosed\n")
+    with pytest.raises(UserError, match=r"chip.yaml:3:1: malformed YAML"):
+        load_profile(str(f))
+
+
+def test_price_needs_a_source():
+    data = load_profile("h100-sxm").model_dump()
+    data["price_source"] = None
+    with pytest.raises(UserError, match="price_per_gpu_hour_usd needs price_source"):
+        profile_from_dict(data)
+
+
+def test_out_of_range_field_names_its_path():
+    data = load_profile("h100-sxm").model_dump()
+    data["efficiency"]["memory"]["max_fraction"] = 1.5
+    with pytest.raises(UserError, match=r"efficiency\.memory\.max_fraction: Input should be less than or equal to 1"):
+        profile_from_dict(data)

@@ -1,0 +1,67 @@
+"""Rich tables for results, chips and models: how memwall prints numbers for people."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from sim.result import Result, Stats
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 1e3:,.2f}"
+
+
+def _stats_row(name: str, s: Stats) -> list[str]:
+    return [name, _ms(s.mean), _ms(s.p50), _ms(s.p90), _ms(s.p99)]
+
+
+def result_tables(r: Result) -> list[Table]:
+    """A summary table (throughput, bounds, memory) and a latency table (ms percentiles) of one result."""
+    head = Table(title=f"{r.model} on {r.hardware} — {r.strategy}, {r.batching} batching ({r.source})",
+                 show_header=False, title_justify="left")
+    head.add_column("metric", style="bold")
+    head.add_column("value", justify="right")
+    if not r.fits:
+        head.add_row("does not fit", r.message or "")
+        return [head]
+    rows = [
+        ("output throughput", f"{r.output_throughput_tok_s:,.1f} tok/s"),
+        ("request throughput", f"{r.request_throughput_req_s:,.3f} req/s"),
+        ("requests completed / rejected", f"{r.completed} / {r.rejected}"),
+        ("output tokens", f"{r.output_tokens:,}"),
+        ("makespan", f"{r.makespan_s:,.3f} s"),
+        ("passes", f"{r.passes:,} (mean batch {r.mean_batch:.1f}, {r.tokens_per_pass:.1f} tokens/pass)"),
+        ("bound", f"memory {r.memory_bound_fraction:.0%} / compute {r.compute_bound_fraction:.0%} of busy time"),
+        ("MBU / MFU", f"{r.mbu:.1%} / {r.mfu:.1%}"),
+        ("arithmetic intensity", f"{r.arithmetic_intensity_flop_per_byte:,.1f} FLOP/byte"),
+        ("KV capacity (per replica)", f"{r.kv_capacity_tokens:,} tokens, peak use {r.kv_peak_occupancy:.0%}"),
+        ("preemptions", f"{r.preemptions}"),
+    ]
+    if r.goodput_req_s is not None:
+        rows.append(("goodput (SLO met)", f"{r.goodput_req_s:,.3f} req/s"))
+    for k, v in r.extra.items():
+        rows.append((k.replace("_", " "), f"{v:,.4g}" if isinstance(v, (int, float)) else str(v)))
+    for k, v in rows:
+        head.add_row(k, v)
+    lat = Table(title="latency (ms)", title_justify="left")
+    for c in ("metric", "mean", "p50", "p90", "p99"):
+        lat.add_column(c, justify="right" if c != "metric" else "left")
+    for name, s in (("TTFT", r.ttft_s), ("TPOT", r.tpot_s), ("ITL", r.itl_s), ("E2E", r.e2e_s),
+                    ("queueing", r.queue_s), ("pass time", r.pass_time_s)):
+        lat.add_row(*_stats_row(name, s))
+    return [head, lat]
+
+
+def profiles_table(rows: list[dict]) -> Table:
+    t = Table(title="hardware profiles (dense peaks; ridge = bf16 FLOP per HBM byte)", title_justify="left")
+    t.add_column("name", no_wrap=True)
+    for c in ("HBM GB", "TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "ridge", "TDP W", "$/GPU-h"):
+        t.add_column(c, justify="right")
+    for d in rows:
+        t.add_row(d["name"], f"{d['hbm_gb']:g}", f"{d['bw_tb_s']:.3g}", f"{d['bf16_tflops']:,.0f}",
+                  "-" if math.isnan(d["fp8_tflops"]) else f"{d['fp8_tflops']:,.0f}",
+                  f"{d['ridge_flop_per_byte']:.0f}", f"{d['tdp_w']:g}",
+                  "-" if math.isnan(d["usd_per_h"]) else f"{d['usd_per_h']:.2f}")
+    return t
