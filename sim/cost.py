@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 from sim.hardware import Curve, HardwareProfile
 from sim.model import ModelSpec
 from sim.passes import PassShape
@@ -122,8 +124,10 @@ def experts_touched(num_experts: int, top_k: int, tokens: int) -> float:
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
 
 
-def linear_ops(ctx: CostContext, tokens: int, logit_rows: int) -> list[Op]:
-    """Operators whose cost depends only on how many token rows and logit rows the pass has."""
+def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | None = None,
+               head: bool | None = None) -> list[Op]:
+    """Operators whose cost depends only on how many token rows and logit rows the pass has. `touched` (MoE
+    experts read) and `head` (whether the LM head runs) default to what `tokens` and `logit_rows` imply."""
     m, t, L = ctx.model, ctx.tp, ctx.num_layers
     wb, ab = BYTES_PER_ELEMENT[ctx.weights], BYTES_PER_ELEMENT[ctx.activations]
     d, Q = m.hidden_size, tokens
@@ -149,7 +153,8 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int) -> list[Op]:
     ops.append(elementwise("mlp_norm", 2 * Q * d, L, 4.0))
     if m.is_moe:
         ops.append(linear("router", d, m.num_experts, Q, L))
-        touched = experts_touched(m.num_experts, m.experts_per_token, Q)
+        if touched is None:
+            touched = experts_touched(m.num_experts, m.experts_per_token, Q)
         rows = Q * m.experts_per_token  # each token runs through k experts
         ops.append(linear("gate_up_proj", d, 2 * inter, rows, L, touched))
         ops.append(elementwise("swiglu", 3 * rows * inter, L, 4.0))
@@ -158,7 +163,7 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int) -> list[Op]:
         ops.append(linear("gate_up_proj", d, 2 * inter, Q, L))
         ops.append(elementwise("swiglu", 3 * Q * inter, L, 4.0))
         ops.append(linear("down_proj", inter, d, Q, L))
-    if ctx.lm_head and logit_rows > 0:
+    if head if head is not None else (ctx.lm_head and logit_rows > 0):
         ops.append(elementwise("final_norm", 2 * logit_rows * d, 1, 4.0))
         # the LM head's weights are read in full even for one row; logits are written in fp32 for sampling
         w = d * m.vocab_size / t * wb
@@ -237,8 +242,16 @@ class PassTime:
     memory_bound_s: float  # time spent in operators bound by memory (or launch overhead)
 
 
+HEAD_OPS = ("final_norm", "lm_head", "sampling")
+
+
 class CostModel:
-    """Memoized pricing for the engine's hot loop: linear operators cached by (tokens, logit rows)."""
+    """Pricing for the engine's hot loop, equal to `pass_cost` but fast.
+
+    Every linear operator's FLOPs, bytes and link time are affine in (tokens Q, logit rows O, experts touched T),
+    so they are evaluated once at four basis points and afterwards priced for any (Q, O) with a few vector
+    operations (memoized as well, as pass shapes repeat). Attention is added with a handful of float operations.
+    """
 
     def __init__(self, ctx: CostContext):
         self.ctx = ctx
@@ -246,6 +259,25 @@ class CostModel:
         m, t = ctx.model, ctx.tp
         hw, eff = ctx.hardware, ctx.hardware.efficiency
         kvb, ab = BYTES_PER_ELEMENT[ctx.kv], BYTES_PER_ELEMENT[ctx.activations]
+        # linear operators: coefficients of (1, Q, O, T) for flops, bytes and link seconds
+        basis = [(0, 0, 0.0), (1, 0, 0.0), (0, 1, 0.0), (0, 0, 1.0)]
+        evals = [linear_ops(ctx, q, o, touched=t_, head=ctx.lm_head) for q, o, t_ in basis]
+        ops0 = evals[0]
+        self._names = [op.name for op in ops0]
+
+        def coeffs(attr: str) -> np.ndarray:
+            v = np.array([[getattr(op, attr) for op in ops] for ops in evals])  # (4 basis, n ops)
+            return np.vstack([v[0], v[1] - v[0], v[2] - v[0], v[3] - v[0]])
+
+        self._F, self._B, self._C = coeffs("flops"), coeffs("bytes"), coeffs("comm_s")
+        kinds = ["comm" if op.family == "comm" else "flops" if op.family == "linear" else "bytes" for op in ops0]
+        self._table = [
+            (tuple(self._F[:, i]), tuple(self._B[:, i]), tuple(self._C[:, i]), op.count,
+             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i])
+            for i, op in enumerate(ops0)
+        ]
+        self._peak_w = hw.peak_flops_per_s(ctx.weights)
+        self._cmp_curve, self._mem_curve = eff.compute, eff.memory
         # attention constants, so that `pass_time` does a few multiplications per call
         self._L = ctx.num_layers
         self._kv_per_tok = 2 * m.kv_dim / t * kvb
@@ -258,13 +290,46 @@ class CostModel:
         self._overhead = eff.kernel_overhead_s
 
     def _linear_uncached(self, tokens: int, logit_rows: int) -> PassTime:
-        costs = [price(op, self.ctx) for op in linear_ops(self.ctx, tokens, logit_rows)]
-        return PassTime(
-            sum(c.time_s for c in costs),
-            sum(c.flops for c in costs),
-            sum(c.bytes for c in costs),
-            sum(c.time_s for c in costs if c.bound in ("memory", "overhead")),
-        )
+        # plain floats over ~15 operators: faster than numpy at this size, and called once per new (Q, O)
+        m = self.ctx.model
+        touched = experts_touched(m.num_experts, m.experts_per_token, tokens) if m.is_moe else 0.0
+        head = logit_rows > 0 and self.ctx.lm_head
+        total_s = flops_sum = bytes_sum = mem_s = 0.0
+        for (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind in self._table:
+            if is_head and not head:
+                continue
+            flops = f0 + f1 * tokens + f2 * logit_rows + f3 * touched
+            nbytes = b0 + b1 * tokens + b2 * logit_rows + b3 * touched
+            if kind == "comm":
+                core, memory_bound = c0 + c1 * tokens + c2 * logit_rows + c3 * touched, False
+            else:
+                compute = _hockney_s(self._cmp_curve, flops, self._peak_w) if kind == "flops" else 0.0
+                memory = _hockney_s(self._mem_curve, nbytes, self._bw)
+                core = compute if compute > memory else memory
+                memory_bound = memory >= compute or ovh > core
+            t = count * (ovh + core)
+            total_s += t
+            flops_sum += count * flops
+            bytes_sum += count * nbytes
+            if memory_bound:
+                mem_s += t
+        return PassTime(total_s, flops_sum, bytes_sum, mem_s)
+
+    def repeated_times(self, shape: PassShape, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-pass (time, flops, bytes, memory-bound time) of `steps` decode passes that repeat `shape` with every
+        sequence one position further each pass (sum c and attended pairs grow by `shape.seqs` per pass)."""
+        lin = self._linear(shape.tokens, shape.logit_rows)
+        grow = np.arange(steps, dtype=float) * shape.seqs
+        pairs = shape.attn_pairs + grow
+        flops = self._flops_per_pair * pairs
+        nbytes = (shape.kv_read_tokens + grow + shape.kv_write_tokens) * self._kv_per_tok + shape.tokens * self._io_per_tok
+        compute = self._attn_cmp.time_s(flops, self._peak)
+        memory = self._attn_mem.time_s(nbytes, self._bw)
+        core = np.maximum(compute, memory)
+        attn_s = (self._overhead + core) * self._L
+        mem_s = np.where((memory >= compute) | (self._overhead > core), attn_s, 0.0)
+        return (lin.time_s + attn_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L,
+                lin.memory_bound_s + mem_s)
 
     def pass_time(self, shape: PassShape) -> PassTime:
         """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""

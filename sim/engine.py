@@ -5,8 +5,14 @@ scheduler loop; each iteration asks the cost model for its pass's duration and y
                          replica 1: ...
 
 Pipeline parallelism (p stages) runs p micro-batch loops per replica (vLLM's virtual engines), each with its own
-scheduler and 1/p of the KV pool; a micro-batch holds each stage (a SimPy Resource) for that stage's time and
-pays the activation send between stages, so with fewer micro-batches in flight than stages the bubble shows.
+scheduler and 1/p of the KV pool; one iteration of a micro-batch takes the sum of its stage times plus the
+activation sends between stages, so p busy micro-batches keep every stage busy, and with fewer micro-batches in
+flight than stages the bubble shows as lost throughput. Contention between unequal micro-batches for one stage is
+not modeled (it would cost SimPy events per stage per pass; the loops are independent).
+
+Runs of identical decode passes (no admission, no finish, no arrival, no block shortage in between: see
+`Scheduler.repeatable_steps`) are priced in one vector operation and one SimPy timeout; the per-pass log still
+gets a row per pass. `max_repeat=1` prices pass by pass (tests check both agree).
 Same scenario + seed => identical result: all randomness comes from seeded generators, and SimPy orders
 simultaneous events by insertion.
 """
@@ -89,7 +95,6 @@ class _Executor:
 @dataclass
 class _Replica:
     executors: list[_Executor]
-    stages: list[simpy.Resource]
     next_slot: int = 0
     outstanding: int = 0
 
@@ -99,6 +104,7 @@ class Engine:
     """One simulation run. `run()` returns the Result; `recorder` keeps the per-pass log for time series."""
 
     setup: Setup
+    max_repeat: int = 1 << 20  # 1 prices every pass separately (same result up to float rounding; slower)
     recorder: Recorder = field(init=False)
 
     def run(self) -> Result:
@@ -118,11 +124,11 @@ class Engine:
             _Replica(
                 [_Executor(r, Scheduler(s.batching, KVBlockManager(blocks, s.batching.kv_block_tokens)))
                  for _ in range(pp)],
-                [simpy.Resource(env, capacity=1) for _ in range(pp)],
             )
             for r in range(s.parallel.replicas)
         ]
         self._done_arriving = False
+        self._next_arrival_s = requests[0].arrival_s if requests else None
         for rep in replicas:
             for ex in rep.executors:
                 env.process(self._loop(env, rep, ex))
@@ -144,9 +150,11 @@ class Engine:
         rec = self.recorder
         router = self.setup.scenario.parallel.router
         turn = 0
-        for req in requests:
+        for k, req in enumerate(requests):
+            self._next_arrival_s = req.arrival_s
             if req.arrival_s > env.now:
                 yield env.timeout(req.arrival_s - env.now)
+            self._next_arrival_s = requests[k + 1].arrival_s if k + 1 < len(requests) else None
             rec.arrival_s[req.id] = env.now
             if router == "least_outstanding":
                 rep = min(replicas, key=lambda r: r.outstanding)
@@ -171,7 +179,8 @@ class Engine:
     def _loop(self, env: simpy.Environment, rep: _Replica, ex: _Executor):
         sched, rec = ex.scheduler, self.recorder
         costs = self.setup.stage_costs
-        send_s = self._stage_send_s()
+        # activation hand-off between consecutive pipeline stages, per token of the pass
+        send_s = self._stage_send_s() * (len(costs) - 1)
         tp = self.setup.scenario.parallel.tp
         while True:
             plan = sched.plan()
@@ -185,27 +194,41 @@ class Engine:
             for rid in plan.admitted:
                 if np.isnan(rec.admitted_s[rid]):
                     rec.admitted_s[rid] = start
-            flops = nbytes = mem_s = 0.0
-            for i, cost in enumerate(costs):
-                pt = cost.pass_time(plan.shape)
-                if len(costs) > 1:  # pipeline: hold stage i while this micro-batch is on it
-                    with rep.stages[i].request() as slot:
-                        yield slot
-                        yield env.timeout(pt.time_s + (send_s * plan.shape.tokens if i < len(costs) - 1 else 0))
-                else:
-                    yield env.timeout(pt.time_s)
-                # the cost model prices one GPU of the tensor-parallel group; the log counts all of them
-                flops, nbytes, mem_s = flops + pt.flops * tp, nbytes + pt.bytes * tp, mem_s + pt.memory_bound_s
-            upd = sched.update(plan)
-            now = env.now
+            steps = sched.repeatable_steps(plan, self.max_repeat)
+            dur, flops, nbytes, mem_s = self._price(plan, steps)
+            dur = dur + send_s * plan.shape.tokens
+            if steps > 1 and not plan.padded and not sched.waiting and self._next_arrival_s is not None:
+                # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
+                # boundary at or after its arrival, exactly where a pass-by-pass run would see it
+                ends = start + np.cumsum(dur)
+                steps = min(steps, int(np.searchsorted(ends, self._next_arrival_s, side="left")) + 1)
+                dur, flops, nbytes, mem_s = dur[:steps], flops[:steps], nbytes[:steps], mem_s[:steps]
+            ends = start + np.cumsum(dur)
+            yield env.timeout(float(ends[-1] - start))
+            upd = sched.update(plan, steps=steps)
             for rid in upd.first_token:
-                rec.first_token_s[rid] = now
-            for rid in upd.finished:
-                rec.finish_s[rid] = now
+                rec.first_token_s[rid] = ends[0]
+            for rid, step in upd.finished:
+                rec.finish_s[rid] = ends[step - 1]
             rep.outstanding -= len(upd.finished)
-            itl_rows = upd.committed_tokens - len(upd.first_token)
-            rec.pass_done(ex.replica, start, now - start, plan.shape.seqs, plan.shape.tokens, upd.committed_tokens,
-                          sched.kv.used_blocks, sched.num_running, sched.num_waiting, flops, nbytes, mem_s, itl_rows)
+            n_first = len(upd.first_token)
+            kv_used, running, waiting = sched.kv.used_blocks, sched.num_running, sched.num_waiting
+            # the cost model prices one GPU of the tensor-parallel group; the log counts all of them
+            rec.passes_done(ex.replica, ends - dur, dur, plan.shape.seqs, plan.shape.tokens, upd.committed, kv_used,
+                            running, waiting, flops * tp, nbytes * tp, mem_s, n_first)
+
+    def _price(self, plan: Plan, steps: int):
+        """Per-pass arrays (time, flops, bytes, memory-bound time) of `steps` repetitions of a plan, summed over
+        pipeline stages (each micro-batch loop runs its stages back to back)."""
+        out = None
+        for cost in self.setup.stage_costs:
+            if steps == 1:
+                pt = cost.pass_time(plan.shape)
+                arrays = tuple(np.array([v]) for v in (pt.time_s, pt.flops, pt.bytes, pt.memory_bound_s))
+            else:
+                arrays = cost.repeated_times(plan.shape, steps)
+            out = arrays if out is None else tuple(a + b for a, b in zip(out, arrays))
+        return out
 
     def _stage_send_s(self) -> float:
         """Seconds per token to send activations to the next pipeline stage (hidden state over the link)."""

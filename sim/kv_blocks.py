@@ -74,16 +74,22 @@ class KVBlockManager:
         """Whether a sequence of `tokens` positions could ever fit in the whole pool."""
         return blocks_for(tokens, self.block_tokens) <= self.num_blocks
 
-    def grow(self, seq_id: int, tokens: int) -> bool:
-        """Make `seq_id` hold enough blocks for `tokens` positions; False (and no change) if the pool is short."""
-        need = self.needed(seq_id, tokens)
-        if need > len(self._free):
-            return False
-        if need:
-            table = self.tables.setdefault(seq_id, [])
-            for _ in range(need):
-                table.append(self._free.pop())
-        return True
+    def grow(self, seq_id: int, tokens: int) -> int:
+        """Make `seq_id` hold enough blocks for `tokens` positions. Returns the blocks it now holds, or -1 (and
+        no change) if the pool is short."""
+        table = self.tables.get(seq_id)
+        if table is None:
+            table = self.tables[seq_id] = []
+        need = -(-tokens // self.block_tokens) - len(table)
+        if need <= 0:
+            return len(table)
+        free = self._free
+        if need > len(free):
+            return -1
+        taken = free[-need:]
+        del free[-need:]
+        table.extend(reversed(taken))  # pop order: lowest free id first
+        return len(table)
 
     def shrink(self, seq_id: int, tokens: int) -> None:
         """Give back blocks beyond what `tokens` positions need (e.g. rejected speculative tokens)."""

@@ -37,14 +37,18 @@ class Recorder:
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
 
-    def pass_done(self, replica: int, start_s: float, duration_s: float, seqs: int, tokens: int, committed: int,
-                  kv_used: int, running: int, waiting: int, flops: float, nbytes: float, mem_s: float,
-                  itl_rows: int) -> None:
-        self.passes.append((replica, start_s, duration_s, seqs, tokens, committed, kv_used, running, waiting,
-                            flops, nbytes, mem_s))
-        if itl_rows:
-            self.itl_durations.append(duration_s)
-            self.itl_counts.append(itl_rows)
+    def passes_done(self, replica: int, starts, durations, seqs: int, tokens: int, committed, kv_used: int,
+                    running: int, waiting: int, flops, nbytes, mem_s, first_tokens: int) -> None:
+        """Log a run of passes (arrays, one entry per pass) that share their batch; first tokens come from the
+        first pass only. The KV and queue columns are the state after the run."""
+        rows = zip(starts.tolist(), durations.tolist(), committed.tolist(), flops.tolist(), nbytes.tolist(),
+                   mem_s.tolist())
+        for j, (s, d, c, f, b, m) in enumerate(rows):
+            self.passes.append((replica, s, d, seqs, tokens, c, kv_used, running, waiting, f, b, m))
+            itl = c - (first_tokens if j == 0 else 0)
+            if itl:
+                self.itl_durations.append(d)
+                self.itl_counts.append(itl)
 
     def write_timeseries(self, path: str) -> None:
         """The per-pass log as CSV: batch size, KV occupancy, running/waiting counts over time."""

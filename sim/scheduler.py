@@ -50,11 +50,16 @@ class Plan:
 
 @dataclass(slots=True)
 class Update:
-    """What an executed pass changed: requests that produced their first token, and those that finished."""
+    """What executed passes changed: requests that produced their first token (in the first pass), those that
+    finished (with the 1-based index of the pass that finished them), and tokens committed by each pass."""
 
     first_token: list[int]
-    finished: list[int]
-    committed_tokens: int
+    finished: list[tuple[int, int]]
+    committed: np.ndarray  # tokens committed by each of the passes applied
+
+    @property
+    def committed_tokens(self) -> int:
+        return int(self.committed.sum())
 
 
 class _Running:
@@ -107,6 +112,7 @@ class Scheduler:
         self.preemptions = 0
         self._order = 0
         self._static_steps_left = 0
+        self._aranged = np.arange(256, dtype=np.int64)
 
     # -- queue ------------------------------------------------------------------------------------------------------
     def add(self, req: Request) -> bool:
@@ -145,58 +151,83 @@ class Scheduler:
 
     def _plan_continuous(self) -> Plan | None:
         b, r, kv = self.batching, self.run, self.kv
+        bt, dq = kv.block_tokens, self.decode_q
         preempted: list[int] = []
-        # 1. decodes first: rows whose cached KV is one step behind their known tokens
+        # 1. decodes first: rows whose cached KV is at most `decode_q` tokens behind their known tokens.
+        #    Steady state (every row decoding, no block boundary crossed) costs a handful of vector operations.
         while True:
             n = r.n
-            behind = r.known[:n] - r.computed[:n]
-            decoding = np.flatnonzero(behind <= self.decode_q)
-            need_tokens = r.computed[decoding] + behind[decoding]
-            short = -(-need_tokens // kv.block_tokens) - r.held[decoding]  # blocks each decode still needs
-            if int(short[short > 0].sum()) <= kv.free_blocks or n == 0:
+            known, computed = r.known[:n], r.computed[:n]
+            prefilling = (known - computed) > dq
+            any_prefill = bool(prefilling.any())
+            grow = known > r.held[:n] * bt  # decodes whose next token starts a new block
+            if any_prefill:
+                grow &= ~prefilling
+            grow_rows = np.flatnonzero(grow)
+            if len(grow_rows) == 0:
+                break
+            short = int(((known[grow_rows] + bt - 1) // bt - r.held[grow_rows]).sum())
+            if short <= kv.free_blocks:
+                for i in grow_rows.tolist():
+                    self._grow(i, int(known[i]))
                 break
             preempted.append(self._preempt_latest())
-        for i in decoding[short > 0].tolist():
-            self._grow(i, int(r.computed[i] + behind[i]))
-        budget = b.max_tokens_per_iter - int(behind[decoding].sum())
-        rows = decoding.tolist()
-        qs = behind[decoding].tolist()
+        if any_prefill:
+            dec_rows = np.flatnonzero(~prefilling)
+            dec_q = known[dec_rows] - computed[dec_rows]
+        else:
+            dec_rows = self._arange(n)
+            dec_q = known - computed
+        budget = b.max_tokens_per_iter - int(dec_q.sum())
+        pre_rows: list[int] = []
+        pre_q: list[int] = []
         # 2. running rows still prefilling (chunked prefill, or recompute after preemption), oldest first
-        prefilling = np.flatnonzero(behind > self.decode_q)
-        for i in prefilling[np.argsort(r.arrival_order[prefilling])].tolist():
-            if budget <= 0:
-                break
-            q = self._prefill_chunk(int(r.known[i] - r.computed[i]), budget, bool(rows))
-            if q == 0 or not self._grow(i, int(r.computed[i]) + q):
-                continue
-            rows.append(i)
-            qs.append(q)
-            budget -= q
+        if any_prefill:
+            idx = np.flatnonzero(prefilling)
+            for i in idx[np.argsort(r.arrival_order[idx])].tolist():
+                if budget <= 0:
+                    break
+                q = self._prefill_chunk(int(known[i] - computed[i]), budget, n > len(idx) or bool(pre_rows))
+                if q == 0 or not self._grow(i, int(computed[i]) + q):
+                    continue
+                pre_rows.append(i)
+                pre_q.append(q)
+                budget -= q
         # 3. admit waiting requests, first come first served, while tokens, slots and blocks allow
         admitted: list[int] = []
         while self.waiting and budget > 0 and r.n < b.max_batch:
             req, generated = self.waiting[0]
-            known = req.prompt_tokens + generated
-            q = self._prefill_chunk(known, budget, bool(rows))
+            q = self._prefill_chunk(req.prompt_tokens + generated, budget, len(dec_rows) > 0 or bool(pre_rows))
             if q == 0 or kv.needed(req.id, q) > kv.free_blocks:
                 break
             self.waiting.popleft()
             i = self._admit(req, generated)
             self._grow(i, q)
-            rows.append(i)
-            qs.append(q)
+            pre_rows.append(i)
+            pre_q.append(q)
             admitted.append(req.id)
             budget -= q
-        if not rows:
+        if len(dec_rows) == 0 and not pre_rows:
             return None
-        return self._make_plan(np.asarray(rows, dtype=np.int64), np.asarray(qs, dtype=np.int64), preempted, admitted)
+        if pre_rows:
+            rows = np.concatenate([dec_rows, np.asarray(pre_rows, dtype=np.int64)])
+            q = np.concatenate([dec_q, np.asarray(pre_q, dtype=np.int64)])
+        else:
+            rows, q = dec_rows, dec_q
+        return self._make_plan(rows, q, preempted, admitted)
+
+    def _arange(self, n: int) -> np.ndarray:
+        if len(self._aranged) < n:
+            self._aranged = np.arange(2 * n, dtype=np.int64)
+        return self._aranged[:n]
 
     def _grow(self, row: int, tokens: int) -> bool:
         """Grow a running row's KV to `tokens` positions, keeping the `held` mirror of the block table in step."""
-        rid = int(self.run.rid[row])
-        ok = self.kv.grow(rid, tokens)
-        self.run.held[row] = self.kv.held(rid)
-        return ok
+        held = self.kv.grow(int(self.run.rid[row]), tokens)
+        if held < 0:
+            return False
+        self.run.held[row] = held
+        return True
 
     def _prefill_chunk(self, remaining: int, budget: int, others: bool) -> int:
         if self.batching.chunked_prefill:
@@ -250,49 +281,111 @@ class Scheduler:
         c = start + q
         o = np.ones_like(q) if padded else (c >= r.known[rows]).astype(np.int64)
         # causal pairs: q*(c-q) + q(q+1)/2 per row (sim/passes.attended_pairs), summed
-        pairs = int((q * (c - q) + q * (q + 1) // 2).sum())
         tokens = int(q.sum())
-        shape = PassShape(tokens, int(o.sum()), len(rows), int(c.sum()), pairs, tokens, "causal")
-        return Plan(rows, r.rid[rows].copy(), q, start, o, shape, preempted, admitted, padded)
+        c_sum = int(c.sum())
+        pairs = c_sum if tokens == len(rows) else int((q * (c - q) + q * (q + 1) // 2).sum())
+        shape = PassShape(tokens, int(o.sum()), len(rows), c_sum, pairs, tokens, "causal")
+        return Plan(rows, r.rid[rows], q, start, o, shape, preempted, admitted, padded)
+
+    # -- repeating a pure-decode plan ------------------------------------------------------------------------------
+    def repeatable_steps(self, plan: Plan, limit: int) -> int:
+        """How many times (1..limit) `plan` can run back to back with no scheduling decision changing: the same
+        rows, each one token further along, until the first finish (which may end the last step), without
+        running out of KV blocks, and without a waiting request becoming admissible. The simulator uses this to
+        price a run of identical decode passes at once; the GPU runtime executes passes one by one (limit 1)."""
+        if limit <= 1 or plan.admitted or plan.preempted:
+            return 1
+        r, n = self.run, self.run.n
+        if plan.padded:  # static: the batch decodes until its longest request is done, whatever arrives
+            return max(1, min(limit, self._static_steps_left))
+        if len(plan.rows) != n or plan.shape.tokens != n or n == 0:
+            return 1  # prefill in the pass, or rows left out
+        known = r.known[:n]
+        steps = min(limit, int((r.prompt[:n] + r.target[:n] - known).min()))
+        if self.waiting and r.n < self.batching.max_batch:
+            # a waiting request that could not be admitted now stays blocked (blocks only shrink, the budget and
+            # the batch limit are fixed) until a finish, which ends the run anyway; otherwise stop here
+            head, generated = self.waiting[0]
+            q = self._prefill_chunk(head.prompt_tokens + generated, self.batching.max_tokens_per_iter - n, True)
+            if q > 0 and self.kv.needed(head.id, q) <= self.kv.free_blocks:
+                return 1
+        bt, held = self.kv.block_tokens, r.held[:n]
+
+        def extra_blocks(k: int) -> int:  # blocks needed beyond those held to run k steps (KV of known + k - 1)
+            need = (known + k - 1 + bt - 1) // bt - held
+            return int(need[need > 0].sum())
+
+        if steps > 1 and extra_blocks(steps) > self.kv.free_blocks:
+            lo, hi = 1, steps  # largest k with enough blocks
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if extra_blocks(mid) <= self.kv.free_blocks else (lo, mid - 1)
+            steps = lo
+        return max(1, steps)
 
     # -- update -----------------------------------------------------------------------------------------------------
-    def update(self, plan: Plan, commits: np.ndarray | None = None) -> Update:
-        """Apply an executed pass: advance cached tokens, commit new tokens (AR: one per row that reached its end;
-        `commits` overrides per row), retire finished sequences and free their blocks."""
+    def update(self, plan: Plan, commits: np.ndarray | None = None, steps: int = 1) -> Update:
+        """Apply `steps` executed repetitions of a pass: advance cached tokens, commit new tokens (AR: one per row
+        that reached its end; `commits` overrides per row, single step only), retire finished sequences and free
+        their blocks."""
         r = self.run
         rows = plan.rows
-        r.computed[rows] += plan.q
         if plan.padded:
-            return self._update_static(plan)
+            return self._update_static(plan, steps)
+        if steps > 1:
+            return self._update_repeated(plan, steps)
+        r.computed[rows] += plan.q
         done = plan.o > 0
-        n_new = np.where(done, 1 if commits is None else commits, 0)
-        first = done & (r.known[rows] == r.prompt[rows])
-        r.known[rows] += n_new
-        generated = r.known[rows] - r.prompt[rows]
-        fin = done & (generated >= r.target[rows])
-        first_ids = plan.req_ids[first].tolist()
-        fin_rows = rows[fin]
-        fin_ids = plan.req_ids[fin].tolist()
-        for rid in fin_ids:
-            self.kv.free(rid)
-        if len(fin_rows):
-            r.remove(fin_rows)
-        return Update(first_ids, fin_ids, int(n_new.sum()))
+        n_new = done.astype(np.int64) if commits is None else np.where(done, commits, 0)
+        before = r.known[rows]
+        first = done & (before == r.prompt[rows])
+        after = before + n_new
+        r.known[rows] = after
+        fin = done & (after >= r.prompt[rows] + r.target[rows])
+        first_ids = plan.req_ids[first].tolist() if first.any() else []
+        fin_ids: list[tuple[int, int]] = []
+        if fin.any():
+            fin_ids = [(rid, 1) for rid in plan.req_ids[fin].tolist()]
+            for rid, _ in fin_ids:
+                self.kv.free(rid)
+            r.remove(rows[fin])
+        return Update(first_ids, fin_ids, np.array([int(n_new.sum())]))
 
-    def _update_static(self, plan: Plan) -> Update:
-        r = self.run
-        n = r.n
-        # every row advances one token per step; rows past their own output length are padding
+    def _update_repeated(self, plan: Plan, steps: int) -> Update:
+        """`steps` pure-decode passes over all running rows (see repeatable_steps): grow blocks, advance by
+        `steps` tokens, retire the rows that the last pass finished."""
+        r, n, kv = self.run, self.run.n, self.kv
+        bt = kv.block_tokens
+        final_kv = r.known[:n] + steps - 1  # KV positions after the last pass
+        for i in np.flatnonzero(final_kv > r.held[:n] * bt).tolist():
+            self._grow(i, int(final_kv[i]))
+        r.computed[:n] += steps
+        r.known[:n] += steps
+        fin = np.flatnonzero(r.known[:n] >= r.prompt[:n] + r.target[:n])
+        fin_ids = [(rid, steps) for rid in r.rid[fin].tolist()]
+        for rid, _ in fin_ids:
+            kv.free(rid)
+        if len(fin):
+            r.remove(fin)
+        return Update([], fin_ids, np.full(steps, n, dtype=np.int64))
+
+    def _update_static(self, plan: Plan, steps: int) -> Update:
+        r, n = self.run, self.run.n
+        r.computed[:n] += plan.q if steps == 1 else steps
+        # every row advances one token per pass; rows past their own output length are padding
         generated_before = r.known[:n] - r.prompt[:n]
-        active = generated_before < r.target[:n]
-        first = active & (generated_before == 0)
-        r.known[:n] += active
-        generated = r.known[:n] - r.prompt[:n]
-        just_done = active & (generated >= r.target[:n])
-        self._static_steps_left -= 1
-        update = Update(r.rid[:n][first].tolist(), r.rid[:n][just_done].tolist(), int(active.sum()))
+        remaining = r.target[:n] - generated_before  # passes each row still needs
+        first = (generated_before == 0) & (remaining > 0)
+        advance = np.minimum(remaining, steps)
+        r.known[:n] += advance
+        ends = (remaining > 0) & (remaining <= steps)
+        finished = [(rid, step) for rid, step in zip(r.rid[:n][ends].tolist(), remaining[ends].tolist())]
+        # tokens committed by pass j (1-based): rows whose remaining count is at least j
+        left = np.sort(remaining)
+        committed = n - np.searchsorted(left, np.arange(1, steps + 1), side="left")
+        self._static_steps_left -= steps
         if self._static_steps_left <= 0:  # the longest request is done: the whole batch leaves
             for rid in r.rid[:n].tolist():
                 self.kv.free(rid)
             r.n = 0
-        return update
+        return Update(r.rid[:n][first].tolist() if n else [], finished, committed.astype(np.int64))

@@ -1,0 +1,257 @@
+"""The SimPy engine and the scheduler: hand-checked event logs, invariants over random scenarios, load behaviour."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.cost import PassTime
+from sim.engine import Engine, prepare, simulate
+from sim.scenario import load_scenario
+from sim.workload import Request
+
+
+class LinearCost:
+    """A pass costs 1 s plus 10 ms per query token: easy to check by hand."""
+
+    def pass_time(self, shape):
+        return PassTime(1.0 + 0.01 * shape.tokens, 0.0, 0.0, 0.0)
+
+    def repeated_times(self, shape, steps):
+        t = np.full(steps, 1.0 + 0.01 * shape.tokens)
+        z = np.zeros(steps)
+        return t, z, z, z
+
+
+def run_with(overrides, requests, max_repeat=1 << 20):
+    s = load_scenario(None, overrides)
+    setup = prepare(s)
+    setup.stage_costs = [LinearCost()]
+    import sim.engine as eng
+
+    original = eng.generate_requests
+    eng.generate_requests = lambda workload, seed: requests
+    try:
+        engine = Engine(setup, max_repeat=max_repeat)
+        result = engine.run()
+    finally:
+        eng.generate_requests = original
+    return result, engine.recorder
+
+
+TWO = [Request(0, 0.0, 4, 3), Request(1, 0.0, 2, 1)]
+
+
+def test_static_two_requests_event_log():
+    r, rec = run_with(["batching.batch_size=2", "workload.num_requests=2"], TWO)
+    # prefill padded to 4 tokens x 2 rows = 8 tokens: 1.08 s; then 2 decode passes of 2 rows (the finished row
+    # still holds its slot): 1.02 s each. Request 1 (1 output token) finishes with the prefill.
+    assert [round(p[2], 6) for p in rec.passes] == [1.08, 1.02, 1.02]
+    assert rec.first_token_s.tolist() == pytest.approx([1.08, 1.08])
+    assert rec.finish_s.tolist() == pytest.approx([3.12, 1.08])
+    assert r.output_tokens == 4 and r.completed == 2
+
+
+def test_continuous_two_requests_event_log():
+    r, rec = run_with(["batching.kind=continuous", "workload.num_requests=2"], TWO)
+    # one pass prefills both (4 + 2 tokens); then request 0 decodes alone (1 token per pass)
+    assert [round(p[2], 6) for p in rec.passes] == [1.06, 1.01, 1.01]
+    assert rec.first_token_s.tolist() == pytest.approx([1.06, 1.06])
+    assert rec.finish_s.tolist() == pytest.approx([3.08, 1.06])
+    assert r.ttft_s.mean == pytest.approx(1.06)
+    assert r.tpot_s.mean == pytest.approx(1.01)  # only request 0 has more than one token
+
+
+def test_late_arrival_joins_the_running_batch():
+    reqs = [Request(0, 0.0, 3, 4), Request(1, 1.5, 2, 2)]
+    _, rec = run_with(["batching.kind=continuous", "workload.num_requests=2"], reqs)
+    # t=0: prefill r0 (3 tokens) -> 1.03; decode r0 -> 2.04 (r1 arrived at 1.5, admitted at the next boundary);
+    # pass 3: decode r0 + prefill r1 (1 + 2 tokens) -> 3.07; pass 4: both decode -> 4.09 (r0 done: 4 tokens; r1 done)
+    assert [round(p[2], 6) for p in rec.passes] == [1.03, 1.01, 1.03, 1.02]
+    assert rec.finish_s.tolist() == pytest.approx([4.09, 4.09])
+    assert rec.first_token_s[1] == pytest.approx(3.07)
+
+
+def test_chunked_prefill_splits_long_prompts():
+    reqs = [Request(0, 0.0, 10, 2)]
+    _, rec = run_with(["batching.kind=continuous", "batching.chunked_prefill=true",
+                       "batching.max_tokens_per_iter=4", "workload.num_requests=1"], reqs)
+    assert [p[4] for p in rec.passes] == [4, 4, 2, 1]  # tokens per pass: three chunks, then one decode
+    assert rec.first_token_s[0] == pytest.approx(3.10)
+
+
+def test_preemption_recomputes_and_still_finishes():
+    # 3 blocks of 4 tokens = 12 KV positions; two requests of 4-token prompts and 6 outputs cannot both grow
+    reqs = [Request(0, 0.0, 4, 6), Request(1, 0.0, 4, 6)]
+    over = ["batching.kind=continuous", "batching.kv_block_tokens=4", "workload.num_requests=2"]
+    s = load_scenario(None, over)
+    setup = prepare(s)
+    setup.stage_costs = [LinearCost()]
+    setup.kv_blocks_per_replica = 5
+    import sim.engine as eng
+
+    original = eng.generate_requests
+    eng.generate_requests = lambda workload, seed: reqs
+    try:
+        engine = Engine(setup)
+        r = engine.run()
+    finally:
+        eng.generate_requests = original
+    assert r.preemptions >= 1
+    assert r.completed == 2 and r.output_tokens == 12
+    assert max(p[6] for p in engine.recorder.passes) <= 5
+
+
+def test_run_of_identical_passes_equals_pass_by_pass():
+    over = ["batching.kind=continuous", "workload.kind=poisson", "workload.rate_qps=20", "workload.num_requests=60",
+            "workload.input_len.dist=uniform", "workload.input_len.low=10", "workload.input_len.high=900",
+            "workload.output_len.dist=uniform", "workload.output_len.low=1", "workload.output_len.high=300"]
+    s = load_scenario(None, over)
+    fast = Engine(prepare(s)).run()
+    slow = Engine(prepare(s), max_repeat=1).run()
+    assert fast.passes == slow.passes
+    assert fast.output_tokens == slow.output_tokens
+    assert fast.makespan_s == pytest.approx(slow.makespan_s, rel=1e-9)
+    assert fast.e2e_s.p99 == pytest.approx(slow.e2e_s.p99, rel=1e-9)
+    assert fast.itl_s.mean == pytest.approx(slow.itl_s.mean, rel=1e-9)
+
+
+def test_zero_requests_is_a_valid_empty_result():
+    r, _ = simulate(load_scenario(None, ["workload.num_requests=0"]))
+    assert r.completed == 0 and r.output_throughput_tok_s == 0 and r.ttft_s.mean is None
+
+
+def test_request_that_can_never_fit_is_rejected():
+    reqs = [Request(0, 0.0, 100, 10), Request(1, 0.0, 4, 2)]
+    s = load_scenario(None, ["batching.kind=continuous", "workload.num_requests=2"])
+    setup = prepare(s)
+    setup.kv_blocks_per_replica = 2  # 32 positions
+    import sim.engine as eng
+
+    original = eng.generate_requests
+    eng.generate_requests = lambda workload, seed: reqs
+    try:
+        r = Engine(setup).run()
+    finally:
+        eng.generate_requests = original
+    assert r.rejected == 1 and r.completed == 1
+
+
+# -- invariants over random scenarios (hypothesis) ---------------------------------------------------------------
+
+scenarios = st.fixed_dictionaries({
+    "kind": st.sampled_from(["static", "continuous"]),
+    "chunked": st.booleans(),
+    "size": st.integers(1, 16),
+    "block": st.sampled_from([1, 4, 16]),
+    "rate": st.floats(0.5, 50),
+    "n": st.integers(0, 25),
+    "prompt_hi": st.integers(1, 3000),
+    "out_hi": st.integers(1, 400),
+    "blocks": st.integers(20, 400),
+    "model": st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "smollm2-135m"]),
+    "seed": st.integers(0, 3),
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=scenarios)
+def test_invariants(p):
+    size = "batch_size" if p["kind"] == "static" else "max_batch"
+    over = [f"batching.kind={p['kind']}", f"batching.{size}={p['size']}", f"batching.kv_block_tokens={p['block']}",
+            "workload.kind=poisson", f"workload.rate_qps={p['rate']}", f"workload.num_requests={p['n']}",
+            "workload.input_len.dist=uniform", "workload.input_len.low=1", f"workload.input_len.high={p['prompt_hi']}",
+            "workload.output_len.dist=uniform", "workload.output_len.low=1", f"workload.output_len.high={p['out_hi']}",
+            f"model={p['model']}", f"seed={p['seed']}"]
+    if p["kind"] == "continuous":
+        over += [f"batching.chunked_prefill={str(p['chunked']).lower()}", "batching.max_tokens_per_iter=2048"]
+    if p["model"] == "mixtral-8x7b":
+        over += ["parallel.tp=2"]
+    s = load_scenario(None, over)
+    setup = prepare(s)
+    setup.kv_blocks_per_replica = p["blocks"]  # small pools force waiting, rejection and preemption
+    engine = Engine(setup)
+    r = engine.run()
+    rec = engine.recorder
+    from sim.workload import generate_requests
+
+    reqs = generate_requests(s.workload, s.workload_seed)
+    # KV blocks in use never exceed capacity
+    assert all(row[6] <= p["blocks"] for row in rec.passes)
+    # every request either finishes or is counted rejected; finished ones produced exactly what they asked for
+    assert r.completed + r.rejected == len(reqs)
+    done = ~np.isnan(rec.finish_s)
+    assert r.output_tokens == sum(q.output_tokens for q, d in zip(reqs, done) if d)
+    assert sum(row[5] for row in rec.passes) == r.output_tokens
+    # causality: first token after arrival, finish after first token
+    assert np.all(rec.first_token_s[done] >= rec.arrival_s[done])
+    assert np.all(rec.finish_s[done] >= rec.first_token_s[done])
+    # never faster than the chip's roofs: each pass takes at least its bytes over peak bandwidth and its FLOPs over
+    # peak FLOP/s, and no token costs less than 2 FLOPs per active parameter
+    hw, m = setup.hardware, setup.model
+    tp = s.parallel.tp
+    for row in rec.passes:
+        assert row[2] >= row[10] / tp / hw.hbm_bandwidth_bytes_per_s * (1 - 1e-9)
+        assert row[2] >= row[9] / tp / hw.peak_flops_per_s("bf16") * (1 - 1e-9)
+    if r.makespan_s > 0:
+        assert r.output_throughput_tok_s <= tp * hw.peak_flops_per_s("bf16") / (2 * m.active_params_per_token)
+
+
+def test_same_seed_same_result():
+    over = ["batching.kind=continuous", "workload.kind=gamma", "workload.rate_qps=5", "workload.cv=3",
+            "workload.num_requests=100", "workload.output_len.dist=lognormal", "workload.output_len.mean=100"]
+    a, b = simulate(load_scenario(None, over))[0], simulate(load_scenario(None, over))[0]
+    assert a.model_dump_json() == b.model_dump_json()
+
+
+# -- load behaviour ----------------------------------------------------------------------------------------------
+
+LIGHT = ["batching.kind=continuous", "workload.kind=poisson", "workload.num_requests=200",
+         "workload.input_len=467", "workload.output_len=256"]
+
+
+def test_light_load_itl_is_the_batch1_pass_time():
+    r, _ = simulate(load_scenario(None, LIGHT + ["workload.rate_qps=0.5"]))
+    from sim.cost import CostContext, pass_cost
+    from sim.passes import decode_shape
+
+    setup = prepare(load_scenario(None, LIGHT + ["workload.rate_qps=0.5"]))
+    batch1 = pass_cost(CostContext(setup.model, setup.hardware), decode_shape(1, 467 + 128)).time_s
+    assert r.itl_s.mean == pytest.approx(batch1, rel=0.10)
+
+
+def test_latency_rises_monotonically_with_load_and_saturates():
+    rates = [0.5, 2, 8, 20, 60]
+    results = [simulate(load_scenario(None, LIGHT + [f"workload.rate_qps={q}", "workload.num_requests=600"]))[0]
+               for q in rates]
+    ttft = [r.ttft_s.mean for r in results]
+    itl = [r.itl_s.mean for r in results]
+    assert ttft == sorted(ttft) and itl == sorted(itl)
+    # saturated: throughput stops following the offered load and requests wait: TTFT grows tenfold
+    assert results[-1].request_throughput_req_s < 0.8 * rates[-1]
+    assert results[-1].ttft_s.mean > 10 * results[0].ttft_s.mean
+
+
+@pytest.mark.parametrize("rate", [2.0, 6.0])
+def test_continuous_beats_static_on_mean_e2e(rate):
+    common = ["workload.kind=poisson", f"workload.rate_qps={rate}", "workload.num_requests=200",
+              "workload.input_len.dist=lognormal", "workload.input_len.mean=500",
+              "workload.output_len.dist=lognormal", "workload.output_len.mean=200"]
+    static = simulate(load_scenario(None, common + ["batching.kind=static", "batching.batch_size=32"]))[0]
+    cont = simulate(load_scenario(None, common + ["batching.kind=continuous", "batching.max_batch=32"]))[0]
+    assert cont.e2e_s.mean <= static.e2e_s.mean
+
+
+def test_replicas_and_router_spread_load():
+    base = LIGHT + ["workload.rate_qps=30"]
+    one = simulate(load_scenario(None, base))[0]
+    four = simulate(load_scenario(None, base + ["parallel.replicas=4", "parallel.router=least_outstanding"]))[0]
+    assert four.e2e_s.mean < one.e2e_s.mean
+    assert four.completed == one.completed == 200
+
+
+def test_pipeline_parallel_runs_and_fits_70b():
+    over = ["model=llama-3.1-70b", "parallel.tp=2", "parallel.pp=2", "batching.kind=continuous",
+            "workload.kind=poisson", "workload.rate_qps=1", "workload.num_requests=30"]
+    r = simulate(load_scenario(None, over))[0]
+    assert r.fits and r.completed == 30

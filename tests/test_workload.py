@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+
+from sim.errors import UserError
+from sim.scenario import Closed, Gamma, LogNormal, Poisson, Trace, Uniform
+from sim.workload import generate_requests, read_trace, sample_lengths
+
+
+def test_shipped_traces_load():
+    conv = read_trace(Trace(path="data/traces/splitwise_conv.csv"))
+    code = read_trace(Trace(path="data/traces/splitwise_code.csv"))
+    assert len(conv) == 19366 and len(code) == 8819
+    assert np.mean([r.prompt_tokens for r in conv]) == pytest.approx(1155, abs=1)
+    assert np.mean([r.output_tokens for r in code]) == pytest.approx(28, abs=1)
+    assert conv[-1].arrival_s == pytest.approx(3501.72, abs=0.01)
+
+
+def test_time_scale_and_max_requests():
+    half = read_trace(Trace(path="data/traces/splitwise_conv.csv", time_scale=0.5, max_requests=100))
+    full = read_trace(Trace(path="data/traces/splitwise_conv.csv", max_requests=100))
+    assert len(half) == 100
+    assert half[-1].arrival_s == pytest.approx(full[-1].arrival_s / 2)
+
+
+def test_azure_and_jsonl_formats(tmp_path):
+    azure = tmp_path / "azure.csv"
+    azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+                     "2023-11-16 18:15:50.9951690,396,109\n")
+    reqs = read_trace(Trace(path=str(azure)))
+    assert [r.prompt_tokens for r in reqs] == [374, 396]
+    assert reqs[1].arrival_s == pytest.approx(4.314579, abs=1e-6)
+    jl = tmp_path / "t.jsonl"
+    jl.write_text("\n".join(json.dumps({"arrival_s": t, "prompt_tokens": 10, "output_tokens": 5}) for t in [2, 1]))
+    assert [r.arrival_s for r in read_trace(Trace(path=str(jl)))] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n1.0,ten,5\n", r":3: expected whole-number token"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n1.0,10\n", r":3: expected 3 comma-separated"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\nsoon,10,5\n", r":2: expected an arrival time"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,0\n", r":2: token counts must be >= 1"),
+    ("when,prompt,output\n0,1,1\n", r":1: unknown trace header"),
+])
+def test_malformed_trace_names_file_and_line(tmp_path, text, message):
+    f = tmp_path / "bad.csv"
+    f.write_text(text)
+    with pytest.raises(UserError, match=message):
+        read_trace(Trace(path=str(f)))
+
+
+def test_malformed_jsonl(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"arrival_s": 0, "prompt_tokens": 3, "output_tokens": 1}\n{"arrival_s": 1}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: expected a JSON object with arrival_s"):
+        read_trace(Trace(path=str(f)))
+
+
+def test_synthetic_arrivals_and_lengths():
+    rng = np.random.default_rng(0)
+    lens = sample_lengths(LogNormal(mean=1000, sigma=0.5), 20000, rng)
+    assert lens.mean() == pytest.approx(1000, rel=0.02)
+    u = sample_lengths(Uniform(low=3, high=5), 1000, rng)
+    assert set(u.tolist()) == {3, 4, 5}
+    poisson = generate_requests(Poisson(rate_qps=10, num_requests=5000), seed=1)
+    gaps = np.diff([r.arrival_s for r in poisson])
+    assert gaps.mean() == pytest.approx(0.1, rel=0.05)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
+    bursty = generate_requests(Gamma(rate_qps=10, cv=3, num_requests=5000), seed=1)
+    g = np.diff([r.arrival_s for r in bursty])
+    assert g.mean() == pytest.approx(0.1, rel=0.15) and g.std() / g.mean() == pytest.approx(3, rel=0.15)
+    assert all(r.arrival_s == 0 for r in generate_requests(Closed(num_requests=3), seed=0))
+
+
+def test_trace_end_to_end_through_the_cli(cli_json, tmp_path):
+    r = cli_json("simulate", "--set", "workload.kind=trace", "--set", "workload.path=data/traces/splitwise_code.csv",
+                 "--set", "workload.max_requests=300", "--set", "workload.time_scale=0.5",
+                 "--set", "batching.kind=continuous", "--set", "batching.chunked_prefill=true",
+                 "--timeseries", str(tmp_path / "ts.csv"))
+    assert r["completed"] + r["rejected"] == 300
+    lines = (tmp_path / "ts.csv").read_text().splitlines()
+    assert lines[0].startswith("replica,start_s,duration_s,seqs,tokens")
+    assert len(lines) == r["passes"] + 1
+
+
+def test_bad_trace_through_the_cli(cli, tmp_path):
+    f = tmp_path / "bad.csv"
+    f.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n1.0,x,5\n")
+    code, _, err = cli("simulate", "--set", "workload.kind=trace", "--set", f"workload.path={f}")
+    assert code == 2 and f"{f}:3: expected whole-number token counts" in err
