@@ -25,18 +25,23 @@ import numpy as np
 import simpy
 
 from sim.cost import CostContext, CostModel
+from sim.errors import UserError
+from sim.model import load_model
 from sim.kv_blocks import KVBlockManager, activation_reserve_bytes, kv_capacity_bytes
 from sim.metrics import Recorder, summarize
 from sim.result import Result
 from sim.scenario import Scenario
 from sim.scheduler import Plan, Scheduler
+from sim.strategies import STRATEGIES, Strategy
+from sim.strategies.ar import AR
+from sim.strategies.speculative import Speculative, auto_k
 from sim.units import BYTES_PER_ELEMENT, GB
 from sim.workload import Request, generate_requests
 
 
 @dataclass
 class Setup:
-    """Everything derived from a scenario before time starts: specs, cost models, KV capacity."""
+    """Everything derived from a scenario before time starts: specs, cost models, strategy, KV capacity."""
 
     scenario: Scenario
     model: object
@@ -46,6 +51,47 @@ class Setup:
     weight_bytes_per_gpu: float
     fits: bool
     message: str | None = None
+    strategy: Strategy = field(default_factory=AR)
+    role_costs: dict = field(default_factory=dict)  # other models' cost models by role ("draft")
+    kv_extra: int = 0  # positions a step may hold beyond its committed tokens
+
+
+def build_strategy(s: Scenario, model, hw, target: CostModel) -> tuple[Strategy, dict, float, float, int]:
+    """The strategy object, cost models of its other models, their weight and KV bytes (per GPU), and kv_extra."""
+    spec, prec, tp = s.strategy, s.precision, s.parallel.tp
+    if spec.kind == "speculative":
+        self_draft = spec.draft == "self"
+        if self_draft:
+            if spec.draft_layers > model.num_layers:
+                raise UserError(f"strategy.draft_layers: {spec.draft_layers} exceeds the target's "
+                                f"{model.num_layers} layers")
+            draft_ctx = CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, spec.draft_layers, True)
+            weight_bytes = kv_bytes = 0.0  # the target's own first layers and LM head
+        else:
+            draft = load_model(spec.draft)
+            draft_ctx = CostContext(draft, hw, prec.weights, prec.kv, prec.activations, tp)
+            weight_bytes = draft.weight_bytes(prec.weights) / tp
+            kv_bytes = draft.kv_bytes_per_token(prec.kv) / tp
+        draft_cost = CostModel(draft_ctx)
+        k = spec.k
+        if k == "auto":
+            alphas = spec.alpha if isinstance(spec.alpha, list) else [spec.alpha]
+            b = s.batching
+            batch = b.batch_size if b.kind == "static" else min(b.max_batch, 64)
+            ctx = _mean_length(s.workload, "input_len") + _mean_length(s.workload, "output_len") // 2
+            k = auto_k(float(np.mean(alphas)), batch, max(ctx, 1), target, draft_cost)
+        return Speculative(spec, k, self_draft), {"draft": draft_cost}, weight_bytes, kv_bytes, k
+    cls = STRATEGIES[spec.kind]
+    strategy = cls(spec) if spec.kind != "ar" else cls()
+    extra = spec.block_size if spec.kind == "block_diffusion" else 0
+    return strategy, {}, 0.0, 0.0, extra
+
+
+def _mean_length(workload, field_name: str) -> int:
+    spec = getattr(workload, field_name, 512)
+    if isinstance(spec, int):
+        return spec
+    return int(getattr(spec, "value", None) or getattr(spec, "mean", None) or (spec.low + spec.high) // 2)
 
 
 def prepare(s: Scenario) -> Setup:
@@ -68,7 +114,12 @@ def prepare(s: Scenario) -> Setup:
         CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, layers[i], i == pp - 1))
         for i in range(pp)
     ]
-    setup = Setup(s, model, hw, costs, 0, weight_per_gpu, True)
+    whole = CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp))
+    strategy, role_costs, extra_weights, extra_kv, kv_extra = build_strategy(s, model, hw, whole)
+    kv_bytes -= extra_weights
+    weight_per_gpu += extra_weights
+    per_token_per_gpu += extra_kv
+    setup = Setup(s, model, hw, costs, 0, weight_per_gpu, True, None, strategy, role_costs, kv_extra)
     if kv_bytes <= 0:
         setup.fits = False
         setup.message = (
@@ -113,6 +164,7 @@ class Engine:
         requests = generate_requests(s.workload, s.workload_seed)
         base = dict(scenario=s.name, hardware=st.hardware.name, model=st.model.name, strategy=s.strategy.kind,
                     batching=s.batching.kind, weight_bytes_per_gpu=st.weight_bytes_per_gpu)
+        self.positions = self.wasted = self.padding = 0
         self.recorder = Recorder(len(requests))
         if not st.fits:
             return Result(**base, fits=False, message=st.message, num_requests=len(requests),
@@ -121,12 +173,14 @@ class Engine:
         pp = s.parallel.pp
         blocks = st.kv_blocks_per_replica // pp
         replicas = [
-            _Replica(
-                [_Executor(r, Scheduler(s.batching, KVBlockManager(blocks, s.batching.kv_block_tokens)))
-                 for _ in range(pp)],
-            )
+            _Replica([
+                _Executor(r, Scheduler(s.batching, KVBlockManager(blocks, s.batching.kv_block_tokens), st.strategy,
+                                       np.random.default_rng([s.seed, r, slot]), st.kv_extra))
+                for slot in range(pp)
+            ])
             for r in range(s.parallel.replicas)
         ]
+        self.positions = self.wasted = self.padding = 0
         self._done_arriving = False
         self._next_arrival_s = requests[0].arrival_s if requests else None
         for rep in replicas:
@@ -137,13 +191,20 @@ class Engine:
         rejected = sum(len(ex.scheduler.rejected) for rep in replicas for ex in rep.executors)
         preemptions = sum(ex.scheduler.preemptions for rep in replicas for ex in rep.executors)
         hw = st.hardware
-        return summarize(
+        result = summarize(
             self.recorder, requests, base,
             gpus=s.parallel.replicas * s.parallel.tp * pp, executors=s.parallel.replicas * pp,
             peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
             kv_blocks=blocks * pp, kv_block_tokens=s.batching.kv_block_tokens, slo=s.slo,
-            rejected=rejected, preemptions=preemptions,
+            rejected=rejected, preemptions=preemptions, useful=st.strategy.useful,
         )
+        extra = dict(st.strategy.summary())
+        if s.strategy.kind != "ar" or self.padding:
+            span = result.makespan_s or float("nan")
+            extra.update(computed_positions_per_s=self.positions / span, wasted_positions=self.wasted,
+                         padding_tokens=self.padding,
+                         waste_fraction=(self.wasted + self.padding) / self.positions if self.positions else 0.0)
+        return result.model_copy(update={"extra": extra})
 
     # -- processes -----------------------------------------------------------------------------------------------
     def _arrivals(self, env: simpy.Environment, requests: list[Request], replicas: list[_Replica]):
@@ -197,7 +258,7 @@ class Engine:
             steps = sched.repeatable_steps(plan, self.max_repeat)
             dur, flops, nbytes, mem_s = self._price(plan, steps)
             dur = dur + send_s * plan.shape.tokens
-            if steps > 1 and not plan.padded and not sched.waiting and self._next_arrival_s is not None:
+            if steps > 1 and not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
                 ends = start + np.cumsum(dur)
@@ -206,6 +267,9 @@ class Engine:
             ends = start + np.cumsum(dur)
             yield env.timeout(float(ends[-1] - start))
             upd = sched.update(plan, steps=steps)
+            self.positions += plan.shape.tokens * steps
+            self.wasted += upd.wasted_positions
+            self.padding += upd.padding_tokens
             for rid in upd.first_token:
                 rec.first_token_s[rid] = ends[0]
             for rid, step in upd.finished:
@@ -218,17 +282,20 @@ class Engine:
                             running, waiting, flops * tp, nbytes * tp, mem_s, n_first)
 
     def _price(self, plan: Plan, steps: int):
-        """Per-pass arrays (time, flops, bytes, memory-bound time) of `steps` repetitions of a plan, summed over
-        pipeline stages (each micro-batch loop runs its stages back to back)."""
-        out = None
-        for cost in self.setup.stage_costs:
-            if steps == 1:
-                pt = cost.pass_time(plan.shape)
-                arrays = tuple(np.array([v]) for v in (pt.time_s, pt.flops, pt.bytes, pt.memory_bound_s))
-            else:
+        """Per-iteration arrays (time, flops, bytes, memory-bound time) of `steps` repetitions of a plan: every
+        pass of the iteration (target on each pipeline stage, back to back; then other models' passes)."""
+        if steps > 1:  # only AR plans repeat: one target pass per iteration
+            out = None
+            for cost in self.setup.stage_costs:
                 arrays = cost.repeated_times(plan.shape, steps)
-            out = arrays if out is None else tuple(a + b for a, b in zip(out, arrays))
-        return out
+                out = arrays if out is None else tuple(a + b for a, b in zip(out, arrays))
+            return out
+        t = f = b = m = 0.0
+        for role, shape in plan.passes:
+            for cost in (self.setup.stage_costs if role == "target" else (self.setup.role_costs[role],)):
+                pt = cost.pass_time(shape)
+                t, f, b, m = t + pt.time_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
+        return np.array([t]), np.array([f]), np.array([b]), np.array([m])
 
     def _stage_send_s(self) -> float:
         """Seconds per token to send activations to the next pipeline stage (hidden state over the link)."""

@@ -60,12 +60,13 @@ class Recorder:
 
 def summarize(rec: Recorder, requests, base: dict, *, gpus: int, executors: int, peak_bw: float, peak_flops: float,
               kv_blocks: int, kv_block_tokens: int, slo=None, rejected: int = 0, preemptions: int = 0,
-              extra: dict | None = None) -> Result:
+              extra: dict | None = None, useful=None) -> Result:
     """A `Result` from a recorder's events. `gpus` is how many GPUs shared the work (replicas x tp x pp) and the
     peaks are per GPU, so MBU/MFU are averages over all GPUs of the makespan; `executors` is how many passes can
     run at once (replicas x pipeline micro-batches), for the busy fraction."""
     prompts = np.array([r.prompt_tokens for r in requests], dtype=float)
-    outputs = np.array([r.output_tokens for r in requests], dtype=float)
+    # output tokens each request really gets (a diffusion gen_length below the asked length truncates)
+    outputs = np.array([useful(r.output_tokens) if useful else r.output_tokens for r in requests], dtype=float)
     done = ~np.isnan(rec.finish_s)
     completed = int(done.sum())
     if rec.passes:

@@ -188,7 +188,76 @@ class AR(Strict):
     kind: Literal["ar"] = "ar"
 
 
-Strategy = Annotated[Union[Annotated[AR, Tag("ar")]], _tagged("ar")]
+class Speculative(Strict):
+    """Draft k tokens, verify them in one target pass of k+1 (Leviathan et al., ICML 2023)."""
+
+    kind: Literal["speculative"] = "speculative"
+    draft: str = Field(default="llama-3.2-1b", description="catalog model or config.json path, or 'self'")
+    draft_layers: int | None = Field(default=None, ge=1, description="self-speculation: the target's first layers")
+    k: int | Literal["auto"] = Field(default=4, description="draft tokens per iteration (1..16), or 'auto'")
+    alpha: float | list[float] = Field(default=0.8, description="acceptance rate, or one per draft position")
+    acceptance_trace: str | None = Field(default=None, description="file of accepted lengths (one int per line)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Speculative":
+        if self.draft == "self" and self.draft_layers is None:
+            raise ValueError("draft 'self' needs draft_layers (how many of the target's layers draft)")
+        if isinstance(self.k, int) and not 1 <= self.k <= 16:
+            raise ValueError("k must be between 1 and 16, or 'auto'")
+        alphas = self.alpha if isinstance(self.alpha, list) else [self.alpha]
+        if not alphas or any(not 0 <= a <= 1 for a in alphas):
+            raise ValueError("alpha must lie in [0, 1] (one value or one per draft position)")
+        if isinstance(self.alpha, list) and isinstance(self.k, int) and len(self.alpha) < self.k:
+            raise ValueError(f"alpha lists {len(self.alpha)} positions but k is {self.k}")
+        return self
+
+
+class Diffusion(Strict):
+    """LLaDA-style masked diffusion: every step is a bidirectional pass over prompt + response window."""
+
+    kind: Literal["diffusion"] = "diffusion"
+    gen_length: int | None = Field(default=None, ge=1, description="response length; default each request's")
+    steps: int | None = Field(default=None, ge=1, description="even schedule: steps over gen_length")
+    threshold: float | None = Field(default=None, gt=0, description="commit every position above this confidence")
+    tokens_per_step: float | None = Field(default=None, ge=1, description="mean tokens per step (threshold mode)")
+    cache: Literal["none", "prefix", "dual"] = "none"
+    cache_block: int = Field(default=32, ge=1, description="Fast-dLLM block (refresh at each block start)")
+    window: Literal["full", "dynamic"] = "full"
+    lookahead: int = Field(default=32, ge=1, description="dynamic window: positions past the committed frontier")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Diffusion":
+        if self.steps is not None and self.threshold is not None:
+            raise ValueError("give steps (even schedule) or threshold (confidence), not both")
+        return self
+
+
+class BlockDiffusion(Strict):
+    """Block diffusion (BD3-LM, Fast-dLLM v2, SDAR): diffusion inside blocks, autoregressive across them."""
+
+    kind: Literal["block_diffusion"] = "block_diffusion"
+    block_size: int = Field(default=32, ge=1)
+    steps_per_block: int | None = Field(default=None, ge=1)
+    threshold: float | None = Field(default=None, gt=0)
+    tokens_per_step: float | None = Field(default=None, ge=1)
+    fuse_kv_write: bool = Field(default=True, description="write a finished block's KV in the next block's first step")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BlockDiffusion":
+        if self.steps_per_block is not None and self.threshold is not None:
+            raise ValueError("give steps_per_block or threshold, not both")
+        return self
+
+
+Strategy = Annotated[
+    Union[
+        Annotated[AR, Tag("ar")],
+        Annotated[Speculative, Tag("speculative")],
+        Annotated[Diffusion, Tag("diffusion")],
+        Annotated[BlockDiffusion, Tag("block_diffusion")],
+    ],
+    _tagged("ar"),
+]
 
 
 class SLO(Strict):

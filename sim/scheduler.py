@@ -1,24 +1,23 @@
 """The batch scheduler shared by the simulator and the GPU runtime: plan -> execute -> update.
 
-One token-accounting idea for every phase (as in vLLM v1): each running sequence has `known` tokens (prompt plus
-output committed so far) and `computed` tokens whose KV is cached; a pass computes some of the difference, and a
-sequence whose pass reaches its last known token gets new tokens committed. Prefill, chunked prefill, decode and
-recompute after preemption are all that one rule.
+One token-accounting idea for every phase and every strategy (as in vLLM v1): each running sequence has an
+effective prompt P, commits m output positions out of G, and has `computed` KV positions cached. The strategy
+says how many positions must be cached before it can take a step (`kv_ready`); a sequence behind that prefills
+(whole, or in chunks), and one that is caught up takes a step of the strategy (sim/strategies). Prefill, chunked
+prefill, decode, speculative verify, diffusion steps and recompute after preemption are all that one rule.
 
-`plan(now)` decides the next pass (which sequences, how many tokens each, KV blocks grown, preemptions);
-the executor (SimPy + cost model, or the GPU) runs it; `update(plan, commits, now)` commits tokens and retires
-finished sequences. Neither simpy nor torch is imported here. Running sequences live in numpy arrays (structure of
-arrays), so one iteration costs a few vector operations however large the batch: the simulator runs hundreds of
-thousands of iterations.
+`plan()` decides the next pass (which sequences, how many tokens each, KV blocks grown, preemptions); the
+executor (SimPy + cost model, or the GPU) runs it; `update(plan)` commits tokens and retires finished sequences.
+Neither simpy nor torch is imported here. Running sequences live in numpy arrays (structure of arrays), so one
+iteration costs a few vector operations however large the batch.
 
 Policies (DESIGN §4):
-- static: when idle, take up to `batch_size` waiting requests; pad every prompt to the longest; run until the
-  longest output is done; finished rows keep their slot (and cost) until then. KV for the padded batch is reserved
-  up front.
-- continuous: every iteration decodes all running sequences first, then fills the token budget with prefill
-  (whole prompts, or chunks when `chunked_prefill`); a request is admitted when its blocks fit. When a decode
-  needs a block and none is free, the latest-arrived running sequence is preempted (its KV freed, recomputed
-  later: it re-queues at the front with prompt + generated tokens to prefill).
+- static: when idle, take up to `batch_size` waiting requests, pad every prompt to the longest, reserve KV for the
+  padded batch up front, and step every row until the last one is done; finished rows keep computing (padding).
+- continuous: every iteration steps all caught-up sequences first, then fills the token budget with prefill
+  (whole prompts, or chunks when `chunked_prefill`); a request is admitted when its blocks fit. When a step needs
+  a block and none is free, the latest-arrived running sequence is preempted (its KV freed; recomputed later:
+  it re-queues at the front with its prompt and committed tokens to prefill again).
 """
 
 from __future__ import annotations
@@ -30,32 +29,41 @@ import numpy as np
 
 from sim.kv_blocks import KVBlockManager, blocks_for
 from sim.passes import PassShape
+from sim.strategies import Strategy
+from sim.strategies.ar import AR
+from sim.strategies.base import causal_pairs
 from sim.workload import Request
 
 
 @dataclass(slots=True)
 class Plan:
-    """One pass: rows of the running arrays, tokens each computes, and what was decided to make room."""
+    """One iteration: rows of the running arrays, tokens each computes, the passes to run, and what was decided
+    to make room. `q = catchup + step q`; rows with `steps` True take a strategy step in this iteration."""
 
     rows: np.ndarray  # indices into the running arrays
     req_ids: np.ndarray  # request id of each row
-    q: np.ndarray  # new tokens each row computes
-    start: np.ndarray  # position of each row's first new token (tokens already cached)
-    o: np.ndarray  # logit rows each row needs (1 where the pass reaches its last known token)
-    shape: PassShape
-    preempted: list[int] = field(default_factory=list)  # request ids whose KV was freed
-    admitted: list[int] = field(default_factory=list)  # request ids that started this pass
-    padded: bool = False  # static batching: rows past their own end still compute
+    q: np.ndarray  # query tokens of each row in the target pass
+    start: np.ndarray  # KV positions each row had cached before the pass
+    o: np.ndarray  # logit rows of each row
+    catchup: np.ndarray  # prefill tokens of each row (written to the KV cache)
+    steps: np.ndarray  # bool: the row takes a strategy step
+    shape: PassShape  # the target pass
+    passes: list[tuple[str, PassShape]]  # every pass of the iteration in order: ("target", ...), ("draft", ...)
+    preempted: list[int] = field(default_factory=list)
+    admitted: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class Update:
-    """What executed passes changed: requests that produced their first token (in the first pass), those that
-    finished (with the 1-based index of the pass that finished them), and tokens committed by each pass."""
+    """What executed iterations changed: requests that produced their first output token (first iteration only),
+    those that finished (with the 1-based index of the iteration), useful tokens committed by each iteration, and
+    positions computed by steps but not committed (waste)."""
 
     first_token: list[int]
     finished: list[tuple[int, int]]
-    committed: np.ndarray  # tokens committed by each of the passes applied
+    committed: np.ndarray
+    wasted_positions: int = 0
+    padding_tokens: int = 0
 
     @property
     def committed_tokens(self) -> int:
@@ -65,14 +73,14 @@ class Update:
 class _Running:
     """Structure of arrays for running sequences; rows are compacted on removal (swap with the last)."""
 
-    FIELDS = ("rid", "prompt", "target", "known", "computed", "held", "arrival_order", "pad_to")
+    FIELDS = ("rid", "P", "G", "U", "m", "computed", "held", "order", "state")
 
     def __init__(self, capacity: int = 64):
         self.n = 0
         for f in self.FIELDS:
             setattr(self, f, np.zeros(capacity, dtype=np.int64))
 
-    def add(self, rid: int, prompt: int, target: int, known: int, order: int, pad_to: int = 0) -> int:
+    def add(self, rid: int, P: int, G: int, U: int, m: int, order: int) -> int:
         if self.n == len(self.rid):
             for f in self.FIELDS:
                 old = getattr(self, f)
@@ -80,9 +88,8 @@ class _Running:
                 new[: self.n] = old[: self.n]
                 setattr(self, f, new)
         i = self.n
-        self.rid[i], self.prompt[i], self.target[i] = rid, prompt, target
-        self.known[i], self.computed[i], self.held[i] = known, 0, 0
-        self.arrival_order[i], self.pad_to[i] = order, pad_to
+        for f, v in zip(self.FIELDS, (rid, P, G, U, m, 0, 0, order, 0)):
+            getattr(self, f)[i] = v
         self.n += 1
         return i
 
@@ -98,27 +105,29 @@ class _Running:
 
 
 class Scheduler:
-    """Decides every pass for one replica. Owns the waiting queue, the running arrays and the KV block manager."""
+    """Decides every iteration for one replica. Owns the waiting queue, the running arrays and the KV blocks."""
 
-    def __init__(self, batching, kv: KVBlockManager, decode_q: int = 1):
+    def __init__(self, batching, kv: KVBlockManager, strategy: Strategy | None = None,
+                 rng: np.random.Generator | None = None, kv_extra: int = 0):
         self.batching = batching
         self.kv = kv
+        self.strategy = strategy or AR()
+        self.rng = rng or np.random.default_rng(0)
+        self.kv_extra = kv_extra  # positions a step may hold beyond its committed tokens (speculative k, block)
         self.static = batching.kind == "static"
-        self.decode_q = decode_q  # query tokens a decoding row computes (AR: 1)
-        self.waiting: deque[tuple[Request, int]] = deque()  # (request, tokens generated before a preemption)
+        self.waiting: deque[tuple[Request, int]] = deque()  # (request, tokens committed before a preemption)
         self.run = _Running()
         self.requests: dict[int, Request] = {}
         self.rejected: list[int] = []
         self.preemptions = 0
         self._order = 0
-        self._static_steps_left = 0
         self._aranged = np.arange(256, dtype=np.int64)
 
     # -- queue ------------------------------------------------------------------------------------------------------
     def add(self, req: Request) -> bool:
         """Queue a request; False (and counted as rejected) if its KV can never fit in this replica."""
-        total = req.prompt_tokens + req.output_tokens
-        if not self.kv.can_fit(total):
+        G = self.strategy.tokens_to_commit(req.prompt_tokens, req.output_tokens)
+        if not self.kv.can_fit(req.prompt_tokens + G + self.kv_extra):
             self.rejected.append(req.id)
             return False
         self.requests[req.id] = req
@@ -137,84 +146,12 @@ class Scheduler:
     def idle(self) -> bool:
         return self.run.n == 0 and not self.waiting
 
-    # -- plan -------------------------------------------------------------------------------------------------------
-    def plan(self) -> Plan | None:
-        """The next pass, or None when nothing can run now."""
-        if self.static:
-            return self._plan_static()
-        return self._plan_continuous()
-
-    def _admit(self, req: Request, generated: int, pad_to: int = 0) -> int:
+    def _admit(self, req: Request, m: int, P: int | None = None) -> int:
         self._order += 1
-        return self.run.add(req.id, req.prompt_tokens, req.output_tokens, req.prompt_tokens + generated,
-                            self._order, pad_to)
-
-    def _plan_continuous(self) -> Plan | None:
-        b, r, kv = self.batching, self.run, self.kv
-        bt, dq = kv.block_tokens, self.decode_q
-        preempted: list[int] = []
-        # 1. decodes first: rows whose cached KV is at most `decode_q` tokens behind their known tokens.
-        #    Steady state (every row decoding, no block boundary crossed) costs a handful of vector operations.
-        while True:
-            n = r.n
-            known, computed = r.known[:n], r.computed[:n]
-            prefilling = (known - computed) > dq
-            any_prefill = bool(prefilling.any())
-            grow = known > r.held[:n] * bt  # decodes whose next token starts a new block
-            if any_prefill:
-                grow &= ~prefilling
-            grow_rows = np.flatnonzero(grow)
-            if len(grow_rows) == 0:
-                break
-            short = int(((known[grow_rows] + bt - 1) // bt - r.held[grow_rows]).sum())
-            if short <= kv.free_blocks:
-                for i in grow_rows.tolist():
-                    self._grow(i, int(known[i]))
-                break
-            preempted.append(self._preempt_latest())
-        if any_prefill:
-            dec_rows = np.flatnonzero(~prefilling)
-            dec_q = known[dec_rows] - computed[dec_rows]
-        else:
-            dec_rows = self._arange(n)
-            dec_q = known - computed
-        budget = b.max_tokens_per_iter - int(dec_q.sum())
-        pre_rows: list[int] = []
-        pre_q: list[int] = []
-        # 2. running rows still prefilling (chunked prefill, or recompute after preemption), oldest first
-        if any_prefill:
-            idx = np.flatnonzero(prefilling)
-            for i in idx[np.argsort(r.arrival_order[idx])].tolist():
-                if budget <= 0:
-                    break
-                q = self._prefill_chunk(int(known[i] - computed[i]), budget, n > len(idx) or bool(pre_rows))
-                if q == 0 or not self._grow(i, int(computed[i]) + q):
-                    continue
-                pre_rows.append(i)
-                pre_q.append(q)
-                budget -= q
-        # 3. admit waiting requests, first come first served, while tokens, slots and blocks allow
-        admitted: list[int] = []
-        while self.waiting and budget > 0 and r.n < b.max_batch:
-            req, generated = self.waiting[0]
-            q = self._prefill_chunk(req.prompt_tokens + generated, budget, len(dec_rows) > 0 or bool(pre_rows))
-            if q == 0 or kv.needed(req.id, q) > kv.free_blocks:
-                break
-            self.waiting.popleft()
-            i = self._admit(req, generated)
-            self._grow(i, q)
-            pre_rows.append(i)
-            pre_q.append(q)
-            admitted.append(req.id)
-            budget -= q
-        if len(dec_rows) == 0 and not pre_rows:
-            return None
-        if pre_rows:
-            rows = np.concatenate([dec_rows, np.asarray(pre_rows, dtype=np.int64)])
-            q = np.concatenate([dec_q, np.asarray(pre_q, dtype=np.int64)])
-        else:
-            rows, q = dec_rows, dec_q
-        return self._make_plan(rows, q, preempted, admitted)
+        s = self.strategy
+        return self.run.add(req.id, req.prompt_tokens if P is None else P,
+                            s.tokens_to_commit(req.prompt_tokens, req.output_tokens), s.useful(req.output_tokens),
+                            m, self._order)
 
     def _arange(self, n: int) -> np.ndarray:
         if len(self._aranged) < n:
@@ -229,89 +166,216 @@ class Scheduler:
         self.run.held[row] = held
         return True
 
-    def _prefill_chunk(self, remaining: int, budget: int, others: bool) -> int:
-        if self.batching.chunked_prefill:
-            return min(remaining, budget)
-        # whole prompts only; a prompt larger than the budget may run alone rather than never
-        return remaining if remaining <= budget or not others else 0
-
     def _preempt_latest(self) -> int:
         """Free the latest-arrived running sequence's KV and re-queue it at the front (recompute)."""
         r = self.run
-        i = int(np.argmax(r.arrival_order[: r.n]))
+        i = int(np.argmax(r.order[: r.n]))
         rid = int(r.rid[i])
-        generated = int(r.known[i] - r.prompt[i])
+        self.waiting.appendleft((self.requests[rid], int(r.m[i])))
         self.kv.free(rid)
         r.remove(np.array([i]))
-        self.waiting.appendleft((self.requests[rid], generated))
         self.preemptions += 1
         return rid
 
-    def _plan_static(self) -> Plan | None:
-        r, kv = self.run, self.kv
-        admitted: list[int] = []
-        if r.n == 0:
-            if not self.waiting:
-                return None
-            # form a batch: padded to its longest prompt and output, reserved up front
-            batch: list[Request] = []
-            while self.waiting and len(batch) < self.batching.batch_size:
-                cand = batch + [self.waiting[0][0]]
-                pad = max(x.prompt_tokens for x in cand) + max(x.output_tokens for x in cand)
-                if len(cand) * blocks_for(pad, kv.block_tokens) > kv.free_blocks:
+    # -- plan -------------------------------------------------------------------------------------------------------
+    def plan(self) -> Plan | None:
+        """The next iteration, or None when nothing can run now."""
+        if self.static and self.run.n == 0:
+            return self._form_static_batch()
+        plan = self._plan()
+        while plan is None and self.run.n and not self.static:
+            # running sequences, none of which can get the blocks to go on: recompute the latest arrival later
+            victim = self._preempt_latest()
+            plan = self._plan()
+            if plan is not None:
+                plan.preempted.insert(0, victim)
+        return plan
+
+    def _form_static_batch(self) -> Plan | None:
+        """Take up to batch_size waiting requests, padded to the longest prompt, KV reserved for the whole run."""
+        if not self.waiting:
+            return None
+        kv, bt = self.kv, self.kv.block_tokens
+        batch: list[Request] = []
+        while self.waiting and len(batch) < self.batching.batch_size:
+            cand = batch + [self.waiting[0][0]]
+            pad = max(x.prompt_tokens for x in cand) + max(
+                self.strategy.tokens_to_commit(x.prompt_tokens, x.output_tokens) for x in cand) + self.kv_extra
+            if len(cand) * blocks_for(pad, bt) > kv.free_blocks:
+                break
+            batch.append(self.waiting.popleft()[0])
+        if not batch:  # cannot happen after add()'s fit check, but never spin
+            return None
+        p_pad = max(x.prompt_tokens for x in batch)
+        g_pad = max(self.strategy.tokens_to_commit(x.prompt_tokens, x.output_tokens) for x in batch)
+        for req in batch:
+            self._grow(self._admit(req, 0, P=p_pad), p_pad + g_pad + self.kv_extra)
+        return self._plan(admitted=[req.id for req in batch])
+
+    def _plan(self, admitted: list[int] | None = None) -> Plan | None:
+        b, r, kv, strat = self.batching, self.run, self.kv, self.strategy
+        bt = kv.block_tokens
+        preempted: list[int] = []
+        static = self.static
+        # 1. caught-up rows take a step first; grow their KV, preempting the latest arrival if blocks run out
+        while True:
+            n = r.n
+            P, m, G, state, comp = r.P[:n], r.m[:n], r.G[:n], r.state[:n], r.computed[:n]
+            catch = np.maximum(strat.kv_ready(P, m) - comp, 0)
+            ready = catch == 0
+            all_ready = bool(ready.all())
+            srows = self._arange(n) if all_ready else np.flatnonzero(ready)
+            st = strat.step(P[srows], m[srows], G[srows], state[srows])
+            hold = st.hold
+            grow = hold > r.held[srows] * bt
+            if not grow.any():
+                break
+            g_rows = srows[grow]
+            short = int(((hold[grow] + bt - 1) // bt - r.held[g_rows]).sum())
+            if short <= kv.free_blocks or static:
+                for i, h in zip(g_rows.tolist(), hold[grow].tolist()):
+                    self._grow(i, h)
+                break
+            preempted.append(self._preempt_latest())
+        budget = b.max_tokens_per_iter - int(st.q.sum()) if not static else 1 << 62
+        rows: list[int] = []
+        qs: list[int] = []
+        catches: list[int] = []
+        stepping: list[bool] = []
+        # 2. rows still prefilling (a new batch, chunked prefill, recompute after preemption), oldest first
+        if not all_ready:
+            idx = np.flatnonzero(~ready)
+            for i in idx[np.argsort(r.order[idx])].tolist():
+                if budget <= 0:
                     break
-                batch.append(self.waiting.popleft()[0])
-            if not batch:  # cannot happen after add()'s fit check, but never spin
-                return None
-            p_pad = max(x.prompt_tokens for x in batch)
-            o_pad = max(x.output_tokens for x in batch)
-            for req in batch:
-                self._grow(self._admit(req, 0, pad_to=p_pad), p_pad + o_pad)
-                admitted.append(req.id)
-            self._static_steps_left = o_pad
-            rows = np.arange(r.n, dtype=np.int64)
-            return self._make_plan(rows, np.full(r.n, p_pad, dtype=np.int64), [], admitted, padded=True)
-        rows = np.arange(r.n, dtype=np.int64)
-        return self._make_plan(rows, np.ones(r.n, dtype=np.int64), [], admitted, padded=True)
+                q, c, steps = self._catchup(i, int(catch[i]), budget, len(srows) > 0 or bool(rows))
+                if q == 0:
+                    continue
+                rows.append(i)
+                qs.append(q)
+                catches.append(c)
+                stepping.append(steps)
+                budget -= q
+        # 3. admit waiting requests, first come first served, while tokens, slots and blocks allow
+        admitted = list(admitted or [])
+        while not static and self.waiting and budget > 0 and r.n < b.max_batch:
+            req, m0 = self.waiting[0]
+            i = self._admit(req, m0)
+            need = int(strat.kv_ready(r.P[i:i + 1], r.m[i:i + 1])[0])
+            q, c, steps = self._catchup(i, need, budget, len(srows) > 0 or bool(rows))
+            if q == 0:
+                self.kv.free(req.id)
+                r.remove(np.array([i]))
+                self._order -= 1
+                break
+            self.waiting.popleft()
+            rows.append(i)
+            qs.append(q)
+            catches.append(c)
+            stepping.append(steps)
+            admitted.append(req.id)
+            budget -= q
+        if len(srows) == 0 and not rows:
+            return None
+        return self._make_plan(srows, st, rows, qs, catches, stepping, preempted, admitted)
 
-    def _make_plan(self, rows: np.ndarray, q: np.ndarray, preempted: list[int], admitted: list[int],
-                   padded: bool = False) -> Plan:
-        r = self.run
-        start = r.computed[rows]
-        c = start + q
-        o = np.ones_like(q) if padded else (c >= r.known[rows]).astype(np.int64)
-        # causal pairs: q*(c-q) + q(q+1)/2 per row (sim/passes.attended_pairs), summed
-        tokens = int(q.sum())
-        c_sum = int(c.sum())
-        pairs = c_sum if tokens == len(rows) else int((q * (c - q) + q * (q + 1) // 2).sum())
-        shape = PassShape(tokens, int(o.sum()), len(rows), c_sum, pairs, tokens, "causal")
-        return Plan(rows, r.rid[rows], q, start, o, shape, preempted, admitted, padded)
+    def _catchup(self, i: int, catch: int, budget: int, others: bool) -> tuple[int, int, bool]:
+        """(query tokens, prefill tokens, takes a step) for a row `catch` positions behind, within `budget`;
+        (0, 0, False) when it cannot run now (budget, or KV blocks)."""
+        r, strat = self.run, self.strategy
+        step_q = 0
+        if strat.step_with_catchup or catch == 0:
+            st = strat.step(r.P[i:i + 1], r.m[i:i + 1], r.G[i:i + 1], r.state[i:i + 1])
+            step_q, hold = int(st.q[0]), int(st.hold[0])
+        need = catch + step_q
+        if self.static or need <= budget:
+            q, c, steps = need, catch, step_q > 0 or catch == 0
+        elif self.batching.chunked_prefill and catch > 0:
+            q = c = min(catch, budget)
+            steps = False
+        elif not others:
+            q, c, steps = need, catch, True  # a prompt larger than the budget may run alone rather than never
+        else:
+            return 0, 0, False
+        kv_positions = int(r.computed[i]) + c
+        if steps:
+            kv_positions = max(kv_positions, hold)
+        if not self._grow(i, kv_positions):
+            return 0, 0, False
+        return q, c, steps
 
-    # -- repeating a pure-decode plan ------------------------------------------------------------------------------
+    def _make_plan(self, srows, st, rows, qs, catches, stepping, preempted, admitted) -> Plan:
+        r, strat = self.run, self.strategy
+        comp = r.computed
+        # rows that only step (the common case), as vectors
+        s_start = comp[srows]
+        q_all, c_all, o_all, pairs, writes = st.q, st.c, st.o, st.pairs, np.maximum(st.hold - s_start, 0)
+        catch_all = np.zeros(len(srows), dtype=np.int64)
+        steps_all = np.ones(len(srows), dtype=bool)
+        catch_shape = PassShape(0, 0, 0, 0, 0, 0)
+        if rows:
+            x = np.asarray(rows, dtype=np.int64)
+            xq, xc, xs = (np.asarray(v, dtype=np.int64) for v in (qs, catches, stepping))
+            xs = xs.astype(bool)
+            start = comp[x]
+            ckv = start + xc  # positions after the prefill part
+            c_pairs = causal_pairs(xc, ckv)
+            sq = xq - xc  # step part
+            st_x = strat.step(r.P[x], r.m[x], r.G[x], r.state[x])
+            step_pairs = np.where(xs & (sq > 0), st_x.pairs, 0)
+            step_c = np.where(xs & (sq > 0), st_x.c, 0)
+            step_o = np.where(xs & (sq > 0), st_x.o, 0)
+            step_writes = np.where(xs & (sq > 0), np.maximum(st_x.hold - ckv, 0), 0)
+            n_c = int((xc > 0).sum())
+            catch_shape = PassShape(int(xc.sum()), n_c, n_c, int(ckv[xc > 0].sum()), int(c_pairs.sum()),
+                                    int(xc.sum()))
+            srows = np.concatenate([srows, x])
+            s_start = np.concatenate([s_start, start])
+            q_all = np.concatenate([q_all, xq])
+            c_all = np.concatenate([c_all, np.maximum(ckv, step_c)])
+            o_all = np.concatenate([o_all, step_o])
+            pairs = np.concatenate([pairs, c_pairs + step_pairs])
+            writes = np.concatenate([writes, xc + step_writes])
+            catch_all = np.concatenate([catch_all, xc])
+            steps_all = np.concatenate([steps_all, xs])
+        tokens = int(q_all.sum())
+        shape = PassShape(tokens, int(o_all.sum()), len(srows), int(c_all.sum()), int(pairs.sum()),
+                          int(writes.sum()), "causal")
+        passes: list[tuple[str, PassShape]] = [("target", shape)]
+        if strat.extra_models:
+            sr = srows[steps_all]
+            passes += strat.extra_passes(r.P[sr], r.m[sr], r.G[sr], r.state[sr], catch_shape)
+        return Plan(srows, r.rid[srows], q_all, s_start, o_all, catch_all, steps_all, shape, passes, preempted,
+                    admitted)
+
+    # -- repeating a plan ---------------------------------------------------------------------------------------------
     def repeatable_steps(self, plan: Plan, limit: int) -> int:
         """How many times (1..limit) `plan` can run back to back with no scheduling decision changing: the same
-        rows, each one token further along, until the first finish (which may end the last step), without
-        running out of KV blocks, and without a waiting request becoming admissible. The simulator uses this to
-        price a run of identical decode passes at once; the GPU runtime executes passes one by one (limit 1)."""
-        if limit <= 1 or plan.admitted or plan.preempted:
-            return 1
+        rows, each one token further along, until the first finish (continuous: which may end the last step;
+        static: the batch runs to its end), without running out of KV blocks, and without a waiting request
+        becoming admissible. Only for strategies whose steps are identical but for context length (AR). The
+        simulator uses this to price runs of decode passes at once; the GPU runtime executes passes one by one."""
         r, n = self.run, self.run.n
-        if plan.padded:  # static: the batch decodes until its longest request is done, whatever arrives
-            return max(1, min(limit, self._static_steps_left))
-        if len(plan.rows) != n or plan.shape.tokens != n or n == 0:
-            return 1  # prefill in the pass, or rows left out
-        known = r.known[:n]
-        steps = min(limit, int((r.prompt[:n] + r.target[:n] - known).min()))
+        if (limit <= 1 or not self.strategy.repeatable or plan.admitted or plan.preempted or n == 0
+                or len(plan.rows) != n or plan.shape.tokens != n or plan.catchup.any()):
+            return 1
+        left = r.G[:n] - r.m[:n]
+        if self.static:
+            return max(1, min(limit, int(left.max())))
+        steps = min(limit, int(left.min()))
         if self.waiting and r.n < self.batching.max_batch:
             # a waiting request that could not be admitted now stays blocked (blocks only shrink, the budget and
-            # the batch limit are fixed) until a finish, which ends the run anyway; otherwise stop here
-            head, generated = self.waiting[0]
-            q = self._prefill_chunk(head.prompt_tokens + generated, self.batching.max_tokens_per_iter - n, True)
-            if q > 0 and self.kv.needed(head.id, q) <= self.kv.free_blocks:
+            # the batch limit are fixed) until a finish, which ends the run anyway
+            head, m0 = self.waiting[0]
+            P = head.prompt_tokens
+            need = int(self.strategy.kv_ready(np.array([P]), np.array([m0]))[0]) + 1
+            fits_budget = need <= self.batching.max_tokens_per_iter - n or self.batching.chunked_prefill
+            if fits_budget and self.kv.needed(head.id, min(need, self.batching.max_tokens_per_iter)) <= \
+                    self.kv.free_blocks:
                 return 1
-        bt, held = self.kv.block_tokens, r.held[:n]
+        bt, held, known = self.kv.block_tokens, r.held[:n], r.P[:n] + r.m[:n]
 
-        def extra_blocks(k: int) -> int:  # blocks needed beyond those held to run k steps (KV of known + k - 1)
+        def extra_blocks(k: int) -> int:  # blocks beyond those held to run k steps (KV of known + k - 1)
             need = (known + k - 1 + bt - 1) // bt - held
             return int(need[need > 0].sum())
 
@@ -324,68 +388,75 @@ class Scheduler:
         return max(1, steps)
 
     # -- update -----------------------------------------------------------------------------------------------------
-    def update(self, plan: Plan, commits: np.ndarray | None = None, steps: int = 1) -> Update:
-        """Apply `steps` executed repetitions of a pass: advance cached tokens, commit new tokens (AR: one per row
-        that reached its end; `commits` overrides per row, single step only), retire finished sequences and free
-        their blocks."""
-        r = self.run
-        rows = plan.rows
-        if plan.padded:
-            return self._update_static(plan, steps)
+    def update(self, plan: Plan, steps: int = 1, commits: np.ndarray | None = None) -> Update:
+        """Apply executed iterations: advance cached positions, commit the strategy's tokens (drawn from the
+        generator, or `commits` per row when the executor decided, e.g. measured acceptance), retire finished
+        sequences and free their blocks."""
         if steps > 1:
             return self._update_repeated(plan, steps)
-        r.computed[rows] += plan.q
-        done = plan.o > 0
-        n_new = done.astype(np.int64) if commits is None else np.where(done, commits, 0)
-        before = r.known[rows]
-        first = done & (before == r.prompt[rows])
-        after = before + n_new
-        r.known[rows] = after
-        fin = done & (after >= r.prompt[rows] + r.target[rows])
+        r, strat = self.run, self.strategy
+        rows, stp = plan.rows, plan.steps
+        m_old = r.m[rows].copy()
+        n_new = np.zeros(len(rows), dtype=np.int64)
+        r.computed[rows] += plan.catchup
+        if stp.any():
+            s = rows[stp]
+            n, kept, new_state = strat.commit(r.P[s], r.m[s], r.G[s], r.state[s], self.rng)
+            if commits is not None:
+                n = np.asarray(commits)[stp]
+            n_new[stp] = n
+            r.computed[s] = kept
+            r.state[s] = new_state
+            # give back blocks beyond what the kept positions need (rejected drafts, a diffusion window)
+            over = np.flatnonzero((kept + self.kv.block_tokens - 1) // self.kv.block_tokens < r.held[s])
+            if len(over) and not self.static:
+                for i in s[over].tolist():
+                    self.kv.shrink(int(r.rid[i]), int(r.computed[i]))
+                    r.held[i] = self.kv.held(int(r.rid[i]))
+        G, U = r.G[rows], r.U[rows]
+        live = m_old < G
+        m_new = np.where(live, np.minimum(m_old + n_new, G), m_old + n_new)
+        r.m[rows] = m_new
+        useful = np.where(live, np.minimum(m_new, U) - np.minimum(m_old, U), 0)
+        padding = int(np.where(live, (m_new - m_old) - useful, n_new).sum())
+        step_q = (plan.q - plan.catchup)[stp]
+        wasted = int(step_q.sum() - (m_new - m_old)[stp].clip(min=0).sum())
+        first = (useful > 0) & (np.minimum(m_old, U) == 0)
+        fin = live & (m_new >= G)
         first_ids = plan.req_ids[first].tolist() if first.any() else []
-        fin_ids: list[tuple[int, int]] = []
-        if fin.any():
-            fin_ids = [(rid, 1) for rid in plan.req_ids[fin].tolist()]
-            for rid, _ in fin_ids:
+        fin_ids = [(rid, 1) for rid in plan.req_ids[fin].tolist()] if fin.any() else []
+        self._retire(rows[fin] if not self.static else None)
+        return Update(first_ids, fin_ids, np.array([int(useful.sum())]), wasted, padding)
+
+    def _retire(self, rows: np.ndarray | None) -> None:
+        r = self.run
+        if self.static:  # the whole batch leaves when its last row is done
+            if r.n and bool((r.m[: r.n] >= r.G[: r.n]).all()):
+                for rid in r.rid[: r.n].tolist():
+                    self.kv.free(rid)
+                r.n = 0
+            return
+        if rows is not None and len(rows):
+            for rid in r.rid[rows].tolist():
                 self.kv.free(rid)
-            r.remove(rows[fin])
-        return Update(first_ids, fin_ids, np.array([int(n_new.sum())]))
+            r.remove(rows)
 
     def _update_repeated(self, plan: Plan, steps: int) -> Update:
-        """`steps` pure-decode passes over all running rows (see repeatable_steps): grow blocks, advance by
-        `steps` tokens, retire the rows that the last pass finished."""
-        r, n, kv = self.run, self.run.n, self.kv
-        bt = kv.block_tokens
-        final_kv = r.known[:n] + steps - 1  # KV positions after the last pass
-        for i in np.flatnonzero(final_kv > r.held[:n] * bt).tolist():
-            self._grow(i, int(final_kv[i]))
-        r.computed[:n] += steps
-        r.known[:n] += steps
-        fin = np.flatnonzero(r.known[:n] >= r.prompt[:n] + r.target[:n])
-        fin_ids = [(rid, steps) for rid in r.rid[fin].tolist()]
-        for rid, _ in fin_ids:
-            kv.free(rid)
-        if len(fin):
-            r.remove(fin)
-        return Update([], fin_ids, np.full(steps, n, dtype=np.int64))
-
-    def _update_static(self, plan: Plan, steps: int) -> Update:
+        """`steps` AR decode passes over all running rows (see repeatable_steps): grow blocks, advance by
+        `steps` tokens, retire finished rows. Finishes fall on the last pass (continuous) or anywhere (static)."""
         r, n = self.run, self.run.n
-        r.computed[:n] += plan.q if steps == 1 else steps
-        # every row advances one token per pass; rows past their own output length are padding
-        generated_before = r.known[:n] - r.prompt[:n]
-        remaining = r.target[:n] - generated_before  # passes each row still needs
-        first = (generated_before == 0) & (remaining > 0)
-        advance = np.minimum(remaining, steps)
-        r.known[:n] += advance
-        ends = (remaining > 0) & (remaining <= steps)
-        finished = [(rid, step) for rid, step in zip(r.rid[:n][ends].tolist(), remaining[ends].tolist())]
-        # tokens committed by pass j (1-based): rows whose remaining count is at least j
-        left = np.sort(remaining)
-        committed = n - np.searchsorted(left, np.arange(1, steps + 1), side="left")
-        self._static_steps_left -= steps
-        if self._static_steps_left <= 0:  # the longest request is done: the whole batch leaves
-            for rid in r.rid[:n].tolist():
-                self.kv.free(rid)
-            r.n = 0
-        return Update(r.rid[:n][first].tolist() if n else [], finished, committed.astype(np.int64))
+        bt = self.kv.block_tokens
+        final_kv = r.P[:n] + r.m[:n] + steps - 1  # KV positions after the last pass
+        if not self.static:
+            for i in np.flatnonzero(final_kv > r.held[:n] * bt).tolist():
+                self._grow(i, int(final_kv[i]))
+        left = r.G[:n] - r.m[:n]  # passes each row still needs (<= 0: padding row)
+        r.computed[:n] += steps
+        r.m[:n] += steps
+        ends = (left > 0) & (left <= steps)
+        finished = list(zip(r.rid[:n][ends].tolist(), left[ends].tolist()))
+        # useful tokens of pass j (1-based): rows with at least j passes left
+        committed = n - np.searchsorted(np.sort(left), np.arange(1, steps + 1), side="left")
+        padding = int(steps * n - committed.sum())
+        self._retire(np.flatnonzero(ends) if not self.static else None)
+        return Update([], finished, committed.astype(np.int64), 0, padding)

@@ -23,7 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 profiles_app = typer.Typer(add_completion=False, invoke_without_command=True,
                            help="List hardware profiles, or show one.")
 app.add_typer(profiles_app, name="profiles")
-console = Console()
+# wide enough for the comparison tables when output goes to a pipe or a file (rich assumes 80 columns there)
+console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True)
 
 
@@ -111,6 +112,62 @@ def models():
                   str(m.num_layers), str(m.hidden_size), f"{m.num_heads}/{m.num_kv_heads}",
                   f"{m.num_experts}x top-{m.experts_per_token}" if m.is_moe else "-")
     console.print(t)
+
+
+@app.command()
+@user_errors
+def compare(
+    scenario: Optional[Path] = typer.Argument(None, help="scenario YAML/JSON (default: llama-3.1-8b on h100-sxm)"),
+    strategies: str = typer.Option("all", help="comma-separated strategies, or 'all'"),
+    set_: Optional[list[str]] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="print JSON: one object per strategy"),
+):
+    """Compare decoding strategies on one scenario: tokens/s, latency, tokens per iteration, intensity, bound."""
+    from sim.scenario import load_scenario
+    from validation.compare import compare as run_compare
+    from validation.compare import parse_strategies
+    from validation.format import compare_table
+
+    s = load_scenario(scenario, set_ or [])
+    rows = run_compare(s, parse_strategies(strategies))
+    if as_json:
+        out = [{"strategy": k, **r.model_dump(mode="json")} for k, r in rows]
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    hw = rows[0][1].hardware
+    console.print(compare_table(rows, f"{s.resolve_model().name} on {hw}, {s.batching.kind} batching"))
+
+
+@app.command()
+@user_errors
+def whatif(
+    scenario: Optional[Path] = typer.Argument(None, help="scenario YAML/JSON (default: llama-3.1-8b on h100-sxm)"),
+    scale: Optional[list[str]] = typer.Option(None, help="a chip variant: bandwidth=2, flops=2, capacity=2, "
+                                                          "link=2 (comma-combined); repeat for more variants"),
+    hardware: Optional[list[str]] = typer.Option(None, help="compare against another profile; repeatable"),
+    strategies: str = typer.Option("all", help="comma-separated strategies, or 'all'"),
+    set_: Optional[list[str]] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="print JSON rows: chip, strategy, result, gain"),
+):
+    """Rerun the strategy comparison on what-if chips and show each strategy's gain over the base chip."""
+    from sim.scenario import load_scenario
+    from validation.compare import parse_strategies, variants
+    from validation.compare import whatif as run_whatif
+    from validation.format import whatif_table
+
+    s = load_scenario(scenario, set_ or [])
+    names = [h for item in (hardware or []) for h in item.split(",") if h]
+    chips = variants(s, scale or [], names)
+    if len(chips) == 1:
+        chips = variants(s, ["bandwidth=2", "flops=2", "capacity=2"], [])
+    rows = run_whatif(s, chips, parse_strategies(strategies))
+    if as_json:
+        out = [{"chip": r["chip"], "strategy": r["strategy"], "gain": r["gain"],
+                "result": r["result"].model_dump(mode="json")} for r in rows]
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    console.print(whatif_table(rows, f"what-if: {s.resolve_model().name}, {s.batching.kind} batching "
+                                     "(gain over the first chip; mem = memory-bound, com = compute-bound)"))
 
 
 def main() -> None:

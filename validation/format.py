@@ -65,3 +65,43 @@ def profiles_table(rows: list[dict]) -> Table:
                   f"{d['ridge_flop_per_byte']:.0f}", f"{d['tdp_w']:g}",
                   "-" if math.isnan(d["usd_per_h"]) else f"{d['usd_per_h']:.2f}")
     return t
+
+
+def bound_of(r: Result) -> str:
+    if not r.fits:
+        return "does not fit"
+    return "memory" if r.memory_bound_fraction >= 0.5 else "compute"
+
+
+def compare_table(rows: list[tuple[str, Result]], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in ("strategy", "tok/s", "TPOT ms", "TTFT ms", "tok/iter", "FLOP/B", "MBU", "MFU", "bound"):
+        t.add_column(c, justify="left" if c in ("strategy", "bound") else "right", no_wrap=c == "strategy")
+    for kind, r in rows:
+        if not r.fits:
+            t.add_row(kind, "-", "-", "-", "-", "-", "-", "-", bound_of(r))
+            continue
+        t.add_row(kind, f"{r.output_throughput_tok_s:,.1f}", _ms(r.tpot_s.mean), _ms(r.ttft_s.mean),
+                  f"{r.committed_per_pass:.2f}", f"{r.arithmetic_intensity_flop_per_byte:,.1f}", f"{r.mbu:.0%}",
+                  f"{r.mfu:.0%}", bound_of(r))
+    return t
+
+
+def whatif_table(rows: list[dict], title: str) -> Table:
+    chips = list(dict.fromkeys(r["chip"] for r in rows))
+    t = Table(title=title, title_justify="left")
+    t.add_column("strategy", no_wrap=True)
+    for c in chips:
+        t.add_column(c, justify="right")
+    for kind in dict.fromkeys(r["strategy"] for r in rows):
+        cells = []
+        for c in chips:
+            row = next(r for r in rows if r["chip"] == c and r["strategy"] == kind)
+            res = row["result"]
+            if not res.fits:
+                cells.append("does not fit")
+                continue
+            gain = "" if c == chips[0] or row["gain"] is None else f" ({row['gain']:.2f}x)"
+            cells.append(f"{res.output_throughput_tok_s:,.0f} tok/s{gain} {bound_of(res)[:3]}")
+        t.add_row(kind, *cells)
+    return t
