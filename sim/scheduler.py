@@ -122,6 +122,7 @@ class Scheduler:
         self.preemptions = 0
         self._order = 0
         self._aranged = np.arange(256, dtype=np.int64)
+        self._ones = np.ones(256, dtype=np.int64)
 
     # -- queue ------------------------------------------------------------------------------------------------------
     def add(self, req: Request) -> bool:
@@ -212,8 +213,45 @@ class Scheduler:
             self._grow(self._admit(req, 0, P=p_pad), p_pad + g_pad + self.kv_extra)
         return self._plan(admitted=[req.id for req in batch])
 
+    def _plan_decode(self) -> Plan | None:
+        """Fast path for the common iteration: AR, every running row decoding (q = 1), nothing to admit. Returns
+        None when the general path is needed (a row behind, a block shortage, a request that may be admitted)."""
+        r, kv = self.run, self.kv
+        n = r.n
+        if n == 0:
+            return None
+        known = r.P[:n] + r.m[:n]
+        if not np.array_equal(known - 1, r.computed[:n]):
+            return None
+        bt = kv.block_tokens
+        grow = np.flatnonzero(known > r.held[:n] * bt)
+        if len(grow):
+            if int(((known[grow] + bt - 1) // bt - r.held[grow]).sum()) > kv.free_blocks:
+                return None
+            for i in grow.tolist():
+                self._grow(i, int(known[i]))
+        if self.waiting and n < self.batching.max_batch:
+            head, m0 = self.waiting[0]
+            need = head.prompt_tokens + m0
+            budget = self.batching.max_tokens_per_iter - n
+            if (need <= budget or self.batching.chunked_prefill) and \
+                    kv.needed(head.id, min(need, budget)) <= kv.free_blocks:
+                return None
+        if len(self._ones) < n:
+            self._ones = np.ones(2 * n, dtype=np.int64)
+        ones = self._ones[:n]
+        c_sum = int(known.sum())
+        shape = PassShape(n, n, n, c_sum, c_sum, n, "causal")
+        rows = self._arange(n)
+        return Plan(rows, r.rid[:n].copy(), ones, r.computed[:n].copy(), ones, ones * 0, ones.astype(bool), shape,
+                    [("target", shape)])
+
     def _plan(self, admitted: list[int] | None = None) -> Plan | None:
         b, r, kv, strat = self.batching, self.run, self.kv, self.strategy
+        if strat.repeatable and not self.static and not admitted:
+            plan = self._plan_decode()
+            if plan is not None:
+                return plan
         bt = kv.block_tokens
         preempted: list[int] = []
         static = self.static
@@ -392,7 +430,9 @@ class Scheduler:
         """Apply executed iterations: advance cached positions, commit the strategy's tokens (drawn from the
         generator, or `commits` per row when the executor decided, e.g. measured acceptance), retire finished
         sequences and free their blocks."""
-        if steps > 1:
+        if steps > 1 or (self.strategy.repeatable and commits is None and not plan.admitted
+                         and len(plan.rows) == self.run.n and plan.shape.tokens == self.run.n
+                         and not plan.catchup.any()):
             return self._update_repeated(plan, steps)
         r, strat = self.run, self.strategy
         rows, stp = plan.rows, plan.steps

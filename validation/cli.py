@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 profiles_app = typer.Typer(add_completion=False, invoke_without_command=True,
                            help="List hardware profiles, or show one.")
 app.add_typer(profiles_app, name="profiles")
+report_app = typer.Typer(add_completion=False, help="Write reports (Markdown + PNG) under reports/.")
+app.add_typer(report_app, name="report")
 # wide enough for the comparison tables when output goes to a pipe or a file (rich assumes 80 columns there)
 console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True)
@@ -168,6 +170,34 @@ def whatif(
         return
     console.print(whatif_table(rows, f"what-if: {s.resolve_model().name}, {s.batching.kind} batching "
                                      "(gain over the first chip; mem = memory-bound, com = compute-bound)"))
+
+
+@report_app.command("whatif")
+@user_errors
+def report_whatif(
+    scenario: Optional[Path] = typer.Argument(None, help="scenario (default: llama-3.1-8b on h100-sxm)"),
+    out: Path = typer.Option(Path("reports/whatif"), help="output folder"),
+    strategies: str = typer.Option("all", help="comma-separated strategies, or 'all'"),
+    set_: Optional[list[str]] = SetOpt,
+):
+    """Every strategy on the base chip and on 2x bandwidth / 2x compute / 2x capacity variants, at batch 1 and
+    under load (or for the given scenario), as Markdown + PNG."""
+    from sim.scenario import load_scenario
+    from validation.whatif_report import write_report
+
+    if scenario or set_:
+        runs = [("given scenario", load_scenario(scenario, set_ or []))]
+    else:
+        runs = [
+            ("batch 1", load_scenario(None, ["batching.batch_size=1", "workload.num_requests=2"])),
+            ("batch 64", load_scenario(None, ["batching.batch_size=64", "workload.num_requests=64"])),
+            ("continuous, 8k prompts at 50 qps", load_scenario(None, [
+                "batching.kind=continuous", "batching.max_batch=512", "batching.chunked_prefill=true",
+                "workload.kind=poisson", "workload.rate_qps=50", "workload.num_requests=300",
+                "workload.input_len=8192", "workload.output_len=512"])),
+        ]
+    path = write_report(runs, out, strategies)
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

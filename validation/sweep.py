@@ -32,6 +32,7 @@ from validation.sweep_spec import SweepFile, expand, load_sweep
 
 RESULTS_JSONL = "results.jsonl"
 META_JSON = "sweep.json"
+CHUNK_MAX = 4
 
 
 @dataclass(frozen=True)
@@ -167,25 +168,26 @@ def _ignore_sigint() -> None:
 
 
 def _run_local(chunks: list, workers: int) -> Iterator[list]:
+    """Results of the chunks on `workers` processes, as they finish. Call it before any thread starts (the
+    progress bar's): with fork, every worker is forked by the first submit, here, from a single-threaded parent."""
     if workers == 1:  # in-process: no pickling, easy to debug and profile
-        for c in chunks:
-            yield simulate_chunk(c)
-        return
+        return (simulate_chunk(c) for c in chunks)
     import multiprocessing as mp
 
-    # forkserver: workers fork from a clean server that has imported the simulator once (fast start), and never
-    # from the driver, whose progress-bar thread makes a plain fork unsafe; spawn where forkserver is missing
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["validation.sweep", "sim.engine"])
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
-        futures = [pool.submit(simulate_chunk, c) for c in chunks]
+    # fork starts a worker in milliseconds with the simulator already imported, and, unlike spawn and forkserver,
+    # does not re-run the caller's __main__ (a script without an `if __name__ == "__main__"` guard still works)
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
+    futures = [pool.submit(simulate_chunk, c) for c in chunks]
+
+    def finished() -> Iterator[list]:
         try:
             for f in as_completed(futures):
                 yield f.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    return finished()
 
 
 def _run_ray(chunks: list, address: str, workers: int | None) -> Iterator[list]:
@@ -299,9 +301,9 @@ def write_table(out_dir: Path, rows: list[dict]) -> Path:
 
 
 def _chunks(jobs: list, workers: int) -> list[list]:
-    # about 4 chunks per worker keeps every core busy to the end; 16 points at most per chunk so that progress
-    # and the JSONL advance every few hundred milliseconds
-    size = max(1, min(16, math.ceil(len(jobs) / (4 * workers)))) if jobs else 1
+    # about 4 chunks per worker keeps every core busy to the end; at most CHUNK_MAX points per chunk, so that
+    # progress and the JSONL advance often and Ctrl-C waits for at most that many points per worker
+    size = max(1, min(CHUNK_MAX, math.ceil(len(jobs) / (4 * workers)))) if jobs else 1
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
@@ -336,7 +338,7 @@ def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers
     chunks = _chunks(jobs, workers)
     runs = _run_ray(chunks, ray_address, workers) if ray_address else _run_local(chunks, min(workers, len(chunks) or 1))
     ran = 0
-    with open(jsonl, "a") as f, _progress(len(jobs), f"sweep {spec.name}", progress) as bar, closing(runs):
+    with closing(runs), open(jsonl, "a") as f, _progress(len(jobs), f"sweep {spec.name}", progress) as bar:
         task = bar.add_task(f"sweep {spec.name}", total=len(jobs))
         try:
             for results in runs:

@@ -1,0 +1,63 @@
+"""CUDA-only behaviour: decode under CUDA graphs, the executor's graph path, and the no-GPU error on a CPU box."""
+
+import pytest
+import torch
+
+from rt_helpers import Item, random_tokens, tiny_spec
+from runtime.executor import Executor
+from runtime.forward import SeqInput, build_meta, forward
+from runtime.model import Transformer, resolve_device
+from sim.errors import UserError
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
+def test_cuda_without_gpu_is_one_sentence():
+    with pytest.raises(UserError, match="no CUDA GPU; run with --device cpu"):
+        resolve_device("cuda")
+
+
+def spec():
+    return tiny_spec(hidden_size=256, num_heads=8, num_kv_heads=2, intermediate_size=512, num_layers=3,
+                     vocab_size=512)
+
+
+@gpu
+@needs_cuda
+def test_graph_decode_equals_eager_decode():
+    from runtime.graphs import DecodeGraphs
+    model = Transformer.random(spec(), seed=0, device="cuda")
+    cache = model.paged_cache(64, 16)
+    prompts = [random_tokens(n, seed=n, vocab=512) for n in (5, 40, 17)]
+    tables = [[3, 9], [0, 1, 2, 4], [7, 8]]
+    for p, t in zip(prompts, tables):
+        model.run(cache, [SeqInput(p[:-1], 0, t, 0)])
+    eager = forward(model, cache, build_meta([SeqInput(p[-1:], len(p) - 1, t) for p, t in zip(prompts, tables)],
+                                             cache, "cuda", model.max_positions))
+    graphs = DecodeGraphs(model, cache, max_context=64, buckets=[4])
+    logits, nxt = graphs.run([p[-1] for p in prompts], [len(p) - 1 for p in prompts], tables)
+    assert logits.shape == (3, 512)
+    torch.testing.assert_close(logits, eager, atol=2e-2, rtol=2e-2)
+    assert torch.equal(nxt, logits.argmax(-1))
+
+
+@gpu
+@needs_cuda
+def test_executor_graph_path_runs_plans():
+    model = Transformer.random(spec(), seed=1, device="cuda")
+    ex = Executor(model, model.paged_cache(32, 16), max_context=64)
+    for r, n in ((0, 12), (1, 30)):
+        ex.add_request(r, n, seed=r)
+    dt, new = ex.execute([Item(0, 12, 0, 1, [0]), Item(1, 20, 0, 0, [1, 2])])  # eager: prefill + chunk
+    assert dt > 0 and set(new) == {0}
+    dt, new = ex.execute([Item(0, 1, 12, 1, [0]), Item(1, 10, 20, 1, [1, 2])])  # eager: decode + last chunk
+    assert set(new) == {0, 1}
+    for _ in range(3):  # decode-only: CUDA graph of bucket 2
+        plan = [Item(r, 1, len(ex.tokens[r]) - 1, 1, blocks) for r, blocks in ((0, [0]), (1, [1, 2, 3]))]
+        dt, new = ex.execute(plan)
+        assert dt > 0 and set(new) == {0, 1}
+    assert ex.graphs is not None and 2 in ex.graphs.graphs
+    assert len(ex.output(0, 12)) == 5 and len(ex.output(1, 30)) == 4
