@@ -46,7 +46,7 @@ class Setup:
     scenario: Scenario
     model: object
     hardware: object
-    stage_costs: list[CostModel]  # one per pipeline stage (the last one runs the LM head)
+    target_cost: CostModel  # one iteration of the target over all its layers (all pipeline stages back to back)
     kv_blocks_per_replica: int
     weight_bytes_per_gpu: float
     fits: bool
@@ -109,17 +109,12 @@ def prepare(s: Scenario) -> Setup:
         reserve = activation_reserve_bytes(model, tokens, rows, tp, prec.activations)
     kv_bytes = kv_capacity_bytes(hw, model, prec.weights, b.gpu_memory_utilization, reserve, tp, pp)
     per_token_per_gpu = model.kv_bytes_per_token(prec.kv) / (tp * pp)
-    layers = [model.num_layers // pp + (1 if i < model.num_layers % pp else 0) for i in range(pp)]
-    costs = [
-        CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, layers[i], i == pp - 1))
-        for i in range(pp)
-    ]
     whole = CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp))
     strategy, role_costs, extra_weights, extra_kv, kv_extra = build_strategy(s, model, hw, whole)
     kv_bytes -= extra_weights
     weight_per_gpu += extra_weights
     per_token_per_gpu += extra_kv
-    setup = Setup(s, model, hw, costs, 0, weight_per_gpu, True, None, strategy, role_costs, kv_extra)
+    setup = Setup(s, model, hw, whole, 0, weight_per_gpu, True, None, strategy, role_costs, kv_extra)
     if kv_bytes <= 0:
         setup.fits = False
         setup.message = (
@@ -239,9 +234,8 @@ class Engine:
 
     def _loop(self, env: simpy.Environment, rep: _Replica, ex: _Executor):
         sched, rec = ex.scheduler, self.recorder
-        costs = self.setup.stage_costs
         # activation hand-off between consecutive pipeline stages, per token of the pass
-        send_s = self._stage_send_s() * (len(costs) - 1)
+        send_s = self._stage_send_s() * (self.setup.scenario.parallel.pp - 1)
         tp = self.setup.scenario.parallel.tp
         while True:
             plan = sched.plan()
@@ -283,18 +277,14 @@ class Engine:
 
     def _price(self, plan: Plan, steps: int):
         """Per-iteration arrays (time, flops, bytes, memory-bound time) of `steps` repetitions of a plan: every
-        pass of the iteration (target on each pipeline stage, back to back; then other models' passes)."""
+        pass of the iteration (the target over all its pipeline stages back to back; then other models' passes)."""
         if steps > 1:  # only AR plans repeat: one target pass per iteration
-            out = None
-            for cost in self.setup.stage_costs:
-                arrays = cost.repeated_times(plan.shape, steps)
-                out = arrays if out is None else tuple(a + b for a, b in zip(out, arrays))
-            return out
+            return self.setup.target_cost.repeated_times(plan.shape, steps)
         t = f = b = m = 0.0
         for role, shape in plan.passes:
-            for cost in (self.setup.stage_costs if role == "target" else (self.setup.role_costs[role],)):
-                pt = cost.pass_time(shape)
-                t, f, b, m = t + pt.time_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
+            cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
+            pt = cost.pass_time(shape)
+            t, f, b, m = t + pt.time_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
         return np.array([t]), np.array([f]), np.array([b]), np.array([m])
 
     def _stage_send_s(self) -> float:

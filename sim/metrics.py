@@ -16,16 +16,14 @@ from sim.result import Result, Stats
 
 @dataclass
 class Recorder:
-    """Per-request times and a per-pass log."""
+    """Per-request times and a per-pass log (kept as column chunks, one chunk per run of passes)."""
 
     num_requests: int
     arrival_s: np.ndarray = field(init=False)
     admitted_s: np.ndarray = field(init=False)
     first_token_s: np.ndarray = field(init=False)
     finish_s: np.ndarray = field(init=False)
-    passes: list[tuple] = field(default_factory=list)  # see PASS_COLUMNS
-    itl_durations: list[float] = field(default_factory=list)
-    itl_counts: list[int] = field(default_factory=list)
+    _chunks: list[tuple] = field(default_factory=list)
 
     PASS_COLUMNS = ("replica", "start_s", "duration_s", "seqs", "tokens", "committed", "kv_used_blocks",
                     "running", "waiting", "flops", "bytes", "memory_bound_s")
@@ -41,14 +39,37 @@ class Recorder:
                     running: int, waiting: int, flops, nbytes, mem_s, first_tokens: int) -> None:
         """Log a run of passes (arrays, one entry per pass) that share their batch; first tokens come from the
         first pass only. The KV and queue columns are the state after the run."""
-        rows = zip(starts.tolist(), durations.tolist(), committed.tolist(), flops.tolist(), nbytes.tolist(),
-                   mem_s.tolist())
-        for j, (s, d, c, f, b, m) in enumerate(rows):
-            self.passes.append((replica, s, d, seqs, tokens, c, kv_used, running, waiting, f, b, m))
-            itl = c - (first_tokens if j == 0 else 0)
-            if itl:
-                self.itl_durations.append(d)
-                self.itl_counts.append(itl)
+        self._chunks.append((replica, starts, durations, seqs, tokens, committed, kv_used, running, waiting, flops,
+                             nbytes, mem_s, first_tokens))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-pass log as arrays, one per column of PASS_COLUMNS."""
+        if not self._chunks:
+            return {c: np.zeros(0) for c in self.PASS_COLUMNS}
+        sizes = [len(ch[1]) for ch in self._chunks]
+        out = {}
+        for j, name in enumerate(self.PASS_COLUMNS):
+            parts = [ch[j] if isinstance(ch[j], np.ndarray) else np.full(k, ch[j]) for ch, k in zip(self._chunks, sizes)]
+            out[name] = np.concatenate(parts).astype(float)
+        return out
+
+    def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pass duration, sequences that got a token after an earlier one) for every pass: ITL samples."""
+        if not self._chunks:
+            return np.zeros(0), np.zeros(0)
+        durs, counts = [], []
+        for ch in self._chunks:
+            c = np.asarray(ch[5], dtype=float).copy()
+            c[0] -= ch[12]  # first tokens are TTFT, not inter-token latency
+            durs.append(ch[2])
+            counts.append(c)
+        return np.concatenate(durs), np.concatenate(counts)
+
+    @property
+    def passes(self) -> list[tuple]:
+        """The per-pass log as rows (tuples in PASS_COLUMNS order)."""
+        cols = self.columns()
+        return list(zip(*(cols[c].tolist() for c in self.PASS_COLUMNS)))
 
     def write_timeseries(self, path: str) -> None:
         """The per-pass log as CSV: batch size, KV occupancy, running/waiting counts over time."""
@@ -69,14 +90,14 @@ def summarize(rec: Recorder, requests, base: dict, *, gpus: int, executors: int,
     outputs = np.array([useful(r.output_tokens) if useful else r.output_tokens for r in requests], dtype=float)
     done = ~np.isnan(rec.finish_s)
     completed = int(done.sum())
-    if rec.passes:
-        log = np.array([p[1:] for p in rec.passes], dtype=float)
-        start, dur, seqs, tokens, committed, kv_used = (log[:, i] for i in range(6))
-        flops, nbytes, mem_s = log[:, 8], log[:, 9], log[:, 10]
+    cols = rec.columns()
+    start, dur, seqs, tokens, committed, kv_used = (cols[c] for c in ("start_s", "duration_s", "seqs", "tokens",
+                                                                       "committed", "kv_used_blocks"))
+    flops, nbytes, mem_s = cols["flops"], cols["bytes"], cols["memory_bound_s"]
+    if len(dur):
         t0 = float(np.nanmin(rec.arrival_s)) if len(requests) else 0.0
         makespan = float((start + dur).max()) - t0
     else:
-        dur = seqs = tokens = committed = kv_used = flops = nbytes = mem_s = np.zeros(0)
         makespan = 0.0
     busy = float(dur.sum())
     out_tokens = int(outputs[done].sum())
@@ -111,10 +132,10 @@ def summarize(rec: Recorder, requests, base: dict, *, gpus: int, executors: int,
         goodput_req_s=goodput,
         ttft_s=Stats.of(ttft),
         tpot_s=Stats.of(tpot),
-        itl_s=Stats.of(rec.itl_durations, rec.itl_counts),
+        itl_s=Stats.of(*rec.itl_samples()),
         e2e_s=Stats.of(e2e),
         queue_s=Stats.of(queue),
-        passes=len(rec.passes),
+        passes=len(dur),
         pass_time_s=Stats.of(dur),
         mean_batch=float(seqs.mean()) if len(seqs) else 0.0,
         tokens_per_pass=float(tokens.mean()) if len(tokens) else 0.0,

@@ -26,7 +26,7 @@ class LinearCost:
 def run_with(overrides, requests, max_repeat=1 << 20):
     s = load_scenario(None, overrides)
     setup = prepare(s)
-    setup.stage_costs = [LinearCost()]
+    setup.target_cost = LinearCost()
     import sim.engine as eng
 
     original = eng.generate_requests
@@ -86,7 +86,7 @@ def test_preemption_recomputes_and_still_finishes():
     over = ["batching.kind=continuous", "batching.kv_block_tokens=4", "workload.num_requests=2"]
     s = load_scenario(None, over)
     setup = prepare(s)
-    setup.stage_costs = [LinearCost()]
+    setup.target_cost = LinearCost()
     setup.kv_blocks_per_replica = 5
     import sim.engine as eng
 

@@ -12,7 +12,7 @@ from sim.scenario import apply_overrides, load_scenario
 from validation import sweep as sweep_module
 from validation.sweep import load_done, run_sweep
 from validation.sweep_cli import report_sweep_cmd, sweep_cmd
-from validation.sweep_report import crossing, fit_inverse, pareto_front, read_table, report_sweep
+from validation.sweep_report import crossing, fit_inverse, pareto_front, read_table
 from validation.sweep_spec import Range, _yaml_value, expand, load_sweep
 
 TINY = {"workload": {"num_requests": 2, "input_len": 32, "output_len": 8}}
@@ -167,7 +167,8 @@ def test_ray_and_local_results_are_identical(tmp_path, local_ray, monkeypatch):
     ({"axes": {"batching.batch_size": []}}, "sweep: axes.batching.batch_size: expected values"),
     ({"zip": [{"workload.input_len": [1, 2], "workload.output_len": [1]}]},
      "sweep: zip.0: axes varied together need equally many values, got workload.input_len: 2, workload.output_len: 1"),
-    ({"axes": {"batching.batch_sise": [1]}}, "sweep: point 0 (batching.batch_sise=1): unknown key 'batching.batch_sise'"),
+    ({"axes": {"batching.batch_sise": [1]}},
+     "sweep: point 0 (batching.batch_sise=1): unknown key 'batching.batch_sise'"),
     ({"axes": {"batching.batch_size": [1, 0]}},
      "sweep: point 1 (batching.batch_size=0): batching.batch_size: Input should be greater than or equal to 1"),
     ({"axes": {"hardware": ["h100-sxx"]}}, "sweep: point 0 (hardware=h100-sxx): unknown chip 'h100-sxx' (did you mean"),
