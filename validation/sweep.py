@@ -307,6 +307,22 @@ def _chunks(jobs: list, workers: int) -> list[list]:
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
+def _code_version() -> str | None:
+    """The git commit of the simulator and profiles that made the numbers ('+dirty': changed since), if known."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "sim", "hw_profiles")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
 def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers: int | None = None,
               ray_address: str | None = None, progress: bool = True, max_points: int | None = None) -> SweepOutcome:
     """Simulate every point of a sweep into `out_dir`: results.jsonl (one record per finished point, appended and
@@ -328,7 +344,7 @@ def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers
         first.setdefault(p.key, p.index)
     todo = [k for k in first if k not in done][: max_points]
     reused = sum(1 for p in points if p.key in done)
-    meta = {"name": spec.name, "source": where, "points": len(points), "slo": slo,
+    meta = {"name": spec.name, "source": where, "points": len(points), "slo": slo, "memwall": _code_version(),
             "report": spec.report.model_dump(), "grids": [
                 {"name": g, "axes": list(dict.fromkeys(path for p in points if p.grid == g for path in p.values))}
                 for g in dict.fromkeys(p.grid for p in points)]}

@@ -166,24 +166,31 @@ def _figure_pareto(path: Path, rows: list[dict], lat: str, slo_s: float | None, 
 # -- sections ------------------------------------------------------------------------------------------------------
 
 
-def _best_tables(rows: list[dict], varied: list[str], slo: dict, pct: str) -> list[str]:
-    """Per chip: points, fitting, meeting the SLO, and the best point under the SLO by tok/s and by tok/s per $."""
+def _best_tables(rows: list[dict], varied: list[str], slo: dict, pct: str) -> tuple[list[str], list[str]]:
+    """Per chip: points, fitting, meeting the SLO, and the best point under the SLO by tok/s and by tok/s per $;
+    then the chips with the most tokens/s per dollar and per watt (the headlines) and the points that do not fit."""
     limits = [f"{m.removesuffix('_s').upper()} {pct} <= {v * 1e3:g} ms" for m, v in slo.items()
               if m in ("ttft_s", "tpot_s") and v]
     ok = [r for r in rows if r.get("fits") and (r.get("meets_slo") if limits else (r.get("output_tokens") or 0) > 0)]
     cond = " and ".join(limits) if limits else "no SLO given: every fitting point counts"
-    out = [f"Best configuration per chip under the SLO ({cond}); SLOs are checked on the {pct} of each point's "
-           "requests. Per watt uses TDP (the board limit, not measured power) over all GPUs of the point; per "
-           "dollar uses the profile's price per GPU-hour.", ""]
+    out = [f"Best configuration per chip under the SLO ({cond}), checked on the {pct} over each point's requests. "
+           "Per watt divides by TDP (the board limit, not measured power) times the point's GPUs; per dollar by "
+           "the profile's price per GPU-hour times its GPUs."]
+    if any("[" in r["chip"] for r in rows):
+        out[0] += (" What-if chips (names with [...]) carry their base chip's TDP and price, as if the change "
+                   "came free.")
+    lat = ["ttft_s", "tpot_s"] if slo.get("ttft_s") else ["tpot_s"]  # TTFT of a closed batch is mostly queueing
     header = ["chip", "points", "fit", "meet SLO", "objective", "configuration", "GPUs", "tok/s",
-              f"TTFT {pct}", f"TPOT {pct}", "tok/s/W", "tok/s per $/h", "$/Mtok"]
+              *(f"{m.removesuffix('_s').upper()} {pct}" for m in lat), "tok/s/W", "tok/s per $/h", "$/Mtok"]
     lines = []
     for chip in dict.fromkeys(r["chip"] for r in rows):
         mine = [r for r in rows if r["chip"] == chip]
         good = [r for r in ok if r["chip"] == chip]
         counts = [str(len(mine)), str(sum(bool(r.get("fits")) for r in mine)), str(len(good))]
         if not good:
-            lines.append([chip, *counts, "-", "nothing meets the SLO", *["-"] * 7])
+            tpots = [r[f"tpot_s.{pct}"] for r in mine if r.get("fits") and r.get(f"tpot_s.{pct}") is not None]
+            closest = f" (lowest TPOT {pct}: {ms(min(tpots))})" if tpots else ""
+            lines.append([chip, *counts, "-", f"nothing meets the SLO{closest}", *["-"] * (len(header) - 6)])
             continue
         picks: dict[int, list[str]] = {}  # point -> objectives it wins (one row when one point wins both)
         best = {}
@@ -195,35 +202,37 @@ def _best_tables(rows: list[dict], varied: list[str], slo: dict, pct: str) -> li
                 best[b["point"]] = b
         for point, names in picks.items():
             b = best[point]
-            lines.append([chip, *counts, ", ".join(names),
-                          _config(b, varied), str(b["gpus"]), num(b["output_throughput_tok_s"]),
-                          ms(b.get(f"ttft_s.{pct}")), ms(b.get(f"tpot_s.{pct}")), num(b.get("tok_s_per_w")),
-                          num(b.get("tok_s_per_usd_h")), num(b.get("usd_per_mtok"))])
-    out += _table(header, lines) + [""]
+            lines.append([chip, *counts, ", ".join(names), _config(b, varied), str(b["gpus"]),
+                          num(b["output_throughput_tok_s"]), *(ms(b.get(f"{m}.{pct}")) for m in lat),
+                          num(b.get("tok_s_per_w")), num(b.get("tok_s_per_usd_h")), num(b.get("usd_per_mtok"))])
+    out += [""] + _table(header, lines) + [""]
+    headlines = []
     for metric, what in (("tok_s_per_usd_h", "tokens/s per dollar-hour"), ("tok_s_per_w", "tokens/s per watt")):
         cand = sorted((r for r in ok if r.get(metric) is not None), key=lambda r: -r[metric])
         if cand:
             b = cand[0]
             runner = next((r for r in cand if r["chip"] != b["chip"]), None)
-            tail = (f"; runner-up {runner['chip']} at {num(runner[metric])} ({b[metric] / runner[metric]:.2f}x less)"
-                    if runner else "")
+            tail = (f"; runner-up {runner['chip']} at {num(runner[metric])} ({b['chip']} is "
+                    f"{b[metric] / runner[metric]:.2f}x higher)" if runner else "")
             cfg = _config(b, varied)
-            out.append(f"- **Most {what} under the SLO: {b['chip']}**, {num(b[metric])}"
-                       + (f" with {cfg}" if cfg != "-" else "") + f" on {b['gpus']} GPU(s) "
-                       f"({num(b['output_throughput_tok_s'])} tok/s, TPOT {pct} "
-                       f"{ms(b.get(f'tpot_s.{pct}'))}){tail}.")
-    misfit: dict[str, list[dict]] = {}
-    for r in rows:
-        if not r.get("fits"):
-            misfit.setdefault(r["chip"], []).append(r)
-    for chip, rs in misfit.items():
-        tps = sorted({r["parallel.tp"] for r in rs if r.get("parallel.tp") is not None})
-        at = f" at parallel.tp in {tps}" if tps else ""
-        out.append(f"- {chip}: {len(rs)} point(s) do not fit{at} (e.g. {rs[0].get('message')}).")
-    return out + [""]
+            headlines.append(f"- **Most {what} under the SLO: {b['chip']}**, {num(b[metric])}"
+                             + (f" with {cfg}" if cfg != "-" else "") + f" on {b['gpus']} GPU(s) "
+                             f"({num(b['output_throughput_tok_s'])} tok/s, TPOT {pct} "
+                             f"{ms(b.get(f'tpot_s.{pct}'))}){tail}.")
+    out += headlines
+    for chip in dict.fromkeys(r["chip"] for r in rows if not r.get("fits")):
+        mine = [r for r in rows if r["chip"] == chip]
+        bad = [r for r in mine if not r.get("fits")]
+        # name the axis values that make it not fit: those seen only among the points that do not fit
+        where = [f"{p} in {sorted(set(v))}" for p in varied if p != "hardware"
+                 for v in [[r[p] for r in bad]] if set(v) < {r[p] for r in mine}]
+        at = f" (all with {', '.join(where)})" if where else ""
+        out.append(f"- {chip}: {len(bad)} of {len(mine)} points do not fit{at}: {bad[0].get('message')}.")
+    return out + [""], headlines
 
 
-def _target_section(out_dir: Path, grid: str, rows: list[dict], varied: list[str], target: dict) -> list[str]:
+def _target_section(out_dir: Path, grid: str, rows: list[dict], varied: list[str],
+                    target: dict) -> tuple[list[str], list[str]]:
     """Where `metric` first reaches `value` along `x`, per group of the other varied axes, with a fit of
     1/metric = a + b/x when x is bandwidth (what scales with bandwidth and what does not)."""
     metric, value, xname = target["metric"], target["value"], target["x"]
@@ -233,10 +242,10 @@ def _target_section(out_dir: Path, grid: str, rows: list[dict], varied: list[str
             key = (r["chip_base"], *(r[p] for p in varied if p not in ("hardware", xname)))
             groups.setdefault(key, []).append(r)
     if not groups:
-        return [f"Target {metric} >= {num(value)}: no fitting points with both {metric} and {xname}.", ""]
+        return [f"Target {metric} >= {num(value)}: no fitting points with both {metric} and {xname}.", ""], []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    out = [f"### When does {metric} reach {num(value)}?", ""]
+    out, headlines = [f"### When does {metric} reach {num(value)}?", ""], []
     for key, rs in groups.items():
         rs = sorted(rs, key=lambda r: r[xname])
         xs, ys = [r[xname] for r in rs], [r[metric] for r in rs]
@@ -254,10 +263,13 @@ def _target_section(out_dir: Path, grid: str, rows: list[dict], varied: list[str
             text = (f"- **{label}: {metric} reaches {num(value)} at {xname} = {num(x_at)}{ratio}** (linear "
                     f"interpolation between the swept points around it).")
         out.append(text)
+        headlines.append(text)
         if unit_base and len(xs) >= 3:
             a, b, err = fit_inverse(xs, ys)
             first = 1 / ys[0]
             fit_at = b / (1 / value - a) if 1 / value > a else None
+            headlines[-1] += (f" Under this model {a * 1e3:.3f} ms per token does not scale with bandwidth, capping "
+                              f"it at {num(1 / a)} however fast the memory: a prediction, not a measurement.")
             out.append(f"  Fitting 1/{metric} = a + b/bandwidth to the points (largest error {err:.2%}): "
                        f"a = {a * 1e3:.3f} ms per token does not scale with bandwidth, {a / first:.0%} of the "
                        f"{first * 1e3:.2f} ms at {num(xs[0])} TB/s; so {metric} can never exceed 1/a = "
@@ -274,7 +286,7 @@ def _target_section(out_dir: Path, grid: str, rows: list[dict], varied: list[str
     png = f"{grid}-target-{metric}.png"
     fig.savefig(out_dir / png, dpi=110)
     plt.close(fig)
-    return out + ["", f"![{metric} vs {xname}]({png})", ""]
+    return out + ["", f"![{metric} vs {xname}]({png})", ""], headlines
 
 
 def _model_caveat(chip: str) -> str:
@@ -305,10 +317,12 @@ def report_sweep(out_dir: str | Path) -> Path:
     lat = f"{meta['report']['latency']}.{pct}"
     table = next(p.name for p in (out_dir / "results.parquet", out_dir / "results.csv") if p.exists())
     lines = [f"# Sweep `{meta['name']}`", "",
-             f"{len(rows)} of {meta['points']} points from `{meta['source']}`, simulated by memwall (predictions of "
-             f"its cost model, not measurements). Table: [{table}]({table}), one row per point; raw records: "
-             f"`results.jsonl`. Regenerate: `memwall sweep {meta['source']} --out DIR` then `memwall report sweep DIR`.",
+             f"{len(rows)} of {meta['points']} points from `{meta['source']}`, simulated by memwall "
+             f"{meta.get('memwall') or '(version unknown)'} (predictions of its cost model, not measurements). "
+             f"Table: [{table}]({table}), one row per point; raw records: `results.jsonl`. Regenerate: "
+             f"`memwall sweep {meta['source']} --out DIR` then `memwall report sweep DIR`.",
              ""]
+    intro, summary = len(lines), []  # the answers of every grid go first, once they are computed
     for grid in meta["grids"]:
         rs = [r for r in rows if r["grid"] == grid["name"]]
         if not rs:
@@ -319,15 +333,23 @@ def report_sweep(out_dir: str | Path) -> Path:
                   + (", ".join(f"`{p}` ({len({json.dumps(r.get(p)) for r in rs})} values)" for p in varied) or "none")
                   + (f"; fixed: {', '.join(fixed)}" if fixed else "")
                   + f". Model: {', '.join(dict.fromkeys(str(r.get('result.model', r.get('model'))) for r in rs))}.", ""]
-        lines += _best_tables(rs, varied, slo, pct)
+        section, headlines = _best_tables(rs, varied, slo, pct)
+        lines += section
+        if len({r["chip_base"] for r in rs}) > 1:  # "which chip" needs more than one chip to compare
+            summary += [f"- {grid['name']}: " + h.removeprefix("- ") for h in headlines]
         done = [r for r in rs if r.get("fits") and r.get(lat) is not None and r.get("output_throughput_tok_s")]
         if done:
             png = f"{grid['name']}-pareto.png"
-            _figure_pareto(out_dir / png, done, lat, slo.get(meta["report"]["latency"]), f"{meta['name']}: {grid['name']}")
+            title = f"{meta['name']}: {grid['name']}"
+            _figure_pareto(out_dir / png, done, lat, slo.get(meta["report"]["latency"]), title)
             lines += [f"![throughput, per watt and per dollar against {lat}]({png})", ""]
         for t in meta["report"]["targets"]:
             if t.get("grid") in (None, grid["name"]):
-                lines += _target_section(out_dir, grid["name"], rs, varied, t)
+                section, headlines = _target_section(out_dir, grid["name"], rs, varied, t)
+                lines += section
+                summary += [f"- {grid['name']}: " + h.removeprefix("- ") for h in headlines]
+    if summary:
+        lines[intro:intro] = ["## Answers", "", *summary, ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
