@@ -17,7 +17,7 @@ $(VENV)/.sim: pyproject.toml
 # requirement can pull a multi-GB CUDA build).
 $(VENV)/.test: $(VENV)/.sim
 	$(PIP) torch==2.13.0 || $(PIP) torch --index-url https://download.pytorch.org/whl/cpu
-	$(PIP) -e '.[test,runtime]'
+	$(PIP) -e '.[test,runtime,sweep]'
 	touch $@
 
 demo: $(VENV)/.sim

@@ -51,16 +51,19 @@ class KVBlockManager:
             raise ValueError("block_tokens must be >= 1")
         self.num_blocks = max(0, int(num_blocks))
         self.block_tokens = block_tokens
-        self._free: list[int] = list(range(self.num_blocks - 1, -1, -1))  # pop() hands out low ids first
+        # returned ids (pop() hands out the most recently freed first) and ids never handed out yet (a counter, so
+        # a pool of millions of blocks costs nothing to create)
+        self._free: list[int] = []
+        self._fresh = 0
         self.tables: dict[int, list[int]] = {}
 
     @property
     def free_blocks(self) -> int:
-        return len(self._free)
+        return len(self._free) + self.num_blocks - self._fresh
 
     @property
     def used_blocks(self) -> int:
-        return self.num_blocks - len(self._free)
+        return self._fresh - len(self._free)
 
     def held(self, seq_id: int) -> int:
         table = self.tables.get(seq_id)
@@ -84,11 +87,16 @@ class KVBlockManager:
         if need <= 0:
             return len(table)
         free = self._free
-        if need > len(free):
+        if need > len(free) + self.num_blocks - self._fresh:
             return -1
-        taken = free[-need:]
-        del free[-need:]
-        table.extend(reversed(taken))  # pop order: lowest free id first
+        reuse = min(need, len(free))
+        if reuse:
+            taken = free[-reuse:]
+            del free[-reuse:]
+            table.extend(reversed(taken))
+        if need > reuse:
+            table.extend(range(self._fresh, self._fresh + need - reuse))
+            self._fresh += need - reuse
         return len(table)
 
     def shrink(self, seq_id: int, tokens: int) -> None:

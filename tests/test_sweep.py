@@ -1,6 +1,7 @@
 """Sweeps: axis expansion checked by hand, resuming, one-sentence errors, local = Ray, and the report's math."""
 
 import json
+import sys
 
 import pytest
 import typer
@@ -126,10 +127,30 @@ def test_resume_skips_finished_points_and_survives_a_torn_line(tmp_path):
     assert (third.ran, third.reused) == (0, 4)
 
 
+def test_points_reused_from_other_code_are_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_module, "_code_version", lambda: "v1")
+    run_sweep(small_sweep(), tmp_path, workers=1, progress=False, max_points=1)
+    monkeypatch.setattr(sweep_module, "_code_version", lambda: "v2")
+    out = run_sweep(small_sweep(), tmp_path, workers=1, progress=False)
+    assert (out.ran, out.reused, out.stale) == (3, 1, 1)
+
+
 def test_worker_count_does_not_change_results(tmp_path):
     run_sweep(small_sweep(), tmp_path / "one", workers=1, progress=False)
     run_sweep(small_sweep(), tmp_path / "two", workers=2, progress=False)
     assert read_table(tmp_path / "one") == read_table(tmp_path / "two")
+
+
+def test_csv_when_pyarrow_is_missing(tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow", reason="the Parquet side of the comparison needs pyarrow")
+    run_sweep(small_sweep(), tmp_path / "parquet", workers=1, progress=False)
+    expected = read_table(tmp_path / "parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    out = run_sweep(small_sweep(), tmp_path / "csv", workers=1, progress=False)
+    assert out.table.name == "results.csv"
+    assert read_table(tmp_path / "csv") == expected
+    with pytest.raises(UserError, match="needs pyarrow"):
+        read_table(tmp_path / "parquet")
 
 
 @pytest.fixture
@@ -146,7 +167,7 @@ def local_ray():
 def test_ray_and_local_results_are_identical(tmp_path, local_ray, monkeypatch):
     sweep = small_sweep(axes={"hardware": ["h100-sxm", "b200"], "batching.kind": ["continuous"],
                               "workload.kind": ["poisson"], "workload.rate_qps": [2.0, 50.0]})
-    run_sweep(sweep, tmp_path / "local", workers=2, progress=False)
+    run_sweep(sweep, tmp_path / "local", workers=1, progress=False)  # in-process: no fork of a Ray driver
 
     def no_local(*args):
         raise AssertionError("a Ray sweep ran on local processes")

@@ -172,6 +172,44 @@ def whatif(
                                      "(gain over the first chip; mem = memory-bound, com = compute-bound)"))
 
 
+@app.command()
+@user_errors
+def run(
+    scenarios: Optional[list[Path]] = typer.Argument(None, help="scenario files (default: the default scenario)"),
+    set_: Optional[list[str]] = SetOpt,
+    device: str = typer.Option("cuda", help="cuda, or cpu for small models (tests, demos)"),
+    out: Optional[Path] = typer.Option(None, help="append each finished record to this JSONL (resumable)"),
+    weights: Optional[str] = typer.Option(None, help="a Hugging Face checkpoint folder or a .gguf file"),
+    as_json: bool = typer.Option(False, "--json", help="print the measured result(s) as JSON"),
+):
+    """Execute scenarios on the GPU through the simulator's scheduler; results in the simulator's schema."""
+    from sim.result import Result
+    from sim.scenario import load_scenario
+    from validation.format import result_tables
+    from validation.run import run_all
+
+    if device not in ("cuda", "cpu"):
+        raise UserError(f"--device: expected cuda or cpu, got {device!r}")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("'memwall run' needs PyTorch: pip install -e '.[runtime]'") from None
+    loaded = [load_scenario(p, set_ or []) for p in (scenarios or [None])]
+    records = run_all(loaded, device, out, weights, console=err_console)
+    for rec in records:
+        if rec["status"] != "ok":
+            err_console.print(f"{rec['scenario']['name']}: {rec['status']}: {rec.get('error', '')}")
+            continue
+        result = Result(**rec["result"])
+        if as_json:
+            sys.stdout.write(json.dumps(rec["result"]) + "\n")
+        else:
+            for t in result_tables(result):
+                console.print(t)
+    if any(r["status"] != "ok" for r in records):
+        raise typer.Exit(1)
+
+
 @report_app.command("whatif")
 @user_errors
 def report_whatif(
@@ -198,6 +236,12 @@ def report_whatif(
         ]
     path = write_report(runs, out, strategies)
     console.print(f"wrote {path}")
+
+
+from validation.sweep_cli import report_sweep_cmd, sweep_cmd  # noqa: E402 - needs user_errors above
+
+app.command("sweep")(sweep_cmd)
+report_app.command("sweep")(report_sweep_cmd)
 
 
 def main() -> None:

@@ -16,9 +16,11 @@ The file schema and point expansion live in `sweep_spec.py`, the report in `swee
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import closing
@@ -45,6 +47,7 @@ class SweepOutcome:
     reused: int
     missing: int
     seconds: float
+    stale: int = 0  # reused points simulated by another version of the code (see `_code_version`)
 
 
 # -- one point, in a worker ---------------------------------------------------------------------------------------
@@ -191,6 +194,8 @@ def _run_local(chunks: list, workers: int) -> Iterator[list]:
 
 
 def _run_ray(chunks: list, address: str, workers: int | None) -> Iterator[list]:
+    """Results of the chunks as Ray tasks, as they finish. Connects (or starts a local Ray for "local") and submits
+    here, before the progress bar, so that a slow or failed connection is not shown as a stalled sweep."""
     try:
         import ray
     except ImportError:
@@ -198,36 +203,42 @@ def _run_ray(chunks: list, address: str, workers: int | None) -> Iterator[list]:
     started = not ray.is_initialized()  # a caller (a test, a notebook) may have started Ray already
     if started:
         opts: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
-            if address == "local":
-                ray.init(address="local", num_cpus=workers, **opts)
-            else:  # a remote cluster gets this checkout's simulator code shipped with the tasks
-                import sim
-                import validation
+        if address == "local":
+            ray.init(address="local", num_cpus=workers, **opts)
+        else:  # a remote cluster gets this checkout's simulator code shipped with the tasks
+            import sim
+            import validation
 
-                mods = [str(Path(m.__file__).parent) for m in (sim, validation)]
+            print(f"connecting to the Ray cluster at {address} ...", file=sys.stderr, flush=True)
+            mods = [str(Path(m.__file__).parent) for m in (sim, validation)]
+            try:
                 ray.init(address=address, runtime_env={"py_modules": mods}, **opts)
-        except ConnectionError as e:
-            raise UserError(f"--ray-address {address}: cannot connect to a Ray cluster ({e})") from None
+            except (ConnectionError, TimeoutError, RuntimeError) as e:
+                raise UserError(f"--ray-address {address}: cannot connect to a Ray cluster ({e})") from None
     task = ray.remote(simulate_chunk)
     pending = [task.remote(c) for c in chunks]
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(ready[0])
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
-        if started:
-            ray.shutdown()
+
+    def finished() -> Iterator[list]:
+        nonlocal pending
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(ready[0])
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            if started:
+                ray.shutdown()
+
+    return finished()
 
 
 # -- the JSONL store ----------------------------------------------------------------------------------------------
 
 
 def load_done(path: Path) -> dict[str, dict]:
-    """Finished points by key. A kill mid-write can leave a partial last line: it is cut off here, so that the
-    next append starts on a fresh line and the point simply runs again."""
+    """Finished points' records by key. A kill mid-write can leave a partial last line: it is cut off here, so
+    that the next append starts on a fresh line and the point simply runs again."""
     if not path.exists():
         return {}
     data = path.read_bytes()
@@ -239,13 +250,15 @@ def load_done(path: Path) -> dict[str, dict]:
     for n, line in enumerate(data[:end].splitlines(), 1):
         try:
             rec = json.loads(line)
-            done[rec["key"]] = rec["result"]
+            key, _ = rec["key"], rec["result"]  # a record has both
+            done[key] = rec
         except (json.JSONDecodeError, KeyError, TypeError):
             raise UserError(f"{path}:{n}: not a sweep record; delete that line (its point will run again)") from None
     return done
 
 
-def _progress(total: int, title: str, enabled: bool):
+def _progress(enabled: bool):
+    """A rich progress bar on stderr: points done of total, points/s, elapsed time and ETA."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
@@ -308,7 +321,8 @@ def _chunks(jobs: list, workers: int) -> list[list]:
 
 
 def _code_version() -> str | None:
-    """The git commit of the simulator and profiles that made the numbers ('+dirty': changed since), if known."""
+    """The git commit of the simulator and profiles that made the numbers, with `+dirty.<hash>` for uncommitted
+    changes to them; None outside a git checkout."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
@@ -317,10 +331,11 @@ def _code_version() -> str | None:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
 
         head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "sim", "hw_profiles")
+        diff = git("diff", "HEAD", "--", "sim", "hw_profiles")
     except (OSError, subprocess.SubprocessError):
         return None
-    return (head + ("+dirty" if dirty else "")) or None
+    # uncommitted edits are named by a hash of the diff, so that two different edits are two versions
+    return (head + (f"+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")) or None
 
 
 def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers: int | None = None,
@@ -344,7 +359,10 @@ def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers
         first.setdefault(p.key, p.index)
     todo = [k for k in first if k not in done][: max_points]
     reused = sum(1 for p in points if p.key in done)
-    meta = {"name": spec.name, "source": where, "points": len(points), "slo": slo, "memwall": _code_version(),
+    version = _code_version()
+    # a key names a scenario, not the simulator: results reused from other code are counted, so the user can tell
+    stale = sum(1 for p in points if p.key in done and done[p.key].get("memwall") != version)
+    meta = {"name": spec.name, "source": where, "points": len(points), "slo": slo, "memwall": version,
             "report": spec.report.model_dump(), "grids": [
                 {"name": g, "axes": list(dict.fromkeys(path for p in points if p.grid == g for path in p.values))}
                 for g in dict.fromkeys(p.grid for p in points)]}
@@ -354,7 +372,7 @@ def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers
     chunks = _chunks(jobs, workers)
     runs = _run_ray(chunks, ray_address, workers) if ray_address else _run_local(chunks, min(workers, len(chunks) or 1))
     ran = 0
-    with closing(runs), open(jsonl, "a") as f, _progress(len(jobs), f"sweep {spec.name}", progress) as bar:
+    with closing(runs), open(jsonl, "a") as f, _progress(progress) as bar:
         task = bar.add_task(f"sweep {spec.name}", total=len(jobs))
         try:
             for results in runs:
@@ -362,17 +380,18 @@ def run_sweep(sweep: str | Path | dict | SweepFile, out_dir: str | Path, workers
                     p = points[first[key]]
                     if error is not None:
                         raise UserError(f"{where}: point {p.index} ({', '.join(p.overrides)}): {error}")
-                    rec = {"key": key, "point": p.index, "grid": p.grid, "overrides": p.overrides, "result": metrics}
+                    rec = {"key": key, "point": p.index, "grid": p.grid, "overrides": p.overrides, "memwall": version,
+                           "result": metrics}
                     f.write(json.dumps(rec, separators=(",", ":")) + "\n")  # one write per record, then flush:
                     f.flush()  # a kill leaves at most one partial line, which load_done cuts off
-                    done[key] = metrics
+                    done[key] = rec
                     ran += 1
                 bar.advance(task, len(results))
         except KeyboardInterrupt:
             bar.console.print(f"interrupted: {ran} new points saved in {jsonl}; rerun the same command to resume")
             raise
-    rows = [compose_row(p, resolved[p.index], done[p.key], slo) for p in points if p.key in done]
-    for stale in ("results.parquet", "results.csv"):
-        (out_dir / stale).unlink(missing_ok=True)
+    rows = [compose_row(p, resolved[p.index], done[p.key]["result"], slo) for p in points if p.key in done]
+    for old_table in ("results.parquet", "results.csv"):
+        (out_dir / old_table).unlink(missing_ok=True)
     table = write_table(out_dir, rows)
-    return SweepOutcome(table, len(points), ran, reused, len(points) - len(rows), time.perf_counter() - t0)
+    return SweepOutcome(table, len(points), ran, reused, len(points) - len(rows), time.perf_counter() - t0, stale)

@@ -41,6 +41,9 @@ def sweep_cmd(
     missing = f", {o.missing:,} not run" if o.missing else ""
     console.print(f"{o.points:,} points ({o.ran:,} simulated{reused}{missing}) in {o.seconds:.1f} s -> {o.table}",
                   highlight=False)
+    if o.stale:
+        console.print(f"warning: {o.stale:,} reused points were simulated by another version of sim/ or hw_profiles/; "
+                      f"delete {out}/results.jsonl to simulate them again", highlight=False)
 
 
 @user_errors

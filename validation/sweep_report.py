@@ -23,7 +23,10 @@ def read_table(out_dir: str | Path) -> list[dict]:
     """The rows of a sweep's table (Parquet, or CSV with numbers and booleans parsed back), in point order."""
     out_dir = Path(out_dir)
     if (out_dir / "results.parquet").exists():
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UserError(f"{out_dir}/results.parquet needs pyarrow to read: pip install 'pyarrow>=14'") from None
 
         return pq.read_table(out_dir / "results.parquet").to_pylist()
     path = out_dir / "results.csv"
@@ -42,7 +45,17 @@ def read_table(out_dir: str | Path) -> list[dict]:
         return text
 
     with open(path, newline="") as f:
-        return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    for name in rows[0] if rows else ():
+        # by column, as Parquet has types: a column of strings that happen to look like numbers stays strings
+        values = [parse(r[name]) for r in rows]
+        if all(v is None or not isinstance(v, str) for v in values):
+            for r, v in zip(rows, values):
+                r[name] = v
+        else:
+            for r in rows:
+                r[name] = r[name] or None
+    return rows
 
 
 # -- the math ------------------------------------------------------------------------------------------------------
@@ -140,16 +153,23 @@ def _scatter_fronts(ax, rows: list[dict], lat: str, metric: str) -> None:
 
 
 def _figure_pareto(path: Path, rows: list[dict], lat: str, slo_s: float | None, title: str) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
     for ax, metric, ylabel in zip(axes, ("output_throughput_tok_s", "tok_s_per_w", "tok_s_per_usd_h"),
                                   ("output tokens/s", "output tokens/s per watt (TDP)", "output tokens/s per $/h")):
         use = [r for r in rows if r.get(metric) is not None]
         _scatter_fronts(ax, use, lat, metric)
-        if slo_s:
+        if slo_s and use and slo_s <= 2 * max(r[lat] for r in use):  # far beyond every point it would only squash them
             ax.axvline(slo_s * 1e3, color="k", ls="--", lw=1, label=f"SLO {slo_s * 1e3:g} ms")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            # plain numbers at 1-2-5 steps on short log ranges (no decade inside them), decades on long ones
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if lim[1] / lim[0] < 100 else (1.0,)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{lat} (ms)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -215,7 +235,8 @@ def _best_tables(rows: list[dict], varied: list[str], slo: dict, pct: str) -> tu
             tail = (f"; runner-up {runner['chip']} at {num(runner[metric])} ({b['chip']} is "
                     f"{b[metric] / runner[metric]:.2f}x higher)" if runner else "")
             cfg = _config(b, varied)
-            headlines.append(f"- **Most {what} under the SLO: {b['chip']}**, {num(b[metric])}"
+            per_mtok = f" (${num(b['usd_per_mtok'])} per million tokens)" if metric == "tok_s_per_usd_h" else ""
+            headlines.append(f"- **Most {what} under the SLO: {b['chip']}**, {num(b[metric])}{per_mtok}"
                              + (f" with {cfg}" if cfg != "-" else "") + f" on {b['gpus']} GPU(s) "
                              f"({num(b['output_throughput_tok_s'])} tok/s, TPOT {pct} "
                              f"{ms(b.get(f'tpot_s.{pct}'))}){tail}.")

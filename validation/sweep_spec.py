@@ -13,10 +13,14 @@ ParameterGrid does with a list of grids, so that one file can ask questions abou
       hardware: [h100-sxm, h200, {profile: h100-sxm, scale: {bandwidth: [1.5, 2]}}]
       parallel.tp: [1, 2, 4, 8]
       batching.max_batch: {start: 1, stop: 256, num: 9, log: true}
+    zip:
+      - {workload.input_len: [128, 1024], workload.output_len: [1024, 128]}
+    report: {latency: tpot_s, targets: [{metric: seq_decode_tok_s, value: 500, x: hbm_bandwidth_tb_s}]}
 
 A point is the base plus `PATH=VALUE` overrides applied by `sim.scenario.apply_overrides`, so an axis means exactly
-what a `--set` means. Its key hashes its whole scenario mapping: the same scenario in another sweep, or in the same
-sweep after an edit, has the same key (and is reused), while a changed base gives new keys (and runs again).
+what a `--set` means. Its key hashes its whole scenario mapping: the same scenario met again in the same output
+folder (a rerun, or the sweep after an edit) has the same key and is reused, while a changed base gives new keys
+and runs again.
 """
 
 from __future__ import annotations

@@ -90,6 +90,13 @@ def test_plan_item_past_known_tokens_is_refused(tiny):
         ex.execute([Item(7, 4, 0, 1, [0])])
 
 
+def test_block_id_outside_the_pool_is_refused(tiny):
+    ex = Executor(tiny, tiny.paged_cache(4, 4))
+    ex.add_request(7, 3, seed=0)
+    with pytest.raises(ValueError, match=r"block ids must lie in 0..3"):
+        ex.execute([Item(7, 3, 0, 1, [4])])
+
+
 def test_prompt_tokens_are_seeded(tiny):
     a, b = Executor(tiny, tiny.paged_cache(1, 4)), Executor(tiny, tiny.paged_cache(1, 4))
     a.add_request(0, 10, seed=5)

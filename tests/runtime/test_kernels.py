@@ -109,7 +109,8 @@ def test_paged_decode_reads_only_its_context(splits):
     width = max(map(len, tables))
     bt = torch.tensor([t + [NB - 1] * (width - len(t)) for t in tables], device=DEV, dtype=torch.int32)
     q = rnd(B, H, D)
-    out = PA.paged_decode(q, kc, vc, bt, torch.tensor(lens, device=DEV, dtype=torch.int32), D ** -0.5, splits=splits)
+    out = PA.paged_decode(q, kc, vc, bt, torch.tensor(lens, device=DEV, dtype=torch.int32), D ** -0.5,
+                          config=dict(splits=splits, block_t=32 if CUDA else 16, num_warps=4, num_stages=2))
     for b, c in enumerate(lens):
         sl = torch.tensor([tables[b][p // BT] * BT + p % BT for p in range(c)], device=DEV)
         k = kc.view(-1, KVH, D)[sl].float().repeat_interleave(H // KVH, 1)

@@ -1,0 +1,147 @@
+"""One forward pass over a flattened batch: the runtime side of DESIGN §3's (q, c, o) pass description.
+
+Each sequence i contributes q_i new tokens at positions start_i .. start_i + q_i - 1 (so it attends to
+c_i = start_i + q_i positions: its cached prefix plus the new tokens), a block table naming the cache blocks that
+hold positions 0 .. c_i - 1, and o_i, the number of its last positions whose logits are wanted. AR decode is q=1;
+a prompt is q = prompt with start = 0; a chunk of a chunked prefill is q = chunk with start = tokens done so far.
+All sequences' tokens are concatenated into T = sum q_i rows for the projections and the MLP; attention is per
+sequence. The pass writes the new tokens' K/V into their slots and returns the requested logits, in order.
+
+`PassMeta` is that description as device tensors; building it is host work kept out of `forward`, so a CUDA graph
+can capture `forward` over static PassMeta buffers (graphs.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from runtime import ops
+from sim.errors import UserError
+
+
+@dataclass
+class SeqInput:
+    """One sequence's share of a pass."""
+
+    token_ids: Sequence[int]  # the q new tokens
+    start: int  # position of the first new token = tokens already in the cache
+    block_ids: Sequence[int]  # cache blocks of positions 0 .. start + q - 1, in order
+    num_logits: int = 1  # o: logits of the last o new positions
+
+
+@dataclass
+class PrefillSpan:
+    row: int  # first row of the span in the flattened batch
+    q: int
+    start: int
+    block_ids: torch.Tensor  # [blocks] long, on the device
+
+
+@dataclass
+class PassMeta:
+    """A pass as device tensors (T = flattened new tokens, Bd = sequences with q = 1)."""
+
+    tokens: torch.Tensor  # [T] token ids
+    positions: torch.Tensor  # [T] position of each token
+    slots: torch.Tensor  # [T] long: flat cache slot each token's K/V goes to
+    logit_rows: torch.Tensor | None  # [O] rows whose logits are returned; None = every row
+    decode_rows: torch.Tensor | None  # [Bd] rows that are decode rows; None = every row is one
+    block_tables: torch.Tensor  # [Bd, max_blocks] int32, padded with the scratch block
+    context_lens: torch.Tensor  # [Bd] int32: c of each decode row
+    num_decode: int
+    prefills: list[PrefillSpan] = field(default_factory=list)
+    decode_tables: list[list[int]] = field(default_factory=list)  # host copies, for the torch reference path
+    decode_lens: list[int] = field(default_factory=list)
+
+
+def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
+               table_width: int | None = None) -> PassMeta:
+    """PassMeta of a batch of sequences (host lists turned into a handful of device tensors)."""
+    tokens: list[int] = []
+    positions: list[int] = []
+    slots: list[int] = []
+    logit_rows: list[int] = []
+    dec_rows, dec_tables, dec_lens = [], [], []
+    prefills: list[PrefillSpan] = []
+    row = 0
+    for s in seqs:
+        q, c = len(s.token_ids), s.start + len(s.token_ids)
+        if q == 0 or s.start < 0 or not 0 <= s.num_logits <= q:
+            raise ValueError(f"bad sequence input: q={q}, start={s.start}, num_logits={s.num_logits}")
+        if c > max_positions:
+            raise UserError(f"a sequence reaches position {c - 1}, past the model's {max_positions} positions; "
+                            f"use shorter prompts/outputs or raise max_positions")
+        span = range(s.start, c)
+        blocks = list(s.block_ids[:cache.blocks_for(c)])
+        tokens += list(s.token_ids)
+        positions += span
+        slots += cache.slots(blocks, span)
+        logit_rows += range(row + q - s.num_logits, row + q)
+        if q == 1:
+            dec_rows.append(row)
+            dec_tables.append(blocks)
+            dec_lens.append(c)
+        else:
+            prefills.append(PrefillSpan(row, q, s.start, torch.tensor(blocks, dtype=torch.long, device=device)))
+        row += q
+    width = table_width or max((len(t) for t in dec_tables), default=1)
+    table = [t + [cache.scratch_block] * (width - len(t)) for t in dec_tables]
+
+    def dev(x, dtype=torch.long):
+        return torch.tensor(x, dtype=dtype, device=device)
+
+    all_decode = len(dec_rows) == row
+    return PassMeta(
+        tokens=dev(tokens), positions=dev(positions), slots=dev(slots),
+        logit_rows=None if logit_rows == list(range(row)) else dev(logit_rows),
+        decode_rows=None if all_decode else dev(dec_rows),
+        block_tables=dev(table or [[cache.scratch_block]], torch.int32).reshape(len(table) or 1, width),
+        context_lens=dev(dec_lens or [1], torch.int32), num_decode=len(dec_rows),
+        prefills=prefills, decode_tables=dec_tables, decode_lens=dec_lens)
+
+
+@torch.inference_mode()
+def forward(model, cache, meta: PassMeta) -> torch.Tensor:
+    """Run one pass: writes the new tokens' K/V into `cache`, returns float32 logits [O, V] (rows in seq order)."""
+    spec, w = model.spec, model.weights
+    eps, causal = spec.rms_norm_eps, spec.attention == "causal"
+    h = w.embed.index_select(0, meta.tokens)  # [T, d]: the residual stream, updated in place below
+    for layer, lw in enumerate(w.layers):
+        q = ops.qkv_rope_write(h, lw, layer, model, cache, meta)  # [T, h, d_h]
+        ops.add_linear(h, ops.attention(q, cache, layer, meta, causal), lw.o)
+        if spec.is_moe:
+            ops.moe(h, lw, spec.experts_per_token, eps)
+        else:
+            ops.add_linear(h, ops.swiglu(h, lw.gate_up, eps), lw.down)
+    x = h if meta.logit_rows is None else h.index_select(0, meta.logit_rows)
+    return ops.lm_head(x, w.lm_head, eps)
+
+
+def run_pass(model, cache, seqs: Sequence[SeqInput]) -> torch.Tensor:
+    """build_meta + forward: logits [sum o_i, V] of one eager pass."""
+    return forward(model, cache, build_meta(seqs, cache, model.device, model.max_positions))
+
+
+def greedy_generate(model, prompt: Sequence[int], new_tokens: int, block_tokens: int = 16,
+                    prefill_chunk: int | None = None) -> list[int]:
+    """Greedy continuation of one prompt with its own paged cache (prefill, optionally in chunks, then decode)."""
+    from runtime.kv_cache import PagedKVCache
+
+    total = len(prompt) + new_tokens
+    cache = PagedKVCache(model.spec, -(-total // block_tokens), block_tokens, model.dtype, model.device)
+    blocks = list(range(cache.num_blocks))
+    tokens = list(prompt)
+    done = 0
+    chunk = prefill_chunk or len(prompt)
+    while done < len(prompt):  # prefill; the last chunk's logits give the first new token
+        q = min(chunk, len(prompt) - done)
+        logits = run_pass(model, cache, [SeqInput(tokens[done:done + q], done, blocks)])
+        done += q
+    for i in range(new_tokens):
+        tokens.append(int(logits[-1].argmax()))
+        if i + 1 < new_tokens:
+            logits = run_pass(model, cache, [SeqInput(tokens[-1:], len(tokens) - 1, blocks)])
+    return tokens[len(prompt):]

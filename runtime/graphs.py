@@ -1,0 +1,125 @@
+"""Decode passes under CUDA graphs, one graph per batch-size bucket, so that Python does not set the pace.
+
+A decode pass at batch 1 is ~160 kernel launches; launched from Python they take longer than the GPU needs to run
+them (DESIGN §6: 54 tok/s eager vs 118 tok/s under one graph for the same minimal model). Here `forward.forward`
+itself is captured over static PassMeta buffers for each bucket (1, 2, 4, ..., 256 sequences); a call pads its
+batch up to the next bucket, copies one int64 array of inputs into the buffers, and replays. Padded rows decode a
+dummy token at position 0 into the cache's scratch block, so they never touch a live sequence.
+
+All graphs share one memory pool: intermediates of one bucket's graph may reuse another's, which is safe because
+replays run one at a time on one stream, and each bucket's outputs (logits, next tokens) are its own tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from runtime.forward import PassMeta, forward
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    staging: torch.Tensor  # pinned host int64 [4B + B*W]
+    inputs: torch.Tensor  # device int64, same layout: tokens, positions, slots, context_lens, block tables
+    logits: torch.Tensor  # [B, V] float32 (output of the last replay)
+    next_tokens: torch.Tensor  # [B] greedy argmax of `logits`
+    copied: torch.cuda.Event  # the last copy out of `staging` has run: it may be overwritten
+
+
+class DecodeGraphs:
+    """Captured decode passes of `model` over `cache` for sequences of at most `max_context` positions."""
+
+    def __init__(self, model, cache, max_context: int, buckets: Sequence[int] = BUCKETS, capture: bool = True):
+        if not cache.k.is_cuda:
+            raise ValueError("CUDA graphs need a CUDA cache")
+        self.model, self.cache = model, cache
+        self.width = cache.blocks_for(max_context)  # block-table columns
+        self.buckets = tuple(sorted(buckets))
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, _Graph] = {}
+        if capture:
+            for b in self.buckets:
+                self.capture(b)
+
+    def bucket_for(self, n: int) -> int | None:
+        return next((b for b in self.buckets if b >= n), None)
+
+    def _meta(self, inputs: torch.Tensor, b: int) -> PassMeta:
+        tokens, positions, slots, lens = inputs[:4 * b].view(4, b)
+        return PassMeta(tokens=tokens, positions=positions, slots=slots, logit_rows=None, decode_rows=None,
+                        block_tables=inputs[4 * b:].view(b, self.width), context_lens=lens, num_decode=b)
+
+    def _fill(self, g: _Graph, b: int, tokens, positions, tables) -> None:
+        """Write a batch (padded to b rows) into the pinned staging array and copy it to the device buffers."""
+        bt, scratch, w = self.cache.block_tokens, self.cache.scratch_block, self.width
+        n = len(tokens)
+        a = np.zeros(4 * b + b * w, dtype=np.int64)
+        table = a[4 * b:].reshape(b, w)
+        table[:] = scratch
+        for i, t in enumerate(tables):
+            if positions[i] >= w * bt or positions[i] >= len(t) * bt:
+                raise ValueError(f"position {positions[i]} is past the block table ({len(t)} blocks, width {w})")
+            k = min(len(t), w)
+            table[i, :k] = t[:k]
+        pos = np.asarray(positions, dtype=np.int64)
+        a[0:n] = tokens
+        a[b:b + n] = pos
+        a[2 * b:2 * b + n] = table[np.arange(n), pos // bt] * bt + pos % bt
+        a[2 * b + n:3 * b] = scratch * bt  # padded rows: position 0 of the scratch block
+        a[3 * b:3 * b + n] = pos + 1
+        a[3 * b + n:4 * b] = 1
+        # The previous step's asynchronous copy may still be queued behind its replay: overwriting the pinned
+        # staging array before it ran would hand that step this step's inputs (seen as a decode that read a
+        # never-written KV slot, NaN, when steps were issued back to back).
+        g.copied.synchronize()
+        g.staging.copy_(torch.from_numpy(a))
+        g.inputs.copy_(g.staging, non_blocking=True)
+        g.copied.record()
+
+    def capture(self, b: int) -> None:
+        """Warm up (compiles the Triton kernels) and capture the decode pass of bucket b."""
+        size = 4 * b + b * self.width
+        staging = torch.zeros(size, dtype=torch.long, pin_memory=True)
+        inputs = torch.zeros(size, dtype=torch.long, device=self.model.device)
+        g = _Graph(torch.cuda.CUDAGraph(), staging, inputs, None, None, torch.cuda.Event())
+        self._fill(g, b, [], [], [])
+        meta = self._meta(inputs, b)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                forward(self.model, self.cache, meta)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(g.graph, pool=self.pool):
+            g.logits = forward(self.model, self.cache, meta)
+            g.next_tokens = g.logits.argmax(dim=-1)
+        self.graphs[b] = g
+
+    def load(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]]) -> int:
+        """Stage one decode step (token i at position positions[i] of the sequence whose blocks are tables[i]) into
+        the buffers of its bucket; returns the bucket. Host work, kept apart from `replay` so timing sees none."""
+        b = self.bucket_for(len(tokens))
+        if b is None:
+            raise ValueError(f"batch {len(tokens)} exceeds the largest captured bucket {self.buckets[-1]}")
+        if b not in self.graphs:
+            self.capture(b)
+        self._fill(self.graphs[b], b, tokens, positions, tables)
+        return b
+
+    def replay(self, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run bucket b's graph; returns (logits [n, V], next tokens [n]) as views into the graph's outputs
+        (valid until its next replay)."""
+        g = self.graphs[b]
+        g.graph.replay()
+        return g.logits[:n], g.next_tokens[:n]
+
+    def run(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]]):
+        """load + replay."""
+        return self.replay(self.load(tokens, positions, tables), len(tokens))

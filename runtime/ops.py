@@ -1,0 +1,169 @@
+"""The operations of one decoder layer, each a torch reference with a fused Triton path on CUDA.
+
+`forward.py` calls these and nothing else, so there is one forward pass whatever the device or batch. The torch
+branch is the reference: float32 on CPU for the tests, and on the GPU the path for passes with more rows than
+`CONFIG.triton_max_rows` (prefill, where cuBLAS GEMMs and SDPA are the right tools). The Triton branch runs the
+same math with fewer launches (kernels/linear.py says what is fused) and is what CUDA graphs capture for decode.
+
+Weights are in the fused layout of weights.py: norm weights are folded into `qkv`, `gate_up`, `router` and
+`lm_head`, so every "norm + projection" below is (x W'^T) * rsqrt(mean(x^2) + eps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from runtime.rope import apply_rope
+
+
+@dataclass
+class OpsConfig:
+    triton: bool = True  # use the Triton kernels for CUDA bf16/fp16 tensors
+    triton_max_rows: int = 256  # projections of passes with more flattened tokens use torch (cuBLAS)
+    cublas_residual_rows: int = 64  # residual projections with at least this many rows use cuBLAS addmm_
+    triton_on_cpu: bool = False  # tests only: run the Triton branch on CPU float32 under TRITON_INTERPRET=1
+
+
+CONFIG = OpsConfig()
+_kernels = None
+
+
+def kernels():
+    """(linear, paged_attention) kernel modules, or None where Triton is missing (imported on first CUDA use)."""
+    global _kernels
+    if _kernels is None:
+        try:
+            from runtime.kernels import linear, paged_attention
+            _kernels = (linear, paged_attention)
+        except ImportError:
+            _kernels = False
+    return _kernels or None
+
+
+def _fast_attention(x: torch.Tensor) -> bool:
+    on_device = (x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)) or CONFIG.triton_on_cpu
+    return CONFIG.triton and on_device and kernels() is not None
+
+
+def _fast(x: torch.Tensor) -> bool:
+    """Triton for this projection: a CUDA half-precision input of at most triton_max_rows rows."""
+    return x.shape[0] <= CONFIG.triton_max_rows and _fast_attention(x)
+
+
+def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / rms(x) per row, float32 [T, 1] (RMSNorm without its weight, which is folded into the next matrix)."""
+    return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+
+
+def qkv_rope_write(h: torch.Tensor, lw, layer: int, model, cache, meta) -> torch.Tensor:
+    """norm -> fused QKV projection -> RoPE on Q and K -> K, V into the cache at meta.slots. Returns Q [T, h, d_h]."""
+    spec = model.spec
+    T, H, KVH, D = h.shape[0], spec.num_heads, spec.num_kv_heads, spec.d_head
+    if _fast(h) and D % 2 == 0:
+        rope = dict(cos=model.cos, sin=model.sin, positions=meta.positions, slots=meta.slots,
+                    k_cache=cache.k[layer], v_cache=cache.v[layer], n_q_heads=H, n_kv_heads=KVH)
+        q = kernels()[0].linear(h, lw.qkv, epi=kernels()[0].EPI_ROPE_QKV, norm_eps=spec.rms_norm_eps,
+                                bias=lw.qkv_bias, rope=rope)
+        return q.view(T, H, D)
+    qkv = (h @ lw.qkv.T).float() * rms_scale(h, spec.rms_norm_eps)
+    if lw.qkv_bias is not None:
+        qkv = qkv + lw.qkv_bias.float()
+    q, k, v = qkv.split([H * D, KVH * D, KVH * D], dim=-1)
+    cos, sin = model.cos[meta.positions], model.sin[meta.positions]
+    q = apply_rope(q.reshape(T, H, D), cos, sin)
+    k = apply_rope(k.reshape(T, KVH, D), cos, sin)
+    cache.write(layer, meta.slots, k, v.reshape(T, KVH, D))
+    return q.to(h.dtype)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool) -> torch.Tensor:
+    """q [q, h, d_h] at positions start.. against k, v [c, h_kv, d_h] at 0..c-1 -> [q, h, d_h]. Causal: query i
+    sees keys <= start + i (bottom-right aligned: SDPA's own is_causal is top-left for q != c)."""
+    nq, H, _ = q.shape
+    c, KVH, _ = k.shape
+    if KVH != H:  # GQA: repeat KV heads explicitly (every SDPA backend accepts that; enable_gqa is not universal)
+        k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
+    qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, len, d_h]
+    if not causal or nq == 1:
+        o = F.scaled_dot_product_attention(qt, kt, vt)
+    elif start == 0 and nq == c:
+        o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+    else:
+        mask = torch.arange(c, device=q.device)[None, :] <= (start + torch.arange(nq, device=q.device))[:, None]
+        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
+    return o[0].transpose(0, 1)
+
+
+def attention(q: torch.Tensor, cache, layer: int, meta, causal: bool) -> torch.Tensor:
+    """Attention of every query row over its sequence's cached K/V (already holding this pass's tokens).
+    Decode rows (q = 1) go through one batched paged kernel on CUDA; each multi-token span through SDPA over its
+    gathered pages. Returns [T, h * d_h]."""
+    T, H, D = q.shape
+    out = q if meta.decode_rows is None else torch.empty_like(q)
+    if meta.num_decode:
+        qd = q if meta.decode_rows is None else q.index_select(0, meta.decode_rows)
+        if _fast_attention(q) and D & (D - 1) == 0:
+            od = kernels()[1].paged_decode(qd.contiguous(), cache.k[layer], cache.v[layer], meta.block_tables,
+                                           meta.context_lens, D ** -0.5)
+        else:
+            od = torch.stack([
+                _sdpa(qd[i:i + 1], *cache.read(layer, torch.tensor(bt, device=q.device), c), c - 1, causal)[0]
+                for i, (bt, c) in enumerate(zip(meta.decode_tables, meta.decode_lens))])
+        if meta.decode_rows is None:
+            out = od
+        else:
+            out[meta.decode_rows] = od
+    for span in meta.prefills:
+        k, v = cache.read(layer, span.block_ids, span.start + span.q)
+        out[span.row:span.row + span.q] = _sdpa(q[span.row:span.row + span.q], k, v, span.start, causal)
+    return out.reshape(T, H * D)
+
+
+def add_linear(h: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
+    """h += x W^T, in place (the residual add after the O and down projections). From
+    CONFIG.cublas_residual_rows rows on, cuBLAS's GEMM with beta = 1 (addmm_) does the add in its epilogue and beat
+    the Triton GEMM on the H100 (o: 15.3 vs 17.0 us, down: 47.5 vs 49.9 us at 64 rows; NOTES-runtime.md)."""
+    if _fast(x) and x.shape[0] < CONFIG.cublas_residual_rows:
+        kernels()[0].linear(x, w, epi=kernels()[0].EPI_RESIDUAL, out=h)
+    elif h.is_cuda:
+        h.addmm_(x, w.T)
+    else:
+        h += x @ w.T
+
+
+def swiglu(h: torch.Tensor, gate_up: torch.Tensor, eps: float) -> torch.Tensor:
+    """norm -> [gate; up] projection -> silu(gate) * up (Shazeer 2020). Returns [T, I]."""
+    if _fast(h):
+        return kernels()[0].linear(h, gate_up, epi=kernels()[0].EPI_SWIGLU, norm_eps=eps)
+    gu = (h @ gate_up.T).float() * rms_scale(h, eps)
+    g, u = gu.chunk(2, dim=-1)
+    return (F.silu(g) * u).to(h.dtype)
+
+
+def moe(h: torch.Tensor, lw, top_k: int, eps: float) -> None:
+    """Mixture-of-experts SwiGLU, added into h in place (Mixtral: softmax over the top-k router logits,
+    Jiang et al. 2024 eq. 1). Each expert runs on the rows routed to it only (torch path in every case)."""
+    rs = rms_scale(h, eps)
+    logits = (h @ lw.router.T).float() * rs
+    top_v, top_i = logits.topk(top_k, dim=-1)
+    gate = torch.softmax(top_v, dim=-1)
+    out = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
+    for e in range(lw.router.shape[0]):
+        rows, which = (top_i == e).nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            continue
+        x = h.index_select(0, rows)
+        g, u = ((x @ lw.experts_gate_up[e].T).float() * rs[rows]).chunk(2, dim=-1)
+        y = (F.silu(g) * u).to(h.dtype) @ lw.experts_down[e].T
+        out.index_add_(0, rows, y.float() * gate[rows, which, None])
+    h += out.to(h.dtype)
+
+
+def lm_head(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """Final norm and LM head: float32 logits [O, V]."""
+    if _fast(x):
+        return kernels()[0].linear(x, w, norm_eps=eps, out_dtype=torch.float32)
+    return (x @ w.T).float() * rms_scale(x, eps)

@@ -1,0 +1,170 @@
+"""`memwall run`: execute scenarios on a real GPU (or, for small models, the CPU) through the simulator's scheduler,
+and store each result next to its per-pass device times and the GPU's telemetry.
+
+Every finished scenario is appended to a JSONL file and flushed at once; a rerun skips scenarios already there (a
+key hashes the scenario and the device), and a configuration that runs out of GPU memory is recorded as that
+configuration's failure while the run goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+from sim.engine import prepare
+from sim.errors import UserError
+from sim.scenario import Scenario
+from sim.workload import generate_requests
+
+CPU_KV_BUDGET_BYTES = 2e9  # the CPU runs small models for tests and demos: cap its KV pool
+
+
+def scenario_key(s: Scenario, device: str) -> str:
+    blob = json.dumps({"scenario": s.model_dump(mode="json"), "device": device}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def device_info(device: str) -> dict:
+    import torch
+
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": device,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception as e:  # telemetry is optional; the measurement is not
+            info["driver"] = f"unknown ({type(e).__name__})"
+    return info
+
+
+def build(s: Scenario, device: str, weights: str | None = None):
+    """Model, KV cache and executor for a scenario (random weights unless `weights` names a checkpoint)."""
+    import torch
+
+    from runtime.executor import Executor
+    from runtime.model import Transformer, resolve_device
+
+    if s.strategy.kind != "ar":
+        raise UserError(f"strategy.kind: 'memwall run' executes ar on the runtime so far, not "
+                        f"'{s.strategy.kind}' (simulate it with 'memwall simulate')")
+    if s.parallel.tp * s.parallel.pp * s.parallel.replicas != 1:
+        raise UserError("parallel: 'memwall run' uses one GPU (tp = pp = replicas = 1)")
+    resolve_device(device)
+    setup = prepare(s)
+    if not setup.fits:
+        raise UserError(f"model: {setup.message}")
+    spec = setup.model
+    blocks = setup.kv_blocks_per_replica
+    if device == "cpu":
+        blocks = min(blocks, int(CPU_KV_BUDGET_BYTES // (spec.kv_bytes_per_token(s.precision.kv)
+                                                          * s.batching.kv_block_tokens)))
+    if weights:
+        from runtime.loaders import load_gguf, load_hf_checkpoint
+
+        model = (load_gguf(weights, device=device) if str(weights).endswith(".gguf")
+                 else load_hf_checkpoint(weights, device=device))
+    else:
+        model = Transformer.random(spec, seed=s.seed, device=device)
+    reqs = generate_requests(s.workload, s.workload_seed)
+    longest = max((r.prompt_tokens + r.output_tokens for r in reqs), default=16)
+    cache = model.paged_cache(blocks, s.batching.kv_block_tokens)
+    executor = Executor(model, cache, max_context=min(longest + 16, model.max_positions))
+    if executor.graphs is not None:  # capture every bucket the batch can use before the clock starts
+        limit = s.batching.batch_size if s.batching.kind == "static" else s.batching.max_batch
+        for b in executor.graphs.buckets:
+            executor.graphs.capture(b)
+            if b >= limit:
+                break
+        torch.cuda.synchronize()
+    return setup, model, executor, blocks, reqs
+
+
+def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=None) -> dict:
+    """Execute one scenario; returns the JSONL record (result, per-pass device times and shapes, telemetry)."""
+    from runtime.serve import serve
+    from runtime.telemetry import NvmlSampler
+    from sim.cost import CostContext, pass_cost
+
+    setup, model, executor, blocks, reqs = build(s, device, weights)
+    hw = setup.hardware
+    ctx = CostContext(setup.model, hw, s.precision.weights, s.precision.kv, s.precision.activations)
+    counted: dict = {}
+
+    def count(shape):  # FLOPs, bytes and memory-bound share of a pass as the cost model counts them (memoized)
+        if shape not in counted:
+            pc = pass_cost(ctx, shape)
+            counted[shape] = (pc.flops, pc.bytes, pc.memory_bound_s / pc.time_s if pc.time_s else 0.0)
+        return counted[shape]
+
+    # warm up the eager path (Triton compiles per shape) on a throwaway request, then serve for real
+    executor.add_request(-1, min(64, reqs[0].prompt_tokens if reqs else 16), 0)
+    base = dict(scenario=s.name, hardware=hw.name, model=setup.model.name, strategy="ar", batching=s.batching.kind,
+                weight_bytes_per_gpu=setup.weight_bytes_per_gpu)
+    executor.free(-1)
+    with NvmlSampler() as sampler:
+        served = serve(reqs, s.batching, executor, blocks, base, seed=s.seed, count=count,
+                       peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
+                       on_pass=progress)
+    telemetry = sampler.summary()
+    result = served.result.model_copy(update={"extra": {"telemetry": telemetry}})
+    return {"key": scenario_key(s, device), "status": "ok", "scenario": s.model_dump(mode="json"),
+            "device": device_info(device), "kv_blocks": blocks, "result": result.model_dump(mode="json"),
+            "passes": [[*shape, round(t, 9)] for shape, t in zip(served.pass_shapes, served.device_pass_s)],
+            "pass_columns": ["tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs", "device_s"]}
+
+
+def done_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        try:
+            keys.add(json.loads(line)["key"])
+        except (json.JSONDecodeError, KeyError):
+            continue  # a line cut short by an interrupted run
+    return keys
+
+
+def append(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: str | None = None,
+            console=None) -> list[dict]:
+    """Run scenarios in order, skipping those already in `out`; OOM is recorded per scenario."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    skip = done_keys(out) if out else set()
+    records = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("scenarios", total=len(scenarios), rate="")
+        for s in scenarios:
+            key = scenario_key(s, device)
+            if key in skip:
+                bar.advance(task)
+                continue
+            passes = bar.add_task(f"  {s.name}: passes", total=None, rate="")
+            try:
+                rec = run_scenario(s, device, weights, progress=lambda i: bar.update(passes, completed=i))
+            except torch.cuda.OutOfMemoryError as e:
+                rec = {"key": key, "status": "oom", "scenario": s.model_dump(mode="json"),
+                       "device": device_info(device), "error": str(e).splitlines()[0]}
+                torch.cuda.empty_cache()
+            bar.remove_task(passes)
+            if out:
+                append(out, rec)
+            records.append(rec)
+            bar.advance(task)
+    return records
