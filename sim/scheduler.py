@@ -441,9 +441,8 @@ class Scheduler:
         r.computed[rows] += plan.catchup
         if stp.any():
             s = rows[stp]
-            n, kept, new_state = strat.commit(r.P[s], r.m[s], r.G[s], r.state[s], self.rng)
-            if commits is not None:
-                n = np.asarray(commits)[stp]
+            given = None if commits is None else np.asarray(commits, dtype=np.int64)[stp]
+            n, kept, new_state = strat.commit(r.P[s], r.m[s], r.G[s], r.state[s], self.rng, given)
             n_new[stp] = n
             r.computed[s] = kept
             r.state[s] = new_state

@@ -23,6 +23,6 @@ class AR(Strategy):
         ones = np.ones_like(c)
         return Step(ones, c, ones, c, c)
 
-    def commit(self, P, m, G, state, rng):
-        ones = np.ones_like(m)
-        return ones, P + m, state
+    def commit(self, P, m, G, state, rng, n=None):
+        ones = np.ones_like(m) if n is None else n
+        return ones, P + m + ones - 1, state

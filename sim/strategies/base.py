@@ -63,8 +63,10 @@ class Strategy:
     def step(self, P: np.ndarray, m: np.ndarray, G: np.ndarray, state: np.ndarray) -> Step:
         raise NotImplementedError
 
-    def commit(self, P, m, G, state, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens committed per row, KV positions kept per row, new state per row)."""
+    def commit(self, P, m, G, state, rng: np.random.Generator, n: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens committed per row, KV positions kept per row, new state per row). `n`, when given, is what an
+        executor decided (e.g. the GPU runtime's measured acceptance) and replaces the draw."""
         raise NotImplementedError
 
     def extra_passes(self, P, m, G, state, catchup_shape: PassShape) -> list[tuple[str, PassShape]]:

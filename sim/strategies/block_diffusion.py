@@ -33,7 +33,8 @@ class BlockDiffusion(Strategy):
         c = prefix + self.B
         return Step(q, c, q, q * c, prefix)  # the block's own KV is not kept until it is finished
 
-    def commit(self, P, m, G, state, rng):
+    def commit(self, P, m, G, state, rng, n=None):
+        given = n
         prefix_tokens = (np.maximum(m, 0) // self.B) * self.B
         span = np.minimum(self.B, G - prefix_tokens)  # the last block stops at the output length
         left = np.maximum(prefix_tokens + span - m, 0)
@@ -44,6 +45,7 @@ class BlockDiffusion(Strategy):
             n = np.minimum(np.maximum(n, 0), left)
         else:
             n = draw_tokens_per_step(self.mean, left, rng)
+        n = n if given is None else given
         new_state = np.where(m + n >= prefix_tokens + span, 0, state + 1)
         return n, P + prefix_tokens, new_state
 

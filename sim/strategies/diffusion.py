@@ -79,9 +79,10 @@ class Diffusion(Strategy):
             return np.minimum(np.maximum(n, 0), left), start + length
         return draw_tokens_per_step(self.mean, left, rng), start + length
 
-    def commit(self, P, m, G, state, rng):
+    def commit(self, P, m, G, state, rng, n=None):
         step = self.step(P, m, G, state)
-        n, span_end = self._commits(m, G, state, rng)
+        drawn, span_end = self._commits(m, G, state, rng)
+        n = drawn if n is None else n
         new_state = np.where(m + n >= span_end, 0, state + 1)
         return n, step.hold, new_state
 

@@ -90,9 +90,10 @@ class Speculative(Strategy):
         run = np.cumprod(u < self.alphas[None, :], axis=1).sum(axis=1)  # accepted until the first rejection
         return np.minimum(run, k)
 
-    def commit(self, P, m, G, state, rng):
+    def commit(self, P, m, G, state, rng, n=None):
         k = self._drafts(m, G)
-        n = self.accepted(k, rng) + 1  # accepted drafts plus the target's own next token
+        if n is None:
+            n = self.accepted(k, rng) + 1  # accepted drafts plus the target's own next token
         # the verify pass wrote KV for the last token and k drafts; rejected drafts are freed
         return n, P + m + n - 1, state
 
