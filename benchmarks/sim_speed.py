@@ -3,7 +3,8 @@
 1. `issue`: 10,000 requests, lognormal lengths (mean prompt 1,000, mean output 250, sigma 0.6), Poisson at 80% of
    the capacity (measured first with a closed burst), llama-3.1-8b on h100-sxm, continuous batching.
 2. `vidur`: the configuration of ../shared/vidur/run-vidur.sh: Llama-2-70B, TP 2 x PP 2, A100 80GB, Poisson
-   1 qps, 1,024 prompt and 256 output tokens, vLLM-like scheduling (max batch 128; Vidur's default).
+   1 qps, 1,024 prompt and 256 output tokens, vLLM-like scheduling with the limits Vidur used (batch cap 128,
+   4,096 tokens per iteration, 0.8 of GPU memory; read from its config.json).
 
 Usage: python benchmarks/sim_speed.py [issue|vidur|all] [--requests N]
 Prints one line per run; timings are medians of --repeat runs.
@@ -23,7 +24,8 @@ ISSUE = ["batching.kind=continuous", "workload.kind=poisson",
          "workload.input_len.dist=lognormal", "workload.input_len.mean=1000", "workload.input_len.sigma=0.6",
          "workload.output_len.dist=lognormal", "workload.output_len.mean=250", "workload.output_len.sigma=0.6"]
 VIDUR = ["model=llama-2-70b", "hardware=a100-80gb-sxm", "parallel.tp=2", "parallel.pp=2",
-         "batching.kind=continuous", "batching.max_batch=128", "workload.kind=poisson", "workload.rate_qps=1",
+         "batching.kind=continuous", "batching.max_batch=128", "batching.max_tokens_per_iter=4096",
+         "batching.gpu_memory_utilization=0.8", "workload.kind=poisson", "workload.rate_qps=1",
          "workload.input_len=1024", "workload.output_len=256"]
 
 

@@ -30,6 +30,12 @@ class SeqInput:
     start: int  # position of the first new token = tokens already in the cache
     block_ids: Sequence[int]  # cache blocks of positions 0 .. start + q - 1, in order
     num_logits: int = 1  # o: logits of the last o new positions
+    # Non-AR strategies (runtime/speculative.py, diffusion.py, block_diffusion.py) need two more things:
+    context: int | None = None  # positions attended, default start + q; more reads cached positions past the
+    #                             new tokens (Fast-dLLM's dual cache: the current block attends to a cached suffix)
+    attend: str | Sequence[int] | None = None  # None: the model's own mask; "full": every new token sees all
+    #                             `context` positions (bidirectional); a list: new token i sees keys 0 .. attend[i]-1
+    #                             (block-causal masks, BD3-LM)
 
 
 @dataclass
@@ -38,6 +44,9 @@ class PrefillSpan:
     q: int
     start: int
     block_ids: torch.Tensor  # [blocks] long, on the device
+    context: int = 0  # positions attended (0: start + q)
+    full: bool = False  # every new token sees all `context` positions
+    limits: torch.Tensor | None = None  # [q] long: new token i sees keys 0 .. limits[i] - 1
 
 
 @dataclass
@@ -68,24 +77,31 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
     prefills: list[PrefillSpan] = []
     row = 0
     for s in seqs:
-        q, c = len(s.token_ids), s.start + len(s.token_ids)
+        q = len(s.token_ids)
+        c = max(s.start + q, s.context or 0)
         if q == 0 or s.start < 0 or not 0 <= s.num_logits <= q:
             raise ValueError(f"bad sequence input: q={q}, start={s.start}, num_logits={s.num_logits}")
+        if s.attend is not None and not isinstance(s.attend, str) and len(s.attend) != q:
+            raise ValueError(f"attend lists {len(s.attend)} limits for {q} new tokens")
         if c > max_positions:
             raise UserError(f"a sequence reaches position {c - 1}, past the model's {max_positions} positions; "
                             f"use shorter prompts/outputs or raise max_positions")
-        span = range(s.start, c)
+        span = range(s.start, s.start + q)
         blocks = list(s.block_ids[:cache.blocks_for(c)])
         tokens += list(s.token_ids)
         positions += span
         slots += cache.slots(blocks, span)
         logit_rows += range(row + q - s.num_logits, row + q)
-        if q == 1:
+        plain = s.attend is None and c == s.start + q
+        if q == 1 and plain:
             dec_rows.append(row)
             dec_tables.append(blocks)
             dec_lens.append(c)
         else:
-            prefills.append(PrefillSpan(row, q, s.start, torch.tensor(blocks, dtype=torch.long, device=device)))
+            limits = None if s.attend is None or isinstance(s.attend, str) else torch.tensor(
+                list(s.attend), dtype=torch.long, device=device)
+            prefills.append(PrefillSpan(row, q, s.start, torch.tensor(blocks, dtype=torch.long, device=device),
+                                        c, s.attend == "full", limits))
         row += q
     width = table_width or max((len(t) for t in dec_tables), default=1)
     table = [t + [cache.scratch_block] * (width - len(t)) for t in dec_tables]

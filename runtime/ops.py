@@ -79,15 +79,20 @@ def qkv_rope_write(h: torch.Tensor, lw, layer: int, model, cache, meta) -> torch
     return q.to(h.dtype)
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool) -> torch.Tensor:
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool,
+          limits: torch.Tensor | None = None) -> torch.Tensor:
     """q [q, h, d_h] at positions start.. against k, v [c, h_kv, d_h] at 0..c-1 -> [q, h, d_h]. Causal: query i
-    sees keys <= start + i (bottom-right aligned: SDPA's own is_causal is top-left for q != c)."""
+    sees keys <= start + i (bottom-right aligned: SDPA's own is_causal is top-left for q != c). `limits` [q], when
+    given, overrides both: query i sees keys 0 .. limits[i] - 1 (block-causal masks)."""
     nq, H, _ = q.shape
     c, KVH, _ = k.shape
     if KVH != H:  # GQA: repeat KV heads explicitly (every SDPA backend accepts that; enable_gqa is not universal)
         k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
     qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, len, d_h]
-    if not causal or nq == 1:
+    if limits is not None:
+        mask = torch.arange(c, device=q.device)[None, :] < limits[:, None]
+        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
+    elif not causal or nq == 1:
         o = F.scaled_dot_product_attention(qt, kt, vt)
     elif start == 0 and nq == c:
         o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
@@ -117,8 +122,9 @@ def attention(q: torch.Tensor, cache, layer: int, meta, causal: bool) -> torch.T
         else:
             out[meta.decode_rows] = od
     for span in meta.prefills:
-        k, v = cache.read(layer, span.block_ids, span.start + span.q)
-        out[span.row:span.row + span.q] = _sdpa(q[span.row:span.row + span.q], k, v, span.start, causal)
+        k, v = cache.read(layer, span.block_ids, span.context or span.start + span.q)
+        out[span.row:span.row + span.q] = _sdpa(q[span.row:span.row + span.q], k, v, span.start,
+                                                causal and not span.full, span.limits)
     return out.reshape(T, H * D)
 
 

@@ -80,18 +80,22 @@ class Served:
     recorder: Recorder
     device_pass_s: list[float] = field(default_factory=list)  # device time of each pass
     pass_shapes: list[tuple] = field(default_factory=list)  # (tokens, logit rows, seqs, sum c, pairs) per pass
+    committed_per_pass: list[int] = field(default_factory=list)  # useful tokens committed by each iteration
+    wasted_positions: int = 0  # positions computed by steps but not committed (rejected drafts, masks)
 
 
 def serve(requests: list[Request], batching, executor, num_blocks: int, base: dict, *, seed: int = 0,
           clock=None, peak_bw: float = 1.0, peak_flops: float = 1.0, count: Callable | None = None,
-          on_pass: Callable | None = None) -> Served:
-    """Replay `requests` through the scheduler and `executor` (AR). `count(shape) -> (flops, bytes, memory-bound
+          on_pass: Callable | None = None, strategy=None, kv_extra: int = 0) -> Served:
+    """Replay `requests` through the scheduler and `executor`: AR by default (executor.Executor), or `strategy`
+    (sim.strategies) with a strategy executor (plan_exec.PlanExecutor), whose `execute_plan` decides the tokens each
+    row commits and hands them to `Scheduler.update`. `count(shape) -> (flops, bytes, memory-bound
     fraction)` fills the MBU/MFU and bound columns from the cost model's counts (a measurement cannot tell which
     roof held a pass, so the model's attribution is applied to the measured time); `on_pass(i)` is called after
     every pass (progress bars)."""
     clock = clock or WallClock()
     kv = KVBlockManager(num_blocks, batching.kv_block_tokens)
-    sched = Scheduler(batching, kv, AR(), np.random.default_rng(seed))
+    sched = Scheduler(batching, kv, strategy or AR(), np.random.default_rng(seed), kv_extra)
     rec = Recorder(len(requests))
     served = Served(None, rec)  # type: ignore[arg-type]
     pending = sorted(requests, key=lambda r: (r.arrival_s, r.id))
@@ -122,10 +126,15 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
                 pad = int(sched.run.P[plan.rows[plan.req_ids == rid][0]]) - req.prompt_tokens
                 if pad > 0:  # static batching pads prompts on the left; the pads are attended (no pad mask)
                     executor.tokens[rid] = [PAD_TOKEN] * pad + executor.tokens[rid]
-        device_s, _ = executor.execute(plan_items(plan, kv))
+        if hasattr(executor, "execute_plan"):
+            device_s, commits = executor.execute_plan(plan, sched)
+        else:
+            (device_s, _), commits = executor.execute(plan_items(plan, kv)), None
         clock.advance(device_s)
         end = clock.now() - t0
-        upd = sched.update(plan)
+        upd = sched.update(plan, commits=commits)
+        served.committed_per_pass.append(upd.committed_tokens)
+        served.wasted_positions += upd.wasted_positions
         for rid in upd.first_token:
             rec.first_token_s[rid] = end
         for rid, _ in upd.finished:

@@ -99,6 +99,18 @@ class KVBlockManager:
             self._fresh += need - reuse
         return len(table)
 
+    def take(self, count: int) -> list[int]:
+        """`count` free block ids (the caller has checked there are enough), for callers that hand them out to
+        several sequences at once (the scheduler's decode fast path)."""
+        free = self._free
+        reuse = min(count, len(free))
+        ids = free[len(free) - reuse:][::-1]
+        del free[len(free) - reuse:]
+        if count > reuse:
+            ids.extend(range(self._fresh, self._fresh + count - reuse))
+            self._fresh += count - reuse
+        return ids
+
     def shrink(self, seq_id: int, tokens: int) -> None:
         """Give back blocks beyond what `tokens` positions need (e.g. rejected speculative tokens)."""
         table = self.tables.get(seq_id)

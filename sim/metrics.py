@@ -46,11 +46,13 @@ class Recorder:
         """The per-pass log as arrays, one per column of PASS_COLUMNS."""
         if not self._chunks:
             return {c: np.zeros(0) for c in self.PASS_COLUMNS}
-        sizes = [len(ch[1]) for ch in self._chunks]
+        sizes = np.array([len(ch[1]) for ch in self._chunks])
         out = {}
         for j, name in enumerate(self.PASS_COLUMNS):
-            parts = [ch[j] if isinstance(ch[j], np.ndarray) else np.full(k, ch[j]) for ch, k in zip(self._chunks, sizes)]
-            out[name] = np.concatenate(parts).astype(float)
+            if isinstance(self._chunks[0][j], np.ndarray):  # one value per pass
+                out[name] = np.concatenate([ch[j] for ch in self._chunks]).astype(float)
+            else:  # one value per run of passes
+                out[name] = np.repeat(np.array([ch[j] for ch in self._chunks], dtype=float), sizes)
         return out
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:

@@ -226,10 +226,18 @@ class Scheduler:
         bt = kv.block_tokens
         grow = np.flatnonzero(known > r.held[:n] * bt)
         if len(grow):
-            if int(((known[grow] + bt - 1) // bt - r.held[grow]).sum()) > kv.free_blocks:
+            need = (known[grow] + bt - 1) // bt - r.held[grow]
+            total = int(need.sum())
+            if total > kv.free_blocks:
                 return None
-            for i in grow.tolist():
-                self._grow(i, int(known[i]))
+            if total == len(grow):  # the usual case: each crosses into one new block; hand them out at once
+                tables = kv.tables
+                for rid, bid in zip(r.rid[grow].tolist(), kv.take(total)):
+                    tables[rid].append(bid)
+                r.held[grow] += 1
+            else:
+                for i in grow.tolist():
+                    self._grow(i, int(known[i]))
         if self.waiting and n < self.batching.max_batch:
             head, m0 = self.waiting[0]
             need = head.prompt_tokens + m0
@@ -344,6 +352,20 @@ class Scheduler:
 
     def _make_plan(self, srows, st, rows, qs, catches, stepping, preempted, admitted) -> Plan:
         r, strat = self.run, self.strategy
+        if strat.kind == "ar":  # every row is a causal block of q tokens ending at c: one vector pass
+            x = np.asarray(rows, dtype=np.int64)
+            all_rows = np.concatenate([srows, x]) if len(x) else srows
+            q = np.concatenate([st.q, np.asarray(qs, dtype=np.int64)]) if len(x) else st.q
+            start = r.computed[all_rows]
+            c = start + q
+            catch = np.concatenate([np.zeros(len(srows), dtype=np.int64), np.asarray(catches, dtype=np.int64)])
+            steps = np.concatenate([np.ones(len(srows), dtype=bool), np.asarray(stepping, dtype=bool)])
+            o = steps.astype(np.int64)
+            tokens = int(q.sum())
+            shape = PassShape(tokens, int(o.sum()), len(all_rows), int(c.sum()),
+                              int((q * (c - q) + q * (q + 1) // 2).sum()), tokens, "causal")
+            return Plan(all_rows, r.rid[all_rows], q, start, o, catch, steps, shape, [("target", shape)],
+                        preempted, admitted)
         comp = r.computed
         # rows that only step (the common case), as vectors
         s_start = comp[srows]
@@ -434,6 +456,8 @@ class Scheduler:
                          and len(plan.rows) == self.run.n and plan.shape.tokens == self.run.n
                          and not plan.catchup.any()):
             return self._update_repeated(plan, steps)
+        if self.strategy.kind == "ar" and not self.static and commits is None:
+            return self._update_ar(plan)
         r, strat = self.run, self.strategy
         rows, stp = plan.rows, plan.steps
         m_old = r.m[rows].copy()
@@ -467,6 +491,26 @@ class Scheduler:
         self._retire(rows[fin] if not self.static else None)
         return Update(first_ids, fin_ids, np.array([int(useful.sum())]), wasted, padding)
 
+    def _update_ar(self, plan: Plan) -> Update:
+        """AR under continuous batching: rows that step commit one token each (what the general path computes,
+        with fewer vector operations)."""
+        r = self.run
+        rows = plan.rows
+        r.computed[rows] += plan.catchup
+        s = rows[plan.steps]
+        m_old = r.m[s]
+        r.computed[s] = r.P[s] + m_old  # every committed token but the newest is cached
+        m_new = m_old + 1
+        r.m[s] = m_new
+        first_ids = r.rid[s[m_old == 0]].tolist()
+        fin = m_new >= r.G[s]
+        fin_ids: list[tuple[int, int]] = []
+        if fin.any():
+            fin_rows = s[fin]
+            fin_ids = [(rid, 1) for rid in r.rid[fin_rows].tolist()]
+            self._retire(fin_rows)
+        return Update(first_ids, fin_ids, np.array([len(s)]), 0, 0)
+
     def _retire(self, rows: np.ndarray | None) -> None:
         r = self.run
         if self.static:  # the whole batch leaves when its last row is done
@@ -487,8 +531,15 @@ class Scheduler:
         bt = self.kv.block_tokens
         final_kv = r.P[:n] + r.m[:n] + steps - 1  # KV positions after the last pass
         if not self.static:
-            for i in np.flatnonzero(final_kv > r.held[:n] * bt).tolist():
-                self._grow(i, int(final_kv[i]))
+            grow = np.flatnonzero(final_kv > r.held[:n] * bt)
+            if len(grow):  # repeatable_steps checked that the pool has these blocks
+                need = (final_kv[grow] + bt - 1) // bt - r.held[grow]
+                ids = self.kv.take(int(need.sum()))
+                tables, at = self.kv.tables, 0
+                for rid, k in zip(r.rid[grow].tolist(), need.tolist()):
+                    tables[rid].extend(ids[at:at + k])
+                    at += k
+                r.held[grow] += need
         left = r.G[:n] - r.m[:n]  # passes each row still needs (<= 0: padding row)
         r.computed[:n] += steps
         r.m[:n] += steps

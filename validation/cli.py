@@ -25,23 +25,7 @@ profiles_app = typer.Typer(add_completion=False, invoke_without_command=True,
 app.add_typer(profiles_app, name="profiles")
 report_app = typer.Typer(add_completion=False, help="Write reports (Markdown + PNG) under reports/.")
 app.add_typer(report_app, name="report")
-# wide enough for the comparison tables when output goes to a pipe or a file (rich assumes 80 columns there)
-console = Console() if Console().is_terminal else Console(width=160)
-err_console = Console(stderr=True)
-
-
-def user_errors(fn):
-    """Turn a UserError into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+from validation.clikit import console, err_console, user_errors  # noqa: E402,F401 - re-exported
 
 
 SetOpt = typer.Option(None, "--set", "-s", help="override a field: PATH=VALUE, e.g. batching.batch_size=32")
@@ -238,10 +222,19 @@ def report_whatif(
     console.print(f"wrote {path}")
 
 
-from validation.sweep_cli import report_sweep_cmd, sweep_cmd  # noqa: E402 - needs user_errors above
+from validation.sweep_cli import report_sweep_cmd, sweep_cmd  # noqa: E402
+
+from validation.calibrate import calibrate_command  # noqa: E402
+from validation.microbench import microbench_command  # noqa: E402
+from validation.validation_report import report_validation_command  # noqa: E402
+from validation.vidur_check import report_vidur_command  # noqa: E402
 
 app.command("sweep")(sweep_cmd)
 report_app.command("sweep")(report_sweep_cmd)
+app.command("microbench")(microbench_command)
+app.command("calibrate")(calibrate_command)
+report_app.command("vidur")(report_vidur_command)
+report_app.command("validation")(report_validation_command)
 
 
 def main() -> None:

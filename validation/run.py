@@ -52,9 +52,6 @@ def build(s: Scenario, device: str, weights: str | None = None):
     from runtime.executor import Executor
     from runtime.model import Transformer, resolve_device
 
-    if s.strategy.kind != "ar":
-        raise UserError(f"strategy.kind: 'memwall run' executes ar on the runtime so far, not "
-                        f"'{s.strategy.kind}' (simulate it with 'memwall simulate')")
     if s.parallel.tp * s.parallel.pp * s.parallel.replicas != 1:
         raise UserError("parallel: 'memwall run' uses one GPU (tp = pp = replicas = 1)")
     resolve_device(device)
@@ -75,6 +72,11 @@ def build(s: Scenario, device: str, weights: str | None = None):
         model = Transformer.random(spec, seed=s.seed, device=device)
     reqs = generate_requests(s.workload, s.workload_seed)
     longest = max((r.prompt_tokens + r.output_tokens for r in reqs), default=16)
+    if s.strategy.kind != "ar":
+        from runtime.strategy_build import strategy_executor
+
+        executor, blocks = strategy_executor(s, setup, model, blocks, reqs, longest, checkpoint=bool(weights))
+        return setup, model, executor, blocks, reqs
     cache = model.paged_cache(blocks, s.batching.kv_block_tokens)
     executor = Executor(model, cache, max_context=min(longest + 16, model.max_positions))
     if executor.graphs is not None:  # capture every bucket the batch can use before the clock starts
@@ -106,19 +108,29 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
 
     # warm up the eager path (Triton compiles per shape) on a throwaway request, then serve for real
     executor.add_request(-1, min(64, reqs[0].prompt_tokens if reqs else 16), 0)
-    base = dict(scenario=s.name, hardware=hw.name, model=setup.model.name, strategy="ar", batching=s.batching.kind,
-                weight_bytes_per_gpu=setup.weight_bytes_per_gpu)
+    base = dict(scenario=s.name, hardware=hw.name, model=setup.model.name, strategy=s.strategy.kind,
+                batching=s.batching.kind, weight_bytes_per_gpu=setup.weight_bytes_per_gpu)
     executor.free(-1)
+    ar = s.strategy.kind == "ar"
     with NvmlSampler() as sampler:
         served = serve(reqs, s.batching, executor, blocks, base, seed=s.seed, count=count,
                        peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
-                       on_pass=progress)
+                       on_pass=progress, strategy=None if ar else setup.strategy, kv_extra=0 if ar else setup.kv_extra)
     telemetry = sampler.summary()
-    result = served.result.model_copy(update={"extra": {"telemetry": telemetry}})
+    extra = {"telemetry": telemetry}
+    if not ar:
+        per_pass = served.committed_per_pass
+        extra.update(setup.strategy.summary())
+        extra.update(executor.summary())
+        extra.update(committed_per_iteration_mean=sum(per_pass) / max(len(per_pass), 1),
+                     committed_per_iteration=per_pass, wasted_positions=served.wasted_positions)
+    result = served.result.model_copy(update={"extra": extra})
     return {"key": scenario_key(s, device), "status": "ok", "scenario": s.model_dump(mode="json"),
             "device": device_info(device), "kv_blocks": blocks, "result": result.model_dump(mode="json"),
             "passes": [[*shape, round(t, 9)] for shape, t in zip(served.pass_shapes, served.device_pass_s)],
-            "pass_columns": ["tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs", "device_s"]}
+            "pass_columns": ["tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs", "device_s"],
+            # every forward pass of a non-AR iteration (draft, verify, diffusion/block step): role, tokens, seconds
+            "strategy_passes": [[r, n, round(t, 9)] for r, n, t in getattr(executor, "pass_log", [])]}
 
 
 def done_keys(path: Path) -> set[str]:
@@ -127,9 +139,11 @@ def done_keys(path: Path) -> set[str]:
     keys = set()
     for line in path.read_text().splitlines():
         try:
-            keys.add(json.loads(line)["key"])
-        except (json.JSONDecodeError, KeyError):
+            rec = json.loads(line)
+        except json.JSONDecodeError:
             continue  # a line cut short by an interrupted run
+        if rec.get("status") == "ok":  # failures (out of memory) are tried again
+            keys.add(rec["key"])
     return keys
 
 
@@ -162,6 +176,13 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
                 rec = {"key": key, "status": "oom", "scenario": s.model_dump(mode="json"),
                        "device": device_info(device), "error": str(e).splitlines()[0]}
                 torch.cuda.empty_cache()
+            finally:
+                # free this configuration's model, cache and graphs before the next one is built
+                import gc
+
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
             bar.remove_task(passes)
             if out:
                 append(out, rec)

@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from validation.cli import user_errors
+from validation.clikit import user_errors
 
 console = Console()
 

@@ -38,6 +38,32 @@ def test_run_without_cuda_is_one_sentence(cli):
     assert "no CUDA GPU" in err and "--device cpu" in err and len(err.strip().splitlines()) == 1
 
 
-def test_run_refuses_strategies_it_does_not_execute_yet(cli):
-    code, _, err = cli("run", "--device", "cpu", "--set", "strategy.kind=diffusion")
-    assert code == 2 and "strategy.kind" in err
+STRATEGIES = [
+    ("static", ["strategy.kind=speculative", "strategy.draft=self", "strategy.draft_layers=1", "strategy.k=3",
+                "strategy.alpha=0.7"]),
+    ("continuous", ["strategy.kind=speculative", "strategy.draft=self", "strategy.draft_layers=1", "strategy.k=2"]),
+    ("static", ["strategy.kind=diffusion", "strategy.gen_length=8", "strategy.steps=4", "strategy.cache=dual",
+                "strategy.cache_block=4"]),
+    ("static", ["strategy.kind=block_diffusion", "strategy.block_size=4", "strategy.steps_per_block=2"]),
+    ("continuous", ["strategy.kind=block_diffusion", "strategy.block_size=4", "strategy.threshold=0.9"]),
+]
+
+
+@pytest.mark.parametrize("batching,sets", STRATEGIES)
+def test_run_executes_every_strategy(cli, tmp_path, batching, sets):
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    args = ["--set", f"model={tmp_path}", "--set", "workload.num_requests=3", "--set", "workload.input_len=12",
+            "--set", "workload.output_len=8", "--set", f"batching.kind={batching}", "--json"]
+    for kv in sets:
+        args += ["--set", kv]
+    out = tmp_path / "runs.jsonl"
+    code, measured, err = cli("run", "--device", "cpu", "--out", str(out), *args)
+    assert code == 0, err
+    m = json.loads(measured)
+    assert m["completed"] == 3 and m["output_tokens"] == 24
+    extra = m["extra"]
+    assert sum(extra["committed_per_iteration"]) == 24 and extra["wasted_positions"] >= 0
+    if "speculative" in sets[0]:
+        assert extra["acceptance"] == "forced" and sum(extra["accepted_histogram"]) > 0
+    record = json.loads(out.read_text().splitlines()[0])
+    assert {r for r, _, _ in record["strategy_passes"]} & {"draft", "verify", "diffusion_step", "block_step"}

@@ -1,0 +1,262 @@
+"""Speculative, diffusion and block-diffusion decoding on one GPU: tokens/s, per-pass times, FLOP-rate fractions.
+
+Run on the GPU machine (repo root, sim's wheels on PYTHONPATH):
+    python3 benchmarks/runtime_strategies.py --out $OUT/runtime-strategies.json
+(`--tiny` runs the same steps with tiny models on the CPU, as a smoke test.) Every number is measured here:
+ 1. the large-GEMM rate: an 8192^3 bf16 matmul, CUDA events, median of 10;
+ 2. llama-3.1-8b-shaped target, random weights, static batches of 1, 8, 64 requests (prompt 128, output 64),
+    driven by the shared scheduler through runtime.serve (wall clock): AR (decode under CUDA graphs);
+    speculative with a llama-3.2-1b-shaped draft and with self-speculation (8 layers), k = 4, FORCED acceptance
+    alpha = 0.8 (random weights never agree; runtime/acceptance.py); block diffusion (block 32, 8 steps per
+    block, fused KV write). Per-pass device times by role come from the executors' pass logs;
+ 3. implied vs measured speculative speedup: implied = (E[n] / (k t_draft + t_verify)) * t_ar_pass, E[n] = 1 +
+    mean accepted drafts from the histogram, pass times = medians of decode passes; measured = decode tokens per
+    device second of speculative iterations / of AR passes (prefill excluded in both);
+ 4. llada-8b-shaped bidirectional model: full bidirectional passes of 2,048 and 4,096 query tokens, achieved
+    FLOP/s (2 * tokens * matrix params + 4 * L * h * d_h * q * c for attention) against the GEMM rate; diffusion
+    at batches 1, 8, 64 (prompt 128, gen_length 64, 16 steps, no cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime.block_diffusion import BlockDiffusionExecutor  # noqa: E402
+from runtime.diffusion import DiffusionExecutor  # noqa: E402
+from runtime.executor import Executor  # noqa: E402
+from runtime.forward import SeqInput, build_meta, forward  # noqa: E402
+from runtime.model import Transformer  # noqa: E402
+from runtime.serve import WallClock, serve  # noqa: E402
+from runtime.speculative import SpeculativeExecutor  # noqa: E402
+from sim.model import ModelSpec, load_model  # noqa: E402
+from sim.scenario import BlockDiffusion as BlockSpec, Diffusion as DiffusionSpec, Speculative as SpecSpec  # noqa
+from sim.scenario import Static  # noqa: E402
+from sim.strategies.block_diffusion import BlockDiffusion  # noqa: E402
+from sim.strategies.diffusion import Diffusion  # noqa: E402
+from sim.strategies.speculative import Speculative  # noqa: E402
+from sim.workload import Request  # noqa: E402
+
+R: dict = {}
+K, ALPHA, PROMPT, OUTPUT = 4, 0.8, 128, 64
+
+
+def info(device: str) -> dict:
+    out = {"torch": torch.__version__, "python": platform.python_version(), "device": device,
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if device == "cuda":
+        import triton
+
+        out.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, triton=triton.__version__)
+        q = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm", "--format=csv,noheader"],
+                           capture_output=True, text=True)
+        out["nvidia_smi"] = q.stdout.strip()
+    return out
+
+
+def sync(dev):
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_rate(dev: str, n: int) -> dict:
+    dt = torch.bfloat16 if dev == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
+    times = []
+    for i in range(13):
+        sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        sync(dev)
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    return {"n": n, "s": t, "flops_per_s": 2 * n ** 3 / t}
+
+
+def requests(batch: int) -> list[Request]:
+    return [Request(i, 0.0, PROMPT, OUTPUT) for i in range(batch)]
+
+
+def run(model, executor, strategy, batch, kv_extra, blocks, bt):
+    """Serve one static batch; returns (result, executor pass log)."""
+    reqs = requests(batch)
+    res = serve(reqs, Static(batch_size=batch, kv_block_tokens=bt), executor, blocks,
+                {"scenario": "bench", "hardware": "gpu", "model": model.spec.name,
+                 "strategy": strategy.kind if strategy else "ar", "batching": "static"},
+                seed=0, clock=WallClock(), strategy=strategy, kv_extra=kv_extra)
+    return res
+
+
+def med(xs):
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def bench_target(dev, spec, draft_spec, batches, blocks, bt) -> None:
+    model = Transformer.random(spec, seed=0, device=dev, max_positions=1024)
+    draft = Transformer.random(draft_spec, seed=1, device=dev, max_positions=1024)
+    ctx = PROMPT + OUTPUT + 2 * K + 16
+    for b in batches:
+        row: dict = {}
+        R.setdefault("target", {})[str(b)] = row
+        # AR
+        ex = Executor(model, model.paged_cache(blocks, bt), max_context=ctx)
+        run(model, ex, None, b, 0, blocks, bt)  # warm-up (Triton compiles, graph capture)
+        ex.tokens.clear()
+        t0 = time.perf_counter()
+        served = run(model, ex, None, b, 0, blocks, bt)
+        decode = [t for (tok, *_), t in zip(served.pass_shapes, served.device_pass_s) if tok == b]
+        row["ar"] = {"tok_s": served.result.output_throughput_tok_s, "wall_s": time.perf_counter() - t0,
+                     "decode_pass_s_median": med(decode), "decode_tok_per_device_s": b / med(decode)}
+        del ex
+        # speculative: separate draft and self-speculation, forced acceptance
+        for name, kw in (("speculative_draft_1b", {"draft": draft}), ("speculative_self8", {"draft_layers": 8})):
+            strat = Speculative(SpecSpec(draft="self" if "draft_layers" in kw else "llama-3.2-1b",
+                                         draft_layers=kw.get("draft_layers"), k=K, alpha=ALPHA), K,
+                                "draft_layers" in kw)
+            for attempt in range(2):  # the first run compiles and captures: time the second
+                ex = SpeculativeExecutor(model, blocks, bt, acceptance_mode="forced", alpha=ALPHA, seed=attempt,
+                                         max_context=ctx, **kw)
+                served = run(model, ex, strat, b, K, blocks, bt)
+            log = ex.pass_log
+            t_d = med([t for r, n, t in log if r == "draft" and n == b])
+            t_v = med([t for r, n, t in log if r == "verify" and n == b * (K + 1)])
+            full = [a for a, d in zip(ex.accepted, ex.drafted) if d == K]
+            e_n = 1 + float(np.mean(full))
+            implied = (e_n / (K * t_d + t_v)) * row["ar"]["decode_pass_s_median"]
+            # measured: decode tokens committed per device second over iterations with every row drafting k
+            dec_tokens = sum(a + 1 for a, d in zip(ex.accepted, ex.drafted) if d == K)
+            dec_time = sum(t for r, n, t in log if (r == "verify" and n == b * (K + 1)) or
+                                       (r == "draft" and n == b))
+            measured = (dec_tokens / dec_time) / row["ar"]["decode_tok_per_device_s"]
+            row[name] = {"tok_s": served.result.output_throughput_tok_s, "acceptance": "forced", "alpha": ALPHA,
+                         "k": K, "draft_pass_s_median": t_d, "verify_pass_s_median": t_v,
+                         "accepted_histogram": np.bincount(full, minlength=K + 1).tolist(),
+                         "tokens_per_iteration": e_n, "speedup_implied": implied, "speedup_measured": measured,
+                         "speedup_error": measured / implied - 1, "wasted_positions": served.wasted_positions}
+            del ex
+        # block diffusion
+        strat = BlockDiffusion(BlockSpec(block_size=32, steps_per_block=8))
+        for attempt in range(2):
+            ex = BlockDiffusionExecutor(model, strat, blocks - b * 4, bt, max_rows=b)
+            served = run(model, ex, strat, b, 32, blocks - b * 4, bt)
+        row["block_diffusion"] = {"tok_s": served.result.output_throughput_tok_s,
+                                  "block_step_pass_s_median": med([t for r, n, t in ex.pass_log if r == "block_step"
+                                                                   and n == b * 32]),
+                                  "fused_step_pass_s_median": med([t for r, n, t in ex.pass_log
+                                                                   if r == "block_step" and n == b * 64]),
+                                  "tokens_per_step": ex.summary().get("tokens_per_step_measured"),
+                                  "wasted_positions": served.wasted_positions}
+        del ex
+        print(b, json.dumps(row)[:400], flush=True)
+    del model, draft
+
+
+def matrix_params(spec: ModelSpec) -> int:
+    d, L = spec.hidden_size, spec.num_layers
+    per_layer = d * (spec.num_heads + 2 * spec.num_kv_heads) * spec.d_head + spec.num_heads * spec.d_head * d \
+        + 3 * d * spec.intermediate_size
+    return L * per_layer + spec.vocab_size * d  # LM head on every row (o = N for diffusion)
+
+
+def bench_diffusion(dev, spec, batches, sizes, gemm_flops, bt) -> None:
+    model = Transformer.random(spec, seed=0, device=dev, max_positions=4096)
+    P = matrix_params(spec)
+    for n in sizes:
+        cache = model.paged_cache(-(-n // bt), bt)
+        seq = SeqInput(torch.randint(0, spec.vocab_size, (n,)).tolist(), 0, list(range(cache.num_blocks)), n,
+                       attend="full")
+        meta = build_meta([seq], cache, model.device, model.max_positions)
+        times = []
+        for i in range(6):
+            sync(dev)
+            t0 = time.perf_counter()
+            forward(model, cache, meta)
+            sync(dev)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        t = med(times)
+        flops = 2 * n * P + 4 * spec.num_layers * spec.num_heads * spec.d_head * n * n
+        R.setdefault("diffusion_pass", {})[str(n)] = {"s": t, "flops": flops, "flops_per_s": flops / t,
+                                                      "fraction_of_gemm": flops / t / gemm_flops}
+        del cache
+    for b in batches:
+        strat = Diffusion(DiffusionSpec(gen_length=OUTPUT, steps=16))
+        per_row = -(-(PROMPT + OUTPUT) // bt)
+        pool = b * per_row  # a static batch reserves prompt + response per row, even with nothing cached
+        for attempt in range(2):
+            ex = DiffusionExecutor(model, strat, pool, bt, max_rows=b, max_positions=PROMPT + OUTPUT)
+            served = run(model, ex, strat, b, 0, pool, bt)
+        steps = [t for r, n, t in ex.pass_log if r == "diffusion_step"]
+        q = b * (PROMPT + OUTPUT)
+        flops = 2 * q * P + 4 * spec.num_layers * spec.num_heads * spec.d_head * b * (PROMPT + OUTPUT) ** 2
+        R.setdefault("diffusion", {})[str(b)] = {
+            "tok_s": served.result.output_throughput_tok_s, "step_pass_s_median": med(steps), "query_tokens": q,
+            "fraction_of_gemm": flops / med(steps) / gemm_flops, "wasted_positions": served.wasted_positions}
+        print("diffusion", b, R["diffusion"][str(b)], flush=True)
+        del ex
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke test with tiny models")
+    args = ap.parse_args()
+    dev = "cpu" if args.tiny else "cuda"
+    R["device"] = info(dev)
+    R["settings"] = {"k": K, "forced_alpha": ALPHA, "prompt": PROMPT, "output": OUTPUT,
+                     "note": "speculative acceptance is FORCED (seeded draws at alpha); weights are random"}
+    if args.tiny:
+        tiny = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                    vocab_size=256, max_position_embeddings=1024)
+        target, draft = ModelSpec(name="t", **tiny), ModelSpec(name="d", **{**tiny, "num_layers": 1})
+        target = target.model_copy(update={"num_layers": 9})
+        diff = ModelSpec(name="b", attention="bidirectional", **tiny)
+        batches, sizes, gemm_n, blocks = (1, 2), (256,), 512, 1024
+    else:
+        target, draft, diff = load_model("llama-3.1-8b"), load_model("llama-3.2-1b"), load_model("llada-8b")
+        batches, sizes, gemm_n, blocks = (1, 8, 64), (2048, 4096), 8192, 2048
+    R["gemm"] = gemm_rate(dev, gemm_n)
+    for name, fn in (("target", lambda: bench_target(dev, target, draft, batches, blocks, 16)),
+                     ("diffusion", lambda: bench_diffusion(dev, diff, batches, sizes, R["gemm"]["flops_per_s"], 16))):
+        try:
+            fn()
+        except Exception:
+            R.setdefault("errors", {})[name] = traceback.format_exc()[-2000:]
+            print(traceback.format_exc(), flush=True)
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+        args.out.write_text(json.dumps(R, indent=1))
+    table(R)
+
+
+def table(r: dict) -> None:
+    print(f"\n{r['device'].get('gpu', 'cpu')}  gemm {r['gemm']['flops_per_s'] / 1e12:.0f} TFLOP/s")
+    for b, row in r.get("target", {}).items():
+        for name, v in row.items():
+            extra = (f" draft {v['draft_pass_s_median'] * 1e3:.2f} ms verify {v['verify_pass_s_median'] * 1e3:.2f} ms"
+                     f" speedup implied {v['speedup_implied']:.2f} measured {v['speedup_measured']:.2f}"
+                     if "speedup_implied" in v else "")
+            print(f"b={b:>3} {name:<22} {v['tok_s']:9.1f} tok/s{extra}")
+    for n, v in r.get("diffusion_pass", {}).items():
+        print(f"diffusion pass q={n}: {v['s'] * 1e3:.1f} ms, {v['flops_per_s'] / 1e12:.0f} TFLOP/s, "
+              f"{v['fraction_of_gemm']:.0%} of GEMM")
+    for b, v in r.get("diffusion", {}).items():
+        print(f"b={b:>3} diffusion {v['tok_s']:9.1f} tok/s step {v['step_pass_s_median'] * 1e3:.1f} ms "
+              f"({v['fraction_of_gemm']:.0%} of GEMM)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Speculative decoding on the runtime (Leviathan et al., ICML 2023; Chen et al. 2023): k draft passes, one verify
+pass of k + 1 tokens, per-row accepted lengths, KV of rejected drafts rolled back.
+
+One iteration over the plan's stepping rows (row i drafts k_i = q_i - catchup_i - 1 tokens, as
+sim/strategies/speculative.py decides):
+  1. draft pass j = 0 .. max k_i - 1 over the rows with k_i > j: the draft model catches up on the tokens it has
+     not cached (pass 0 may carry several; after a full acceptance the draft never saw its last draft nor the
+     bonus token), then one token per pass; each pass's last logits give draft token j (argmax, or a sample when
+     acceptance is stochastic);
+  2. one target pass over every plan row: catch-up tokens, the last committed token and the k_i drafts, with
+     logits at the k_i + 1 verified positions;
+  3. acceptance (runtime/acceptance.py: greedy, stochastic, forced) -> a_i accepted drafts + the target's token:
+     the row commits a_i + 1 tokens, which go back to the scheduler as `commits`.
+Rollback: the target's K/V of rejected drafts stay in their slots, past the positions the scheduler keeps; the
+scheduler shrinks the row's blocks and those slots are overwritten by later passes. The draft's own cache keeps a
+count of valid positions per request and is cut back the same way.
+
+Drafts: a separate model (its own weights and a paged cache indexed by the target's block tables, positions being
+the same), or the target's first `draft_layers` layers and its LM head (layer-skip self-speculation, LayerSkip,
+Elhoushi et al. 2024), which shares the target's weights and, for those layers, its KV cache: the target writes
+the same K/V for them in every pass, so the draft only catches up on what this iteration adds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from runtime import acceptance
+from runtime.forward import SeqInput, build_meta, forward
+from runtime.plan_exec import PlanExecutor
+
+
+class LayerPrefix:
+    """The target's first `layers` decoder layers and its final norm + LM head, as a model the forward pass and the
+    decode graphs accept (same device tensors: no copy)."""
+
+    def __init__(self, target, layers: int):
+        if not 1 <= layers <= target.spec.num_layers:
+            raise ValueError(f"draft_layers must be in 1..{target.spec.num_layers}, got {layers}")
+        self.spec = target.spec
+        self.weights = dataclasses.replace(target.weights, layers=target.weights.layers[:layers])
+        self.device, self.dtype, self.max_positions = target.device, target.dtype, target.max_positions
+        self.cos, self.sin = target.cos, target.sin
+
+
+class SpeculativeExecutor(PlanExecutor):
+    """Runs speculative plans of `target` with a draft (`draft` model, or `draft_layers` of the target).
+    `acceptance`: greedy | stochastic | forced (then `alpha` is the forced acceptance rate)."""
+
+    def __init__(self, target, num_blocks: int, block_tokens: int, *, draft=None, draft_layers: int | None = None,
+                 acceptance_mode: str = "greedy", alpha: float | None = None, seed: int = 0,
+                 use_graphs: bool | None = None, max_context: int | None = None):
+        super().__init__(target, num_blocks, block_tokens)
+        if acceptance_mode not in acceptance.MODES:
+            raise ValueError(f"acceptance must be one of {acceptance.MODES}, got {acceptance_mode!r}")
+        if acceptance_mode == "forced" and alpha is None:
+            raise ValueError("forced acceptance needs alpha")
+        if (draft is None) == (draft_layers is None):
+            raise ValueError("give a draft model or draft_layers (self-speculation), not both")
+        self.mode, self.alpha = acceptance_mode, alpha
+        self.shared = draft is None
+        self.draft = LayerPrefix(target, draft_layers) if self.shared else draft
+        self.draft_cache = self.cache if self.shared else draft.paged_cache(num_blocks, block_tokens)
+        self.draft_done: dict[int, int] = {}  # request -> positions whose draft K/V are valid
+        self.gen = torch.Generator(device=target.device).manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.accepted: list[int] = []  # accepted drafts of every verified row that drafted
+        self.drafted: list[int] = []  # k_i of those rows
+        self.graphs = None
+        if (self.on_cuda if use_graphs is None else use_graphs):
+            from runtime.graphs import DecodeGraphs
+
+            ctx = max_context or min(target.max_positions, num_blocks * block_tokens)
+            self.graphs = DecodeGraphs(self.draft, self.draft_cache, ctx, capture=False)
+
+    def free(self, req_id: int) -> None:
+        super().free(req_id)
+        self.draft_done.pop(req_id, None)
+
+    # -- one iteration -------------------------------------------------------------------------------------------
+    def execute_plan(self, plan, sched):
+        kv = sched.kv
+        rids = plan.req_ids.tolist()
+        q, start, o = plan.q.tolist(), plan.start.tolist(), plan.o.tolist()
+        catch, steps = plan.catchup.tolist(), plan.steps.tolist()
+        k_of = [q[i] - catch[i] - 1 if steps[i] else 0 for i in range(len(rids))]
+        tables = [kv.tables[r] for r in rids]
+        committed_len = [start[i] + q[i] - k_of[i] for i in range(len(rids))]  # tokens known before drafting
+        total_s = 0.0
+        # 1. draft passes
+        drafting = [i for i in range(len(rids)) if k_of[i] > 0]
+        drafts: dict[int, list[int]] = {i: [] for i in drafting}
+        p_draft: dict[int, list[torch.Tensor]] = {i: [] for i in drafting}
+        for i in drafting:
+            r = rids[i]
+            # shared: the target's layers hold exactly the positions the scheduler says are computed
+            self.draft_done[r] = start[i] if self.shared else min(self.draft_done.get(r, 0), start[i])
+        for j in range(max((k_of[i] for i in drafting), default=0)):
+            act = [i for i in drafting if k_of[i] > j]
+            seconds, logits = self._draft_pass([(rids[i], tables[i]) for i in act])
+            total_s += seconds
+            if self.mode == "stochastic":
+                p = torch.softmax(logits.float(), dim=-1)
+                tok = torch.multinomial(p.cpu(), 1, generator=acceptance._cpu(self.gen))[:, 0].tolist()
+            else:
+                p, tok = None, logits.argmax(dim=-1).tolist()
+            for n, i in enumerate(act):
+                r = rids[i]
+                self.draft_done[r] = len(self.tokens[r])
+                self.tokens[r].append(tok[n])
+                drafts[i].append(tok[n])
+                if p is not None:
+                    p_draft[i].append(p[n])
+        # 2. verify: one target pass over every row of the plan
+        seqs = [SeqInput(self.tokens[r][s:s + n], s, t, lo) for r, s, n, t, lo in zip(rids, start, q, tables, o)]
+        meta = build_meta(seqs, self.cache, self.model.device, self.model.max_positions)
+        seconds, logits = self.timed("verify", sum(q), lambda: forward(self.model, self.cache, meta))
+        total_s += seconds
+        # 3. acceptance, per stepping row
+        commits = np.zeros(len(rids), dtype=np.int64)
+        stepping = [i for i in range(len(rids)) if steps[i] and o[i] > 0]
+        offsets = np.cumsum([0] + o)
+        if stepping:
+            accepted, nxt = self._decide(stepping, k_of, drafts, p_draft, logits, offsets)
+            for n, i in enumerate(stepping):
+                r, a = rids[i], accepted[n]
+                self.tokens[r] = self.tokens[r][:committed_len[i]] + drafts.get(i, [])[:a] + [nxt[n]]
+                if not self.shared and r in self.draft_done:  # K/V of rejected drafts are no longer valid
+                    self.draft_done[r] = min(self.draft_done[r], len(self.tokens[r]) - 1)
+                commits[i] = a + 1
+                if k_of[i] > 0:
+                    self.accepted.append(a)
+                    self.drafted.append(k_of[i])
+        return total_s, commits
+
+    def _draft_pass(self, rows: list[tuple[int, list[int]]]) -> tuple[float, torch.Tensor]:
+        """One draft pass; each row feeds every token its draft cache lacks. Returns (seconds, logits [R, V])."""
+        seqs = []
+        for r, table in rows:
+            s = self.draft_done[r]
+            seqs.append(SeqInput(self.tokens[r][s:], s, table, 1))
+        n_tok = sum(len(s.token_ids) for s in seqs)
+        if self.graphs is not None and n_tok == len(seqs):
+            b = self.graphs.load([s.token_ids[0] for s in seqs], [s.start for s in seqs], [s.block_ids for s in seqs])
+            seconds, (logits, _) = self.timed("draft", n_tok, lambda: self.graphs.replay(b, len(seqs)))
+            return seconds, logits.clone()
+        meta = build_meta(seqs, self.draft_cache, self.draft.device, self.draft.max_positions)
+        return self.timed("draft", n_tok, lambda: forward(self.draft, self.draft_cache, meta))
+
+    def _decide(self, stepping, k_of, drafts, p_draft, logits, offsets):
+        """Accepted drafts and next token per stepping row, batched over rows (padded to the largest k)."""
+        R, V = len(stepping), logits.shape[-1]
+        k = max(k_of[i] for i in stepping)
+        dev = logits.device
+        tl = torch.zeros((R, k + 1, V), dtype=logits.dtype, device=dev)
+        dr = torch.zeros((R, k), dtype=torch.long, device=dev)
+        for n, i in enumerate(stepping):
+            tl[n, :k_of[i] + 1] = logits[offsets[i]:offsets[i + 1]]
+            if k_of[i]:
+                dr[n, :k_of[i]] = torch.tensor(drafts[i], device=dev)
+        k_i = torch.tensor([k_of[i] for i in stepping], device=dev)
+        if self.mode == "greedy":
+            a, y = acceptance.greedy(dr, k_i, tl)
+        elif self.mode == "stochastic":
+            pd = torch.zeros((R, k, V), dtype=torch.float32, device=dev)
+            for n, i in enumerate(stepping):
+                if k_of[i]:
+                    pd[n, :k_of[i]] = torch.stack(p_draft[i])
+            a, y = acceptance.stochastic(dr, k_i, pd, torch.softmax(tl.float(), dim=-1), self.gen)
+        else:
+            a_np = acceptance.forced(k_i.cpu().numpy(), self.alpha, self.rng)
+            a = torch.as_tensor(a_np, device=dev)
+            y = tl.argmax(dim=-1).gather(1, a[:, None])[:, 0]
+        return a.tolist(), y.tolist()
+
+    def summary(self) -> dict:
+        out = super().summary()
+        k = max(self.drafted, default=0)
+        out.update(acceptance=self.mode, accepted_histogram=acceptance.histogram(self.accepted, k),
+                   draft="self" if self.shared else "model")
+        if self.mode == "forced":
+            out["forced_alpha"] = self.alpha
+        if self.accepted:
+            # alpha estimated as accepted / (accepted + rejections): a rejection ends every verify with a < k_i
+            rejections = sum(a < kk for a, kk in zip(self.accepted, self.drafted))
+            out["alpha_measured"] = sum(self.accepted) / max(sum(self.accepted) + rejections, 1)
+            out["mean_accepted"] = float(np.mean(self.accepted))
+        return out

@@ -1,0 +1,62 @@
+"""The executor of a scenario's non-AR strategy (`memwall run`): which draft, which acceptance rule, how much of
+the KV pool goes to scratch.
+
+Acceptance: with random weights a draft and its target never agree, so a speculative run on random weights uses
+forced acceptance (runtime/acceptance.py) at the scenario's `strategy.alpha` and says so in its result
+(`acceptance: forced`); with a checkpoint it verifies greedily and reports the measured rate. Diffusion and
+block-diffusion executors take per-row scratch blocks from the scheduler's pool (plan_exec.py), so the pool the
+scheduler sees shrinks by exactly what they hold back.
+"""
+
+from __future__ import annotations
+
+from sim.errors import UserError
+from sim.model import load_model
+
+
+def _rows(s) -> int:
+    b = s.batching
+    return b.batch_size if b.kind == "static" else b.max_batch
+
+
+def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoint: bool = False):
+    """(executor, KV blocks left to the scheduler) for scenario `s` (strategy.kind != 'ar')."""
+    from runtime.block_diffusion import BlockDiffusionExecutor
+    from runtime.diffusion import DiffusionExecutor
+    from runtime.model import Transformer
+    from runtime.speculative import SpeculativeExecutor
+
+    spec, bt = s.strategy, s.batching.kv_block_tokens
+    strat = setup.strategy
+    if spec.kind == "speculative":
+        mode, alpha = ("greedy", None) if checkpoint else ("forced", spec.alpha)
+        if isinstance(alpha, list):
+            raise UserError("strategy.alpha: 'memwall run' forces one acceptance rate on random weights; give a "
+                            "single alpha, not one per position")
+        if spec.acceptance_trace and not checkpoint:
+            raise UserError("strategy.acceptance_trace: 'memwall run' forces a constant alpha on random weights; "
+                            "remove the trace or run with a checkpoint")
+        draft = None
+        if spec.draft != "self":
+            draft = Transformer.random(load_model(spec.draft), seed=s.seed + 1, device=model.device,
+                                       dtype=model.dtype, max_positions=model.max_positions)
+        ex = SpeculativeExecutor(model, blocks, bt, draft=draft, draft_layers=spec.draft_layers if draft is None
+                                 else None, acceptance_mode=mode, alpha=alpha, seed=s.seed,
+                                 max_context=min(longest + strat.k + 16, model.max_positions))
+        return ex, blocks
+    rows = _rows(s)
+    if spec.kind == "diffusion":
+        positions = max((r.prompt_tokens + strat.tokens_to_commit(r.prompt_tokens, r.output_tokens) for r in reqs),
+                        default=16)
+    else:
+        positions = strat.B + bt
+    scratch = rows * -(-positions // bt)
+    if scratch >= blocks:
+        raise UserError(f"batching: {rows} rows of {positions} scratch positions leave no KV blocks; "
+                        f"lower the batch size or the response length")
+    blocks -= scratch
+    if spec.kind == "diffusion":
+        ex = DiffusionExecutor(model, strat, blocks, bt, rows, positions, seed=s.seed)
+    else:
+        ex = BlockDiffusionExecutor(model, strat, blocks, bt, rows, seed=s.seed)
+    return ex, blocks

@@ -1,0 +1,54 @@
+"""The validation report regenerates from committed JSONL alone, without torch or a GPU.
+
+Fixtures (tests/fixtures/validation/): `runs.jsonl` is SYNTHETIC, labelled so in each record: one `memwall run`
+record of llama-3.2-1b (2 requests, 32 + 8 tokens) whose "device" pass times are the datasheet cost model's times
+times 0.95 or 1.1 in turn, and throughput 0.9x the simulator's, plus one out-of-memory record. `microbench.jsonl` is
+a real subset (10 records and the telemetry line) of reports/h100/microbench.jsonl.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "validation"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("h100")
+    for f in FIXTURES.glob("*.jsonl"):
+        shutil.copy(f, folder)
+    code = ("import sys; from pathlib import Path; from validation.validation_report import write_report; "
+            f"write_report(Path({str(folder)!r}), 'h100-sxm'); "
+            "assert 'torch' not in sys.modules, 'the report imported torch'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    return folder
+
+
+def test_summary_per_strategy_and_metric(report):
+    summary = json.loads((report / "validation-summary.json").read_text())
+    assert set(summary) == {"ar"}
+    ar = summary["ar"]
+    assert set(ar) == {"pass_time_s", "output_throughput_tok_s", "ttft_p50_s", "itl_p50_s"}
+    # 8 synthetic passes, each the datasheet model x0.95 or x1.1: |pred/meas - 1| is 1/0.95-1 or 1-1/1.1
+    assert ar["pass_time_s"]["n"] == 8
+    assert ar["pass_time_s"]["max"] == pytest.approx(1 - 1 / 1.1, rel=1e-3)
+    assert ar["pass_time_s"]["median"] == pytest.approx(((1 / 0.95 - 1) + (1 - 1 / 1.1)) / 2, rel=1e-3)
+    assert ar["output_throughput_tok_s"]["n"] == 1
+    assert ar["output_throughput_tok_s"]["median"] == pytest.approx(1 / 0.9 - 1, rel=1e-3)
+
+
+def test_markdown_and_self_contained_html(report):
+    md = (report / "validation.md").read_text()
+    for section in ("Calibration fit", "End-to-end validation runs", "Telemetry", "External check"):
+        assert section in md
+    assert "synthetic-oom (oom)" in md  # an unfinished run is listed, not dropped
+    assert (report / "validation-calibration.png").exists() and (report / "validation-runs.png").exists()
+    page = (report / "validation.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "src=\"http" not in page and "validation-calibration.png\"" not in page.replace('alt="validation', "")

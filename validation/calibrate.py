@@ -1,0 +1,332 @@
+"""Fit a chip's efficiency curves to microbenchmark records (DESIGN §7.1), in the cost model's own terms.
+
+For every record the cost model prices the very operator that was timed (its FLOPs and fewest bytes, one kernel):
+
+    t_pred = kernel_overhead + max((F + h_c) / (peak_flops * m_c), (B + h_m) / (peak_bw * m_m))
+
+(sim/cost.py `price`, with Hockney curves m * n / (n + h), sim/hardware.py), and scipy's `least_squares` chooses
+(m_c, h_c, m_m, h_m) to make t_pred / t_meas - 1 small over all records of a family:
+
+- `kernel_overhead_us`: the median per-kernel time of tiny kernels replayed back to back in a CUDA graph (no fit);
+  `launch_overhead_us`: the same kernels issued eagerly from Python (the host's pace).
+- `efficiency.memory` and `efficiency.compute`, jointly: bf16 projection GEMMs/GEMVs at every row count, plus
+  streaming reads. Each record lands on whichever roof binds it under the fitted curves, and the residuals are
+  reported per roof.
+- `attention_memory` and `attention_compute`: the SDPA records (prefill, decode, verify, bidirectional, block).
+
+Checked but not fitted: fp8 GEMMs (priced at the fp8 peak with the bf16 curves) and device copies (a copy inside a
+CUDA graph may run as a DMA memcpy node on the copy engines rather than as a kernel, which the cost model does not
+describe). The loss is soft-L1 on the relative error (scale 5%): a few shapes hit a cuBLAS kernel that a two-number
+curve cannot follow, and a plain square would let those few pull every other point off.
+
+Curves are fractions of peak, so they carry to another chip of the same architecture: `carry_over` keeps each
+curve's max_fraction and its fixed time n_1/2 / (peak * max_fraction), i.e. scales half_size by the peak ratio
+(the H200 has the H100's SMs and clocks with faster HBM: a small kernel's ramp-up time is the same in seconds).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from sim.errors import UserError
+from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
+from validation.clikit import user_errors
+
+SOFT_L1_SCALE = 0.05
+REPO = Path(__file__).resolve().parent.parent
+CALIBRATED_H100 = REPO / "hw_profiles" / "calibrated" / "h100-sxm-calibrated.yaml"
+FITTED = ("memory", "compute", "attention_memory", "attention_compute", "kernel_overhead_us", "launch_overhead_us")
+
+
+# -- records -------------------------------------------------------------------------------------------------------
+
+
+def load_records(path: Path) -> list[dict]:
+    """Successful microbenchmark records of a JSONL file, the last one of each key (a rerun's wins)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read records file {path}: {e.strerror}") from None
+    by_key: dict[str, dict] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):  # the last line of an interrupted run
+                continue
+            raise UserError(f"{path}:{n}: not a JSON line; expected one microbenchmark record per line") from None
+        if not isinstance(rec, dict) or "key" not in rec or "kind" not in rec:
+            raise UserError(f"{path}:{n}: a record needs 'key' and 'kind' (written by 'memwall microbench')")
+        by_key[rec["key"]] = rec
+    ok = [r for r in by_key.values() if r.get("status") == "ok" and r["kind"] != "telemetry"]
+    if not ok:
+        raise UserError(f"{path}: no successful microbenchmark records; run 'memwall microbench --out {path}' on "
+                        "the GPU first")
+    return ok
+
+
+def group_of(rec: dict) -> str | None:
+    """Which fit a record feeds ('linear' or 'attention'), is only checked ('fp8', 'copy'), or None."""
+    kind = rec["kind"]
+    if kind == "gemm":
+        return "linear"
+    if kind == "stream":
+        return "linear" if rec["shape"]["op"] == "read" else "copy"
+    if kind in ("attention", "fp8"):
+        return kind
+    return None
+
+
+def _family(rec: dict) -> str:
+    return {"gemm": "linear", "fp8": "linear", "attention": "attention"}.get(rec["kind"], "elementwise")
+
+
+def predict_records(records: list[dict], profile: HardwareProfile) -> list[dict]:
+    """The cost model's time for every priced record (through sim.cost.price itself), with the relative error and
+    the roof that binds: [{key, group, measured_s, predicted_s, rel_error, bound}]."""
+    from sim.cost import CostContext, Op, price
+    from sim.model import load_model
+
+    model = load_model("llama-3.1-8b")  # price() needs a context; the operator's own numbers come from the record
+    rows = []
+    for rec in records:
+        group = group_of(rec)
+        if group is None:
+            continue
+        ctx = CostContext(model, profile, weights=rec["dtype"], activations="bf16")
+        family = _family(rec)
+        flops = rec["flops"] if family != "elementwise" else 0.0
+        cost = price(Op(rec["key"], 1, 1, flops, rec["bytes"], family), ctx)
+        meas = rec["median_s"]
+        rows.append({"key": rec["key"], "group": group, "measured_s": meas, "predicted_s": cost.time_s,
+                     "rel_error": cost.time_s / meas - 1.0, "bound": cost.bound})
+    return rows
+
+
+def error_stats(rel_errors) -> dict:
+    """Median, p90 and max of |relative error|, and the count."""
+    a = np.abs(np.asarray(rel_errors, dtype=float))
+    if a.size == 0:
+        return {"median": None, "p90": None, "max": None, "n": 0}
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)), "max": float(a.max()), "n": int(a.size)}
+
+
+def curve_of(row: dict) -> str:
+    """The curve a priced record's residual belongs to: the roof that binds it, or 'checked:<family>'."""
+    if row["group"] == "linear":
+        return "compute" if row["bound"] == "compute" else "memory"
+    if row["group"] == "attention":
+        return "attention_compute" if row["bound"] == "compute" else "attention_memory"
+    return f"checked:{row['group']}"
+
+
+def residuals_by_curve(rows: list[dict]) -> dict[str, dict]:
+    """|relative error| stats of `predict_records` rows, per curve (and per checked family)."""
+    by_curve: dict[str, list[float]] = {}
+    for r in rows:
+        by_curve.setdefault(curve_of(r), []).append(r["rel_error"])
+    return {k: error_stats(v) for k, v in sorted(by_curve.items())}
+
+
+# -- fitting -------------------------------------------------------------------------------------------------------
+
+
+def _arrays(records: list[dict], group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sel = [r for r in records if group_of(r) == group]
+    flops = np.array([r["flops"] if _family(r) != "elementwise" else 0.0 for r in sel])
+    return flops, np.array([float(r["bytes"]) for r in sel]), np.array([r["median_s"] for r in sel])
+
+
+def model_time_s(x: np.ndarray, flops: np.ndarray, nbytes: np.ndarray, peak_flops: float, peak_bw: float,
+                 overhead_s: float) -> np.ndarray:
+    """The cost model's time of one-kernel operators for curve parameters x = (m_c, log10 h_c, m_m, log10 h_m),
+    vectorized (equal to sim.cost.price; tests check it)."""
+    m_c, h_c, m_m, h_m = x[0], 10 ** x[1], x[2], 10 ** x[3]
+    compute = np.where(flops > 0, (flops + h_c) / (peak_flops * m_c), 0.0)
+    memory = np.where(nbytes > 0, (nbytes + h_m) / (peak_bw * m_m), 0.0)
+    return overhead_s + np.maximum(compute, memory)
+
+
+def fit_pair(flops, nbytes, measured_s, peak_flops: float, peak_bw: float, overhead_s: float,
+             start: tuple[Curve, Curve]) -> tuple[Curve, Curve]:
+    """Least-squares (soft-L1) fit of a compute and a memory Hockney curve to measured one-kernel times.
+    The max() makes the objective kinked, so it starts from the given curves and from two others, keeping the best."""
+    from scipy.optimize import least_squares
+
+    def residual(x):
+        return model_time_s(x, flops, nbytes, peak_flops, peak_bw, overhead_s) / measured_s - 1.0
+
+    c0, m0 = start
+    starts = [(c0.max_fraction, np.log10(max(c0.half_size, 1.0)), m0.max_fraction, np.log10(max(m0.half_size, 1.0))),
+              (0.7, 9.0, 0.9, 6.5), (0.5, 10.0, 0.7, 5.5)]
+    lo, hi = [0.02, 0.0, 0.02, 0.0], [1.0, 14.0, 1.0, 12.0]  # fractions in (0, 1]; half sizes 1 .. 1e14
+    best = None
+    for x0 in starts:
+        x0 = np.clip(x0, np.add(lo, 1e-6), np.subtract(hi, 1e-6))
+        r = least_squares(residual, x0, bounds=(lo, hi), loss="soft_l1", f_scale=SOFT_L1_SCALE,
+                          x_scale=[0.1, 1, 0.1, 1])
+        if best is None or r.cost < best.cost:
+            best = r
+    m_c, h_c, m_m, h_m = best.x
+    return (Curve(max_fraction=float(_sig(m_c)), half_size=float(_sig(10 ** h_c))),
+            Curve(max_fraction=float(_sig(m_m)), half_size=float(_sig(10 ** h_m))))
+
+
+def _sig(v: float, digits: int = 4) -> float:
+    return float(f"{v:.{digits}g}")
+
+
+def _median_of(records: list[dict], kind: str, mode: str) -> float | None:
+    vals = [r["median_s"] for r in records if r["kind"] == kind and r["shape"].get("mode") == mode]
+    return float(np.median(vals)) if vals else None
+
+
+def calibrate(records: list[dict], base: HardwareProfile,
+              records_path: str | None = None) -> tuple[HardwareProfile, dict]:
+    """A calibrated copy of `base` whose curves fit `records`, and the fit's report (parameters, residuals per curve
+    and per checked family). Curves without records keep the base's and are listed as carried over."""
+    eff = base.efficiency
+    measured, carried = [], []
+    overhead_s = _median_of(records, "launch", "graph")
+    if overhead_s is None:
+        overhead_s, _ = eff.kernel_overhead_s, carried.append("kernel_overhead_us")
+    else:
+        measured.append("kernel_overhead_us")
+    launch_s = _median_of(records, "launch", "eager")
+    measured.append("launch_overhead_us") if launch_s is not None else carried.append("launch_overhead_us")
+    bf16, bw = base.peak_flops_per_s("bf16"), base.hbm_bandwidth_bytes_per_s
+    curves = {"compute": eff.compute, "memory": eff.memory,
+              "attention_compute": eff.attn_compute, "attention_memory": eff.attn_memory}
+    for group, (cn, mn) in {"linear": ("compute", "memory"),
+                            "attention": ("attention_compute", "attention_memory")}.items():
+        flops, nbytes, meas = _arrays(records, group)
+        if len(meas) >= 4:
+            curves[cn], curves[mn] = fit_pair(flops, nbytes, meas, bf16, bw, overhead_s, (curves[cn], curves[mn]))
+            measured += [cn, mn]
+        else:
+            carried += [cn, mn]
+    first = records[0]
+    source = records_path or "records"
+    new_eff = eff.model_copy(update={
+        **curves, "kernel_overhead_us": _sig(overhead_s * 1e6),
+        "source": f"fitted by 'memwall calibrate' to {len(records)} microbenchmark records ({source}) measured on "
+                  f"{first.get('device')} on {str(first.get('date', ''))[:10]}"})
+    profile = base.model_copy(update={
+        "name": f"{base.name}-calibrated",
+        "description": f"{base.description}; efficiency curves fitted to microbenchmarks",
+        "launch_overhead_us": _sig(launch_s * 1e6) if launch_s is not None else base.launch_overhead_us,
+        "efficiency": new_eff})
+    # residuals with the final profile, through the cost model itself
+    rows = predict_records(records, profile)
+    stats = residuals_by_curve(rows)
+    residuals = {f"{k}.{s}": round(v[s], 4) for k, v in stats.items() if not k.startswith("checked:")
+                 for s in ("median", "p90") if v[s] is not None}
+    calibration = Calibration(
+        device=str(first.get("device")), driver=first.get("driver"), torch=first.get("torch"), cuda=first.get("cuda"),
+        date=str(first.get("date")), residuals=residuals, measured=measured, carried_over=carried, records=records_path)
+    notes = (f"{base.provenance.notes or ''} Calibrated: efficiency curves, kernel_overhead_us and launch_overhead_us "
+             "measured (see calibration); capacity, bandwidth and peaks are the datasheet's; link numbers are "
+             "unchanged from the base profile (one GPU: no all-reduce measured).").strip()
+    profile = profile.model_copy(update={"provenance": base.provenance.model_copy(
+        update={"notes": notes, "calibration": calibration})})
+    report = {"profile": profile.name, "base": base.name, "records": records_path, "n_records": len(records),
+              "device": calibration.device, "driver": calibration.driver, "torch": calibration.torch,
+              "cuda": calibration.cuda, "date": calibration.date,
+              "kernel_overhead_us": new_eff.kernel_overhead_us, "launch_overhead_us": profile.launch_overhead_us,
+              "curves": {k: v.model_dump(exclude_none=True) for k, v in curves.items()},
+              "residuals": stats, "measured": measured, "carried_over": carried, "rows": rows}
+    return profile, report
+
+
+def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) -> HardwareProfile:
+    """`target`'s datasheet with `fitted`'s curves: max_fraction kept, half_size scaled by the peak ratio so that
+    each curve's fixed time n_1/2 / (peak * max_fraction) carries (same architecture, different HBM)."""
+    f_eff = fitted.efficiency
+    bw_ratio = target.hbm_bandwidth_bytes_per_s / fitted.hbm_bandwidth_bytes_per_s
+    fl_ratio = target.peak_flops_per_s("bf16") / fitted.peak_flops_per_s("bf16")
+
+    def scaled(c: Curve, ratio: float) -> Curve:
+        return c.model_copy(update={"half_size": _sig(c.half_size * ratio)})
+
+    eff = f_eff.model_copy(update={
+        "memory": scaled(f_eff.memory, bw_ratio), "compute": scaled(f_eff.compute, fl_ratio),
+        "attention_memory": scaled(f_eff.attn_memory, bw_ratio),
+        "attention_compute": scaled(f_eff.attn_compute, fl_ratio),
+        "source": f"carried over from {fitted.name} (measured on {fitted.provenance.calibration.device}); "
+                  "not measured on this chip"})
+    cal = fitted.provenance.calibration
+    calibration = Calibration(device=f"{cal.device} (curves carried over; nothing measured on this chip)",
+                              driver=cal.driver, torch=cal.torch, cuda=cal.cuda, date=cal.date, residuals={},
+                              measured=[], carried_over=[c for c in FITTED if c != "launch_overhead_us"],
+                              records=cal.records)
+    notes = (f"{target.provenance.notes or ''} Efficiency curves carried over from {fitted.name}: max_fraction "
+             f"kept, half_size scaled by this chip's peak over the H100's (memory x{bw_ratio:.3f}, compute "
+             f"x{fl_ratio:.3f}) so that fixed times carry; launch_overhead_us is this profile's own.").strip()
+    return target.model_copy(update={
+        "name": f"{target.name}-{suffix}",
+        "description": f"{target.description}; curves carried over from {fitted.name}",
+        "efficiency": eff,
+        "provenance": target.provenance.model_copy(update={"notes": notes, "calibration": calibration})})
+
+
+def write_profile(profile: HardwareProfile, path: Path, header: str) -> None:
+    """The profile as YAML that `sim.hardware.load_profile` reads back (what-if scale omitted when identity)."""
+    import yaml
+
+    data = profile.model_dump(mode="json", exclude_none=True)
+    if profile.scale.is_identity:
+        data.pop("scale", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump(data, sort_keys=False, width=120, allow_unicode=True)
+    path.write_text("".join(f"# {line}\n" for line in header.splitlines()) + body)
+
+
+@user_errors
+def calibrate_command(
+    records: Path = typer.Argument(..., help="microbenchmark records (JSONL from 'memwall microbench')"),
+    base: str = typer.Option("h100-sxm", help="datasheet profile the curves are fitted for"),
+    out: Path = typer.Option(Path("hw_profiles/calibrated/h100-sxm-calibrated.yaml"), help="calibrated profile"),
+    carry_to: Optional[list[str]] = typer.Option(["h200"], help="also write these chips with the fitted curves"),
+    report: Optional[Path] = typer.Option(None, help="fit report JSON (default: calibration.json beside RECORDS)"),
+):
+    """Fit the efficiency curves of a profile to microbenchmark records and write the calibrated profile."""
+    from rich.console import Console
+    from rich.table import Table
+
+    recs = load_records(records)
+    base_profile = load_profile(base)
+    profile, rep = calibrate(recs, base_profile, str(records))
+    today = dt.date.today().isoformat()
+    write_profile(profile, out, f"Generated by: memwall calibrate {records} --base {base} --out {out}  ({today})\n"
+                                "Do not edit by hand: rerun the command.")
+    written = [str(out)]
+    short = base.split("-")[0]
+    for chip in carry_to or []:
+        target = load_profile(chip)
+        path = out.parent / f"{target.name}-from-{short}.yaml"
+        write_profile(carry_over(profile, target, f"from-{short}"), path,
+                      f"Generated by: memwall calibrate {records} --base {base} --carry-to {chip}  ({today})\n"
+                      "The H100-fitted curves on this chip's datasheet; nothing here was measured on it.")
+        written.append(str(path))
+    report_path = report or Path(records).parent / "calibration.json"
+    report_path.write_text(json.dumps(rep, indent=1) + "\n")
+    t = Table(title=f"{profile.name}: fit to {len(recs)} records ({rep['device']}, {rep['date'][:10]})",
+              title_justify="left")
+    for c in ("curve", "max_fraction", "half_size", "|rel err| median", "p90", "max", "n"):
+        t.add_column(c, justify="left" if c == "curve" else "right")
+    for name, st in rep["residuals"].items():
+        curve = rep["curves"].get(name, {})
+        t.add_row(name, f"{curve['max_fraction']:.3f}" if curve else "", f"{curve['half_size']:.3g}" if curve else "",
+                  *(f"{st[s]:.1%}" for s in ("median", "p90", "max")), str(st["n"]))
+    console = Console()
+    console.print(t)
+    console.print(f"kernel_overhead_us {rep['kernel_overhead_us']} (in a CUDA graph), launch_overhead_us "
+                  f"{rep['launch_overhead_us']} (eager); wrote {', '.join(written)}, {report_path}")

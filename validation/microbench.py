@@ -1,0 +1,505 @@
+"""GPU microbenchmarks that feed the calibration (DESIGN §7.1): projection GEMMs/GEMVs, fp8 GEMMs, attention,
+streaming reads and copies, and the per-kernel launch cost, each one JSON line.
+
+What is timed is what the cost model prices: one operator. Every operator except the eager launch test runs
+back to back inside a CUDA graph (replays timed with CUDA events, median of the replays, divided by the calls
+per replay), because the runtime executes its passes under CUDA graphs and the profile's `kernel_overhead_us` is
+defined that way (DESIGN §3: single eager launches add host latency that a graph hides). When one call's inputs and
+output fit in a few L2s, the calls rotate over several copies, so that HBM and not the L2 is measured
+(METHOD.md: "rotate among several input sets").
+
+Every record says what was computed and the fewest bytes it must move (inputs read once, output written once), so
+`validation/calibrate.py` can price the same operator with the cost model. Records are appended and flushed one by
+one with a key; a rerun skips keys already in the file, so a long suite can be split with `--only` and
+`--max-seconds`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from sim.errors import UserError
+from validation.clikit import user_errors
+
+KINDS = ("launch", "stream", "gemm", "attention", "fp8")
+ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+L2_FALLBACK_BYTES = 50e6  # H100 SXM; read from the device when torch reports it
+ROTATE_FOOTPRINT_L2 = 3.0  # rotate until the input sets span this many L2s
+MAX_SETS = 256
+GRAPH_TARGET_S = 2e-3  # one graph replay lasts about this long, so event resolution (~0.5 us) does not matter
+CASE_BUDGET_S = 30e-3  # device time spent on the timed replays of one case
+LAUNCH_KERNELS = 1000
+
+# The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.
+HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
+KV_BUDGET_BYTES = 8e9  # largest K+V a single attention case may allocate
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement to make: its key, what it computes and its FLOPs and fewest bytes."""
+
+    key: str
+    kind: str
+    dtype: str
+    shape: dict
+    flops: float
+    bytes: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def weight(self) -> float:
+        """Rough seconds this case takes (for the progress bar's ETA): its work at ~600 TFLOP/s or ~2.5 TB/s, times
+        the ~20 calls of warm-up and repeats, plus the graph capture."""
+        return 20 * max(self.flops / 600e12, self.bytes / 2.5e12) + 0.03
+
+
+# -- the plan -----------------------------------------------------------------------------------------------------
+
+
+def projection_shapes() -> dict[tuple[int, int], list[str]]:
+    """Every distinct (N out, K in) projection of the catalog models at tp 1: fused QKV, O, fused gate-up, down and
+    LM head, with the models that use each (nn.Linear layout: y = x @ W.T, W of shape (N, K))."""
+    from sim.model import CATALOG, load_model
+
+    shapes: dict[tuple[int, int], list[str]] = {}
+    for name in CATALOG:
+        m = load_model(name)
+        for op, nk in {"qkv": (m.q_dim + 2 * m.kv_dim, m.hidden_size), "o": (m.hidden_size, m.q_dim),
+                       "gate_up": (2 * m.intermediate_size, m.hidden_size),
+                       "down": (m.hidden_size, m.intermediate_size), "lm_head": (m.vocab_size, m.hidden_size)}.items():
+            shapes.setdefault(nk, []).append(f"{name}:{op}")
+    return dict(sorted(shapes.items()))
+
+
+def _gemm(M: int, N: int, K: int, dtype: str, models: list[str]) -> Case:
+    wb = 1 if dtype == "fp8" else 2
+    # fewest bytes: weights and activations read once, output written once (bf16 out for fp8 too)
+    nbytes = N * K * wb + M * K * wb + M * N * 2
+    return Case(f"{'fp8' if dtype == 'fp8' else 'gemm'}/{dtype}/M={M}/N={N}/K={K}", "fp8" if dtype == "fp8" else "gemm",
+                dtype, {"M": M, "N": N, "K": K}, 2.0 * M * N * K, nbytes, {"models": models})
+
+
+def _attention(mode: str, batch: int, q: int, c: int, heads=HEADS, kv_heads=KV_HEADS, d=HEAD_DIM) -> Case:
+    # causal prefill: q == c, flash skips the masked upper triangle, so pairs = c(c+1)/2 (as sim.passes counts);
+    # decode, verify and bidirectional run unmasked: every query sees all c keys (a verify's q x q triangle is under
+    # 0.1% of its pairs at the contexts measured, so it is timed unmasked rather than with a lower-right mask)
+    pairs = c * (c + 1) // 2 if mode == "prefill" else q * c
+    flops = 4.0 * batch * heads * d * pairs  # QK^T and PV, 2 FLOPs per multiply-add (DESIGN §3)
+    nbytes = batch * 2 * (2 * q * heads * d + 2 * c * kv_heads * d)  # Q in, O out, K and V read once (bf16)
+    return Case(f"attention/{mode}/B={batch}/q={q}/c={c}", "attention", "bf16",
+                {"mode": mode, "batch": batch, "q": q, "c": c, "heads": heads, "kv_heads": kv_heads, "head_dim": d},
+                flops, nbytes, {"pairs_per_seq": pairs})
+
+
+def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
+    """The cases of the default suite (or of one kind), cheapest kinds first. `tiny` shrinks every size for a CPU
+    test of the machinery; its numbers mean nothing."""
+    kinds = [only] if only else list(KINDS)
+    cases: list[Case] = []
+    if "launch" in kinds:
+        n = 20 if tiny else LAUNCH_KERNELS
+        for mode in ("eager", "graph"):
+            # one add on 256 fp32 elements: the smallest real kernel, so the time is the per-kernel floor
+            cases.append(Case(f"launch/{mode}/n={n}", "launch", "fp32", {"mode": mode, "kernels": n, "elements": 256},
+                              256.0, 2 * 256 * 4.0))
+    if "stream" in kinds:
+        sizes = (2**16, 2**20) if tiny else (65536, 262144, *(int(s) for s in (1e6, 4e6, 16e6, 64e6, 256e6, 1e9, 4e9)))
+        for op in ("read", "copy"):
+            for nbytes in sizes:  # bytes of the tensor (bf16)
+                moved = nbytes if op == "read" else 2 * nbytes  # a copy reads and writes every byte
+                cases.append(Case(f"stream/{op}/bytes={nbytes}", "stream", "bf16", {"op": op, "tensor_bytes": nbytes},
+                                  nbytes / 2 if op == "read" else 0.0, moved))
+    if "gemm" in kinds:
+        shapes = {(64, 32): ["tiny"], (96, 64): ["tiny"]} if tiny else projection_shapes()
+        rows = (1, 4, 16) if tiny else ROWS
+        for (N, K), models in shapes.items():
+            cases.extend(_gemm(M, N, K, "bf16", models) for M in rows)
+    if "attention" in kinds:
+        if tiny:
+            cases += [_attention("prefill", 1, 32, 32, 4, 2, 16), _attention("decode", 2, 1, 64, 4, 2, 16)]
+        else:
+            def kv_bytes(b, c):  # K and V of b sequences of c positions, bf16
+                return b * c * 2 * KV_HEADS * HEAD_DIM * 2
+
+            cases += [_attention("prefill", b, c, c) for c in (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+                      for b in (1, 8) if b * c <= 32768]
+            cases += [_attention("decode", b, 1, c) for c in (128, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+                      for b in (1, 4, 16, 64, 256) if kv_bytes(b, c) <= KV_BUDGET_BYTES]
+            cases += [_attention("verify", b, q, c) for q in (4, 8) for c in (512, 2048, 8192)  # k = 3 and 7
+                      for b in (1, 16, 64)]
+            cases += [_attention("bidirectional", b, c, c) for c in (256, 512, 1024, 2048, 4096) for b in (1, 4)]
+            # a block-diffusion step: a 32-token block against a cached prefix
+            cases += [_attention("block", b, 32, c) for c in (1024, 4096) for b in (1, 16)]
+    if "fp8" in kinds and not tiny:
+        # torch._scaled_mm wants every dimension a multiple of 16; the 8B model's four projections
+        for (N, K), models in projection_shapes().items():
+            if any(m.startswith("llama-3.1-8b:") and not m.endswith("lm_head") for m in models):
+                cases.extend(_gemm(M, N, K, "fp8", models) for M in (16, 64, 256, 1024, 4096, 16384))
+    return cases
+
+
+# -- running one case -----------------------------------------------------------------------------------------------
+
+
+class _Env:
+    """The device, its L2 size and the header every record carries."""
+
+    def __init__(self, device: str):
+        import platform
+
+        import torch
+
+        self.torch, self.device = torch, device
+        self.l2_bytes = L2_FALLBACK_BYTES
+        info = {"torch": torch.__version__, "python": platform.python_version(),
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        if device == "cuda":
+            props = torch.cuda.get_device_properties(0)
+            self.l2_bytes = float(getattr(props, "L2_cache_size", 0) or L2_FALLBACK_BYTES)
+            info.update(device=props.name, cuda=torch.version.cuda, driver=_driver(),
+                        sm_count=props.multi_processor_count, l2_bytes=self.l2_bytes)
+        else:
+            info.update(device=f"cpu ({platform.processor() or platform.machine()})", cuda=None, driver=None)
+        self.info = info
+
+    def sets_for(self, call_bytes: float) -> int:
+        """How many copies of the inputs to rotate over so that one pass over them spans a few L2s."""
+        return max(1, min(MAX_SETS, math.ceil(ROTATE_FOOTPRINT_L2 * self.l2_bytes / max(call_bytes, 1.0))))
+
+
+def _driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception as e:  # the driver version is provenance, not a measurement
+        return f"unknown ({type(e).__name__})"
+
+
+def _summary(times: list[float], **how) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": len(times),
+            **how}
+
+
+def _time_graph(env: _Env, fn: Callable[[int], None], sets: int) -> dict:
+    """Median seconds of one call of `fn(i)` (i = input set), run back to back inside a CUDA graph."""
+    torch = env.torch
+    if env.device != "cuda":  # CPU: only for testing the machinery
+        fn(0)
+        times = []
+        for r in range(5):
+            t0 = time.perf_counter()
+            fn(r % sets)
+            times.append(time.perf_counter() - t0)
+        return _summary(times, inner=1, sets=sets, mode="cpu")
+    # warm up on a side stream before capture (torch.cuda.graphs docs): cuBLAS/flash pick kernels and workspaces
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(min(sets, 3)):
+            fn(i)
+    torch.cuda.current_stream().wait_stream(side)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed(work) -> float:
+        start.record()
+        work()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e-3
+
+    est_s = max(timed(lambda: fn(0)), 1e-6)  # eager, so an upper bound for small calls
+    inner = min(max(math.ceil(GRAPH_TARGET_S / est_s), min(sets, MAX_SETS)), 2 * MAX_SETS)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for j in range(inner):
+            fn(j % sets)
+    graph.replay()
+    repeats = max(3, min(15, int(CASE_BUDGET_S / max(timed(graph.replay), 1e-9))))
+    times = [timed(graph.replay) / inner for _ in range(repeats)]
+    del graph
+    return _summary(times, inner=inner, sets=sets, mode="graph")
+
+
+def _randn(env: _Env, *shape, dtype=None):
+    # random data, never zeros: zeros can run faster than real data (METHOD.md, seen on an H200 here)
+    torch = env.torch
+    return torch.randn(*shape, device=env.device, dtype=dtype or torch.bfloat16)
+
+
+class _Weights:
+    """The weight copies of the current (N, K) shape, kept while its rows are swept."""
+
+    def __init__(self):
+        self.key, self.sets = None, []
+
+    def get(self, env: _Env, N: int, K: int, dtype: str, count: int) -> list:
+        torch = env.torch
+        if self.key != (N, K, dtype):
+            self.key, self.sets = (N, K, dtype), []
+            if env.device == "cuda":
+                torch.cuda.empty_cache()
+        while len(self.sets) < count:
+            w = _randn(env, N, K)
+            self.sets.append(w.to(torch.float8_e4m3fn) if dtype == "fp8" else w)
+        return self.sets[:count]
+
+
+def _run_gemm(env: _Env, case: Case, weights: _Weights) -> dict:
+    torch = env.torch
+    M, N, K = case.shape["M"], case.shape["N"], case.shape["K"]
+    sets = env.sets_for(case.bytes)
+    ws = weights.get(env, N, K, case.dtype, sets)
+    xs = [_randn(env, M, K) for _ in range(sets)]
+    if case.dtype == "fp8":  # its output is allocated inside the graph's pool, so no out= tensors
+        xs = [x.to(torch.float8_e4m3fn) for x in xs]
+        one = torch.ones((), device=env.device, dtype=torch.float32)
+
+        def fn(i):  # W.T of a row-major (N, K) is the column-major (K, N) operand _scaled_mm wants
+            torch._scaled_mm(xs[i], ws[i].t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    else:
+        outs = [torch.empty(M, N, device=env.device, dtype=torch.bfloat16) for _ in range(sets)]
+
+        def fn(i):  # nn.Linear without bias: y = x @ W.T
+            torch.matmul(xs[i], ws[i].t(), out=outs[i])
+    return _time_graph(env, fn, sets)
+
+
+def _run_attention(env: _Env, case: Case) -> dict:
+    import torch.nn.functional as F
+
+    s = case.shape
+    B, q, c, H, Hkv, d = s["batch"], s["q"], s["c"], s["heads"], s["kv_heads"], s["head_dim"]
+    sets = env.sets_for(case.bytes)
+    qs = [_randn(env, B, H, q, d) for _ in range(sets)]
+    ks = [_randn(env, B, Hkv, c, d) for _ in range(sets)]
+    vs = [_randn(env, B, Hkv, c, d) for _ in range(sets)]
+    causal = s["mode"] == "prefill"
+    gqa = "enable_gqa"
+    if env.device == "cuda":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+        try:  # a fused kernel that reads the 8 KV heads directly; never the math fallback, which would time matmuls
+            with sdpa_kernel(fused):
+                F.scaled_dot_product_attention(qs[0], ks[0], vs[0], is_causal=causal, enable_gqa=True)
+        except RuntimeError:
+            # no fused kernel takes GQA here: repeat KV heads (as runtime/ops.py does); the kernel then reads 4x the
+            # KV, which the record says
+            gqa = "repeat"
+            ks = [k.repeat_interleave(H // Hkv, dim=1) for k in ks]
+            vs = [v.repeat_interleave(H // Hkv, dim=1) for v in vs]
+
+        def fn(i):
+            with sdpa_kernel(fused):
+                F.scaled_dot_product_attention(qs[i], ks[i], vs[i], is_causal=causal, enable_gqa=gqa == "enable_gqa")
+    else:
+        def fn(i):
+            F.scaled_dot_product_attention(qs[i], ks[i], vs[i], is_causal=causal, enable_gqa=True)
+    return {**_time_graph(env, fn, sets), "gqa": gqa}
+
+
+def _run_stream(env: _Env, case: Case) -> dict:
+    torch = env.torch
+    n = case.shape["tensor_bytes"] // 2
+    sets = env.sets_for(case.bytes)
+    xs = [_randn(env, n) for _ in range(sets)]
+    if case.shape["op"] == "read":
+        outs = [torch.empty((), device=env.device, dtype=torch.bfloat16) for _ in range(sets)]
+
+        def fn(i):  # a reduction reads every byte once and writes one element
+            torch.sum(xs[i], 0, out=outs[i])
+    else:
+        ys = [torch.empty_like(x) for x in xs]
+
+        def fn(i):
+            ys[i].copy_(xs[i])
+    return _time_graph(env, fn, sets)
+
+
+def _run_launch(env: _Env, case: Case) -> dict:
+    """Seconds per tiny kernel when `kernels` of them are issued back to back: eagerly from Python (host launch
+    cost) or as one CUDA graph (the device-side floor per kernel that the cost model's kernel_overhead_us means)."""
+    torch = env.torch
+    n, mode = case.shape["kernels"], case.shape["mode"]
+    x = _randn(env, case.shape["elements"], dtype=torch.float32)
+
+    def burst():
+        for _ in range(n):
+            x.add_(1.0)
+
+    burst()  # warm-up
+    if env.device != "cuda":
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            burst()
+            times.append((time.perf_counter() - t0) / n)
+        return _summary(times, inner=n, sets=1, mode="cpu")
+    graph = None
+    if mode == "graph":
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            burst()
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        torch.cuda.synchronize()
+        start.record()
+        graph.replay() if graph is not None else burst()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3 / n)
+    return _summary(times, inner=n, sets=1, mode=mode)
+
+
+def run_case(env: _Env, case: Case, weights: _Weights) -> dict:
+    """Measure one case; returns its JSON record (status 'oom' or 'error' with the message when it cannot run)."""
+    torch = env.torch
+    base = {"key": case.key, "kind": case.kind, "dtype": case.dtype, "shape": case.shape, "flops": case.flops,
+            "bytes": case.bytes, **case.extra}
+    try:
+        if case.kind in ("gemm", "fp8"):
+            timing = _run_gemm(env, case, weights)
+        elif case.kind == "attention":
+            timing = _run_attention(env, case)
+        elif case.kind == "stream":
+            timing = _run_stream(env, case)
+        else:
+            timing = _run_launch(env, case)
+        status = {"status": "ok"}
+    except torch.cuda.OutOfMemoryError as e:
+        timing, status = {}, {"status": "oom", "error": str(e).splitlines()[0]}
+    except (RuntimeError, TypeError, NotImplementedError) as e:  # e.g. fp8 matmul not supported by this build
+        timing, status = {}, {"status": "error", "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+    if env.device == "cuda":
+        torch.cuda.synchronize()
+    return {**base, **timing, **status, **env.info}
+
+
+# -- the suite -------------------------------------------------------------------------------------------------------
+
+
+def done_keys(path: Path) -> set[str]:
+    """Keys measured successfully in a records file; failed cases are tried again by a rerun (a reader keeps the
+    last record of a key), and lines cut short by an interrupted run are ignored."""
+    keys = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                if rec.get("status") == "ok":
+                    keys.add(rec["key"])
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                continue
+    return keys
+
+
+def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0, device: str = "cuda",
+              tiny: bool = False, console=None) -> dict:
+    """Run the plan's unfinished cases, appending each record to `out` as it finishes; stop starting new cases after
+    `max_seconds`. Returns counts: planned, skipped (already done), measured, failed, left."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if only is not None and only not in KINDS:
+        raise UserError(f"--only: unknown kind '{only}'; choose one of {', '.join(KINDS)}")
+    env = _Env(device)
+    cases = plan(only, tiny)
+    skip = done_keys(out)
+    todo = [c for c in cases if c.key not in skip]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = _Weights()
+    counts = {"planned": len(cases), "skipped": len(cases) - len(todo), "measured": 0, "failed": 0, "left": 0}
+    t0 = time.monotonic()
+    sampler = _sampler(device)
+    columns = (TextColumn("{task.description:<44}"), BarColumn(), TextColumn("{task.fields[done]}/{task.fields[n]}"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar, out.open("a") as f:
+        # progress in estimated seconds rather than cases, so that the ETA weighs a 16384-row GEMM above a GEMV
+        task = bar.add_task("microbench", total=sum(c.weight for c in todo), done=0, n=len(todo), rate="")
+        for i, case in enumerate(todo):
+            if time.monotonic() - t0 > max_seconds:
+                counts["left"] = len(todo) - i
+                break
+            bar.update(task, description=case.key)
+            start_s = time.perf_counter()
+            rec = run_case(env, case, weights)
+            if sampler is not None:
+                rec["telemetry"] = _window(sampler.samples, start_s)
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            counts["measured" if rec["status"] == "ok" else "failed"] += 1
+            elapsed = time.monotonic() - t0
+            bar.update(task, advance=case.weight, done=i + 1, rate=f"{(i + 1) / elapsed:.1f} rec/s")
+        if sampler is not None:  # the whole run's clocks, power and throttling, for the report's provenance
+            sampler.stop()
+            rec = {"key": f"telemetry/{env.info['date']}", "kind": "telemetry", "status": "ok",
+                   "cases": counts["measured"] + counts["failed"], **sampler.summary(), **env.info}
+            f.write(json.dumps(rec) + "\n")
+    counts["seconds"] = round(time.monotonic() - t0, 1)
+    return counts
+
+
+def _sampler(device: str):
+    """An NVML sampler running for the whole suite (None without a GPU or NVML): each record gets the clocks, power
+    and throttle reasons seen while it ran, so a power-capped measurement can be told apart."""
+    if device != "cuda":
+        return None
+    from runtime.telemetry import NvmlSampler
+
+    s = NvmlSampler(interval_s=0.05)
+    return s.start() if s.available else None
+
+
+def _window(samples: list[dict], start_s: float) -> dict:
+    """Median SM clock, largest power and the throttle reasons among the samples taken since `start_s`."""
+    from runtime.telemetry import _THROTTLE_BITS
+
+    seen = [s for s in list(samples) if s["t_s"] >= start_s]
+    if not seen:
+        return {"samples": 0}
+    reasons = 0
+    for s in seen:
+        reasons |= s["throttle_reasons"]
+    return {"samples": len(seen), "sm_clock_mhz": statistics.median(s["sm_clock_mhz"] for s in seen),
+            "power_w_max": max(s["power_w"] for s in seen),
+            "throttle": sorted(name for bit, name in _THROTTLE_BITS.items() if reasons & bit)}
+
+
+@user_errors
+def microbench_command(
+    out: Path = typer.Option(Path("reports/h100/microbench.jsonl"), help="records file (JSONL), appended to"),
+    only: Optional[str] = typer.Option(None, help=f"run one kind only: {', '.join(KINDS)}"),
+    max_seconds: float = typer.Option(500.0, help="start no new case after this many seconds (rerun to go on)"),
+):
+    """Microbenchmark the GPU (GEMM/GEMV, fp8, attention, streaming, launch cost) for `memwall calibrate`."""
+    from rich.console import Console
+
+    try:
+        import torch
+    except ImportError:
+        raise UserError("'memwall microbench' needs PyTorch: pip install -e '.[runtime]'") from None
+    if not torch.cuda.is_available():
+        raise UserError("'memwall microbench' needs a CUDA GPU and torch.cuda.is_available() is False here; run it on "
+                        "the GPU machine and bring the JSONL back for 'memwall calibrate'")
+    console = Console(stderr=True)
+    counts = run_suite(out, only, max_seconds, "cuda", console=console)
+    console.print(f"{out}: {counts['measured']} measured, {counts['failed']} failed, {counts['skipped']} already "
+                  f"there, {counts['left']} left in {counts['seconds']} s"
+                  + (" (rerun the same command to go on)" if counts["left"] else ""))
+
+
+if __name__ == "__main__":  # `python -m validation.microbench` on the GPU machine, before the CLI registers it
+    typer.run(microbench_command)
