@@ -107,6 +107,15 @@ class CostContext:
     tp: int = 1
     layers: int | None = None  # layers on this GPU group (pipeline stage); default all
     lm_head: bool = True  # whether this stage runs the LM head and sampling
+    # how passes are issued: "decode" = decode passes (one token per sequence) replay a CUDA graph and everything
+    # else is launched eagerly from the host, as memwall's runtime and vLLM do; "all" / "none": every pass
+    graphs: str = "decode"
+
+    def eager(self, shape: PassShape) -> bool:
+        """Whether the host launches this pass's kernels one by one (no CUDA graph)."""
+        if self.graphs == "all":
+            return False
+        return self.graphs == "none" or shape.tokens != shape.seqs
 
     @property
     def num_layers(self) -> int:
@@ -226,10 +235,24 @@ def price(op: Op, ctx: CostContext) -> OpCost:
     return OpCost(op.name, n, op.flops * n, op.bytes * n, (overhead + core) * n, compute * n, memory * n, bound)
 
 
+def host_launch_s(ctx: CostContext, kernels: float) -> float:
+    return kernels * ctx.hardware.launch_overhead_us * 1e-6
+
+
 def pass_cost(ctx: CostContext, shape: PassShape) -> PassCost:
-    """Full breakdown of one pass: every operator's FLOPs, bytes, time and binding roof, plus totals."""
-    ops = linear_ops(ctx, shape.tokens, shape.logit_rows) + attention_ops(ctx, shape)
-    return PassCost(tuple(price(op, ctx) for op in ops if op.count > 0), shape)
+    """Full breakdown of one pass: every operator's FLOPs, bytes, time and binding roof, plus totals.
+
+    An eagerly launched pass (see CostContext.graphs) cannot finish before the host has issued its kernels: when
+    issuing them (kernels x launch_overhead) takes longer than the GPU work, the difference shows as a
+    `host_launch` operator bound by "overhead" (the host and the GPU run as a two-stage pipeline)."""
+    ops = [op for op in linear_ops(ctx, shape.tokens, shape.logit_rows) + attention_ops(ctx, shape) if op.count > 0]
+    costs = [price(op, ctx) for op in ops]
+    if ctx.eager(shape):
+        gpu_s = sum(o.time_s for o in costs)
+        launch_s = host_launch_s(ctx, sum(op.kernels * op.count for op in ops))
+        if launch_s > gpu_s:
+            costs.append(OpCost("host_launch", 1, 0.0, 0.0, launch_s - gpu_s, 0.0, 0.0, "overhead"))
+    return PassCost(tuple(costs), shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +301,8 @@ class CostModel:
         ]
         self._peak_w = hw.peak_flops_per_s(ctx.weights)
         self._cmp_curve, self._mem_curve = eff.compute, eff.memory
+        self._kernels = sum(op.kernels * op.count for op in ops0 if op.name not in HEAD_OPS)
+        self._head_kernels = sum(op.kernels * op.count for op in ops0 if op.name in HEAD_OPS)
         # attention constants, so that `pass_time` does a few multiplications per call
         self._L = ctx.num_layers
         self._kv_per_tok = 2 * m.kv_dim / t * kvb
@@ -343,6 +368,11 @@ class CostModel:
         core = compute if compute > memory else memory
         attn_s = (self._overhead + core) * self._L
         mem_s = attn_s if memory >= compute or self._overhead > core else 0.0
-        return PassTime(
-            lin.time_s + attn_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, lin.memory_bound_s + mem_s
-        )
+        time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
+        if self.ctx.eager(shape):  # the host issuing kernels one by one may be the slower pipeline stage
+            kernels = self._kernels + self._L + (self._head_kernels if shape.logit_rows and self.ctx.lm_head else 0)
+            launch_s = host_launch_s(self.ctx, kernels)
+            if launch_s > time_s:
+                mem_s += launch_s - time_s
+                time_s = launch_s
+        return PassTime(time_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, mem_s)

@@ -250,9 +250,27 @@ class Engine:
                 if np.isnan(rec.admitted_s[rid]):
                     rec.admitted_s[rid] = start
             steps = sched.repeatable_steps(plan, self.max_repeat)
-            dur, flops, nbytes, mem_s = self._price(plan, steps)
+            if steps == 1:  # one pass: plain floats
+                dur, flops, nbytes, mem_s = self._price1(plan)
+                dur += send_s * plan.shape.tokens
+                yield env.timeout(dur)
+                end = env.now
+                upd = sched.update(plan)
+                self.positions += plan.shape.tokens
+                self.wasted += upd.wasted_positions
+                self.padding += upd.padding_tokens
+                for rid in upd.first_token:
+                    rec.first_token_s[rid] = end
+                for rid, _ in upd.finished:
+                    rec.finish_s[rid] = end
+                rep.outstanding -= len(upd.finished)
+                rec.pass_done(ex.replica, start, end - start, plan.shape.seqs, plan.shape.tokens,
+                              int(upd.committed[0]), sched.kv.used_blocks, sched.num_running, sched.num_waiting,
+                              flops * tp, nbytes * tp, mem_s, len(upd.first_token))
+                continue
+            dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
             dur = dur + send_s * plan.shape.tokens
-            if steps > 1 and not sched.static and not sched.waiting and self._next_arrival_s is not None:
+            if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
                 ends = start + np.cumsum(dur)
@@ -269,23 +287,20 @@ class Engine:
             for rid, step in upd.finished:
                 rec.finish_s[rid] = ends[step - 1]
             rep.outstanding -= len(upd.finished)
-            n_first = len(upd.first_token)
-            kv_used, running, waiting = sched.kv.used_blocks, sched.num_running, sched.num_waiting
             # the cost model prices one GPU of the tensor-parallel group; the log counts all of them
-            rec.passes_done(ex.replica, ends - dur, dur, plan.shape.seqs, plan.shape.tokens, upd.committed, kv_used,
-                            running, waiting, flops * tp, nbytes * tp, mem_s, n_first)
+            rec.passes_done(ex.replica, ends - dur, dur, plan.shape.seqs, plan.shape.tokens, upd.committed,
+                            sched.kv.used_blocks, sched.num_running, sched.num_waiting, flops * tp, nbytes * tp,
+                            mem_s, len(upd.first_token))
 
-    def _price(self, plan: Plan, steps: int):
-        """Per-iteration arrays (time, flops, bytes, memory-bound time) of `steps` repetitions of a plan: every
-        pass of the iteration (the target over all its pipeline stages back to back; then other models' passes)."""
-        if steps > 1:  # only AR plans repeat: one target pass per iteration
-            return self.setup.target_cost.repeated_times(plan.shape, steps)
+    def _price1(self, plan: Plan) -> tuple[float, float, float, float]:
+        """(time, flops, bytes, memory-bound time) of one iteration: every pass of it (the target over all its
+        pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
         t = f = b = m = 0.0
         for role, shape in plan.passes:
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
             t, f, b, m = t + pt.time_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
-        return np.array([t]), np.array([f]), np.array([b]), np.array([m])
+        return t, f, b, m
 
     def _stage_send_s(self) -> float:
         """Seconds per token to send activations to the next pipeline stage (hidden state over the link)."""

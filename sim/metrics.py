@@ -23,7 +23,8 @@ class Recorder:
     admitted_s: np.ndarray = field(init=False)
     first_token_s: np.ndarray = field(init=False)
     finish_s: np.ndarray = field(init=False)
-    _chunks: list[tuple] = field(default_factory=list)
+    _chunks: list[tuple] = field(default_factory=list)  # runs of passes: per-pass arrays + shared scalars
+    _rows: list[tuple] = field(default_factory=list)  # single passes: scalars in PASS_COLUMNS order + first tokens
 
     PASS_COLUMNS = ("replica", "start_s", "duration_s", "seqs", "tokens", "committed", "kv_used_blocks",
                     "running", "waiting", "flops", "bytes", "memory_bound_s")
@@ -42,30 +43,35 @@ class Recorder:
         self._chunks.append((replica, starts, durations, seqs, tokens, committed, kv_used, running, waiting, flops,
                              nbytes, mem_s, first_tokens))
 
+    def pass_done(self, replica: int, start: float, duration: float, seqs: int, tokens: int, committed: int,
+                  kv_used: int, running: int, waiting: int, flops: float, nbytes: float, mem_s: float,
+                  first_tokens: int) -> None:
+        """Log one pass (scalars)."""
+        self._rows.append((replica, start, duration, seqs, tokens, committed, kv_used, running, waiting, flops,
+                           nbytes, mem_s, first_tokens))
+
+    def _arrays(self) -> np.ndarray:
+        """Every pass as a row of PASS_COLUMNS + first tokens, ordered by start time."""
+        parts = [np.array(self._rows, dtype=float).reshape(-1, len(self.PASS_COLUMNS) + 1)]
+        for ch in self._chunks:
+            k = len(ch[1])
+            block = np.empty((k, len(self.PASS_COLUMNS) + 1))
+            for j, v in enumerate(ch):
+                block[:, j] = v
+            block[1:, -1] = 0  # first tokens come from the first pass of a run
+            parts.append(block)
+        allrows = np.concatenate(parts)
+        return allrows[np.argsort(allrows[:, 1], kind="stable")]
+
     def columns(self) -> dict[str, np.ndarray]:
         """The per-pass log as arrays, one per column of PASS_COLUMNS."""
-        if not self._chunks:
-            return {c: np.zeros(0) for c in self.PASS_COLUMNS}
-        sizes = np.array([len(ch[1]) for ch in self._chunks])
-        out = {}
-        for j, name in enumerate(self.PASS_COLUMNS):
-            if isinstance(self._chunks[0][j], np.ndarray):  # one value per pass
-                out[name] = np.concatenate([ch[j] for ch in self._chunks]).astype(float)
-            else:  # one value per run of passes
-                out[name] = np.repeat(np.array([ch[j] for ch in self._chunks], dtype=float), sizes)
-        return out
+        a = self._arrays()
+        return {name: a[:, j] for j, name in enumerate(self.PASS_COLUMNS)}
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """(pass duration, sequences that got a token after an earlier one) for every pass: ITL samples."""
-        if not self._chunks:
-            return np.zeros(0), np.zeros(0)
-        durs, counts = [], []
-        for ch in self._chunks:
-            c = np.asarray(ch[5], dtype=float).copy()
-            c[0] -= ch[12]  # first tokens are TTFT, not inter-token latency
-            durs.append(ch[2])
-            counts.append(c)
-        return np.concatenate(durs), np.concatenate(counts)
+        a = self._arrays()
+        return a[:, 2], a[:, 5] - a[:, -1]  # first tokens are TTFT, not inter-token latency
 
     @property
     def passes(self) -> list[tuple]:

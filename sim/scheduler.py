@@ -88,8 +88,9 @@ class _Running:
                 new[: self.n] = old[: self.n]
                 setattr(self, f, new)
         i = self.n
-        for f, v in zip(self.FIELDS, (rid, P, G, U, m, 0, 0, order, 0)):
-            getattr(self, f)[i] = v
+        self.rid[i], self.P[i], self.G[i], self.U[i], self.m[i] = rid, P, G, U, m
+        self.computed[i] = self.held[i] = self.state[i] = 0
+        self.order[i] = order
         self.n += 1
         return i
 
@@ -123,6 +124,8 @@ class Scheduler:
         self._order = 0
         self._aranged = np.arange(256, dtype=np.int64)
         self._ones = np.ones(256, dtype=np.int64)
+        self._zeros = np.zeros(256, dtype=np.int64)
+        self._trues = np.ones(256, dtype=bool)
 
     # -- queue ------------------------------------------------------------------------------------------------------
     def add(self, req: Request) -> bool:
@@ -247,12 +250,13 @@ class Scheduler:
                 return None
         if len(self._ones) < n:
             self._ones = np.ones(2 * n, dtype=np.int64)
+            self._zeros = np.zeros(2 * n, dtype=np.int64)
+            self._trues = np.ones(2 * n, dtype=bool)
         ones = self._ones[:n]
         c_sum = int(known.sum())
         shape = PassShape(n, n, n, c_sum, c_sum, n, "causal")
-        rows = self._arange(n)
-        return Plan(rows, r.rid[:n].copy(), ones, r.computed[:n].copy(), ones, ones * 0, ones.astype(bool), shape,
-                    [("target", shape)])
+        return Plan(self._arange(n), r.rid[:n].copy(), ones, known - 1, ones, self._zeros[:n], self._trues[:n],
+                    shape, [("target", shape)])
 
     def _plan(self, admitted: list[int] | None = None) -> Plan | None:
         b, r, kv, strat = self.batching, self.run, self.kv, self.strategy
@@ -544,9 +548,12 @@ class Scheduler:
         r.computed[:n] += steps
         r.m[:n] += steps
         ends = (left > 0) & (left <= steps)
-        finished = list(zip(r.rid[:n][ends].tolist(), left[ends].tolist()))
-        # useful tokens of pass j (1-based): rows with at least j passes left
-        committed = n - np.searchsorted(np.sort(left), np.arange(1, steps + 1), side="left")
+        finished = list(zip(r.rid[:n][ends].tolist(), left[ends].tolist())) if ends.any() else []
+        if self.static:  # useful tokens of pass j (1-based): rows with at least j passes left
+            committed = n - np.searchsorted(np.sort(left), np.arange(1, steps + 1), side="left")
+        else:  # every row is live and none finishes before the last pass
+            committed = np.full(steps, n)
         padding = int(steps * n - committed.sum())
-        self._retire(np.flatnonzero(ends) if not self.static else None)
+        if finished or self.static:
+            self._retire(np.flatnonzero(ends) if not self.static else None)
         return Update([], finished, committed.astype(np.int64), 0, padding)

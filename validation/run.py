@@ -89,6 +89,25 @@ def build(s: Scenario, device: str, weights: str | None = None):
     return setup, model, executor, blocks, reqs
 
 
+def warm_up(executor, s: Scenario, blocks: int) -> None:
+    """Run eager passes of the row counts the scenario can produce before the clock starts: Triton compiles a
+    kernel variant per configuration bucket on first use (hundreds of ms), which must not land in a timed pass."""
+    from runtime.serve import Item
+
+    b = s.batching
+    limit = b.max_tokens_per_iter if b.kind == "continuous" else b.batch_size * 4096
+    limit = min(limit, executor.model.max_positions - 1)
+    bt = b.kv_block_tokens
+    sizes = sorted({m for m in (1, 2, 3, 5, 8, 16, 17, 33, 64, 65, 100, 128, 129, 256, 257, 512, 513, 1000, 1024,
+                                2048, 2049, 4096, 8192) if m <= limit})
+    for m in sizes:
+        if -(-m // bt) > blocks:
+            break
+        executor.add_request(-1, m, 0)
+        executor.execute([Item(-1, m, 0, 1, list(range(-(-m // bt))))])
+        executor.free(-1)
+
+
 def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=None) -> dict:
     """Execute one scenario; returns the JSONL record (result, per-pass device times and shapes, telemetry)."""
     from runtime.serve import serve
@@ -106,12 +125,11 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
             counted[shape] = (pc.flops, pc.bytes, pc.memory_bound_s / pc.time_s if pc.time_s else 0.0)
         return counted[shape]
 
-    # warm up the eager path (Triton compiles per shape) on a throwaway request, then serve for real
-    executor.add_request(-1, min(64, reqs[0].prompt_tokens if reqs else 16), 0)
+    ar = s.strategy.kind == "ar"
+    if ar:  # (strategy executors warm up their own passes)
+        warm_up(executor, s, blocks)
     base = dict(scenario=s.name, hardware=hw.name, model=setup.model.name, strategy=s.strategy.kind,
                 batching=s.batching.kind, weight_bytes_per_gpu=setup.weight_bytes_per_gpu)
-    executor.free(-1)
-    ar = s.strategy.kind == "ar"
     with NvmlSampler() as sampler:
         served = serve(reqs, s.batching, executor, blocks, base, seed=s.seed, count=count,
                        peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
