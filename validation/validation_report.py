@@ -250,6 +250,9 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
         blocks.append(("table", ["run", "shape", "measured ms", "predicted ms", "error"],
                        [[n, str(s), f"{a * 1e3:.3f}", f"{b * 1e3:.3f}", f"{b / a - 1:+.1%}"]
                         for _, n, s, a, b in worst]))
+        notes = folder / "validation-notes.md"
+        if notes.exists():  # the team's explanation of the worst points, kept next to the data it explains
+            blocks.append(("p", notes.read_text().strip()))
     else:
         blocks.append(("p", "No validation runs in this folder yet. Record them on the GPU with "
                             f"`memwall run SCENARIO... --out {folder.as_posix()}/runs.jsonl` (never used for fitting), "
