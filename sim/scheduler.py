@@ -125,6 +125,7 @@ class Scheduler:
         self._aranged = np.arange(256, dtype=np.int64)
         self._ones = np.ones(256, dtype=np.int64)
         self._zeros = np.zeros(256, dtype=np.int64)
+        self._caught_up: bool | None = True  # every running row decoding (AR fast path); None = look again
         self._trues = np.ones(256, dtype=bool)
 
     # -- queue ------------------------------------------------------------------------------------------------------
@@ -170,6 +171,22 @@ class Scheduler:
         self.run.held[row] = held
         return True
 
+    def _grow_rows(self, rows: np.ndarray, tokens: np.ndarray) -> None:
+        """Grow several rows' KV to `tokens` positions each (the caller checked the pool has the blocks): block ids
+        taken from the pool at once and dealt out, instead of one grow() per row."""
+        r, kv = self.run, self.kv
+        need = (tokens + kv.block_tokens - 1) // kv.block_tokens - r.held[rows]
+        grow = need > 0
+        rows, need = rows[grow], need[grow]
+        if not len(rows):
+            return
+        ids = kv.take(int(need.sum()))
+        tables, at = kv.tables, 0
+        for rid, k in zip(r.rid[rows].tolist(), need.tolist()):
+            tables.setdefault(rid, []).extend(ids[at:at + k])
+            at += k
+        r.held[rows] += need
+
     def _preempt_latest(self) -> int:
         """Free the latest-arrived running sequence's KV and re-queue it at the front (recompute)."""
         r = self.run
@@ -179,6 +196,7 @@ class Scheduler:
         self.kv.free(rid)
         r.remove(np.array([i]))
         self.preemptions += 1
+        self._caught_up = None
         return rid
 
     # -- plan -------------------------------------------------------------------------------------------------------
@@ -223,8 +241,17 @@ class Scheduler:
         n = r.n
         if n == 0:
             return None
+        if self.waiting and n < self.batching.max_batch:  # could the head of the queue be admitted?
+            head, m0 = self.waiting[0]
+            need = head.prompt_tokens + m0
+            budget = self.batching.max_tokens_per_iter - n
+            if (need <= budget or self.batching.chunked_prefill) and \
+                    kv.needed(head.id, min(need, budget)) <= kv.free_blocks:
+                return None
         known = r.P[:n] + r.m[:n]
-        if not np.array_equal(known - 1, r.computed[:n]):
+        if self._caught_up is None:  # not known since the last general update: look
+            self._caught_up = bool(np.array_equal(known - 1, r.computed[:n]))
+        if not self._caught_up:
             return None
         bt = kv.block_tokens
         grow = np.flatnonzero(known > r.held[:n] * bt)
@@ -233,21 +260,7 @@ class Scheduler:
             total = int(need.sum())
             if total > kv.free_blocks:
                 return None
-            if total == len(grow):  # the usual case: each crosses into one new block; hand them out at once
-                tables = kv.tables
-                for rid, bid in zip(r.rid[grow].tolist(), kv.take(total)):
-                    tables[rid].append(bid)
-                r.held[grow] += 1
-            else:
-                for i in grow.tolist():
-                    self._grow(i, int(known[i]))
-        if self.waiting and n < self.batching.max_batch:
-            head, m0 = self.waiting[0]
-            need = head.prompt_tokens + m0
-            budget = self.batching.max_tokens_per_iter - n
-            if (need <= budget or self.batching.chunked_prefill) and \
-                    kv.needed(head.id, min(need, budget)) <= kv.free_blocks:
-                return None
+            self._grow_rows(grow, known[grow])
         if len(self._ones) < n:
             self._ones = np.ones(2 * n, dtype=np.int64)
             self._zeros = np.zeros(2 * n, dtype=np.int64)
@@ -282,7 +295,10 @@ class Scheduler:
                 break
             g_rows = srows[grow]
             short = int(((hold[grow] + bt - 1) // bt - r.held[g_rows]).sum())
-            if short <= kv.free_blocks or static:
+            if short <= kv.free_blocks:
+                self._grow_rows(g_rows, hold[grow])
+                break
+            if static:  # reserved up front: grow what the pool still has
                 for i, h in zip(g_rows.tolist(), hold[grow].tolist()):
                     self._grow(i, h)
                 break
@@ -311,7 +327,8 @@ class Scheduler:
         while not static and self.waiting and budget > 0 and r.n < b.max_batch:
             req, m0 = self.waiting[0]
             i = self._admit(req, m0)
-            need = int(strat.kv_ready(r.P[i:i + 1], r.m[i:i + 1])[0])
+            need = (req.prompt_tokens + m0 - 1 if strat.kind == "ar"
+                    else int(strat.kv_ready(r.P[i:i + 1], r.m[i:i + 1])[0]))
             q, c, steps = self._catchup(i, need, budget, len(srows) > 0 or bool(rows))
             if q == 0:
                 self.kv.free(req.id)
@@ -334,7 +351,9 @@ class Scheduler:
         (0, 0, False) when it cannot run now (budget, or KV blocks)."""
         r, strat = self.run, self.strategy
         step_q = 0
-        if strat.step_with_catchup or catch == 0:
+        if strat.kind == "ar":  # one query token that ends at position P + m (plain ints: this runs per admission)
+            step_q, hold = 1, int(r.P[i] + r.m[i])
+        elif strat.step_with_catchup or catch == 0:
             st = strat.step(r.P[i:i + 1], r.m[i:i + 1], r.G[i:i + 1], r.state[i:i + 1])
             step_q, hold = int(st.q[0]), int(st.hold[0])
         need = catch + step_q
@@ -462,6 +481,7 @@ class Scheduler:
             return self._update_repeated(plan, steps)
         if self.strategy.kind == "ar" and not self.static and commits is None:
             return self._update_ar(plan)
+        self._caught_up = None
         r, strat = self.run, self.strategy
         rows, stp = plan.rows, plan.steps
         m_old = r.m[rows].copy()
@@ -500,6 +520,8 @@ class Scheduler:
         with fewer vector operations)."""
         r = self.run
         rows = plan.rows
+        # afterwards every row is caught up if every running row took a step in this pass
+        self._caught_up = len(rows) == r.n and bool(plan.steps.all())
         r.computed[rows] += plan.catchup
         s = rows[plan.steps]
         m_old = r.m[s]
@@ -537,13 +559,7 @@ class Scheduler:
         if not self.static:
             grow = np.flatnonzero(final_kv > r.held[:n] * bt)
             if len(grow):  # repeatable_steps checked that the pool has these blocks
-                need = (final_kv[grow] + bt - 1) // bt - r.held[grow]
-                ids = self.kv.take(int(need.sum()))
-                tables, at = self.kv.tables, 0
-                for rid, k in zip(r.rid[grow].tolist(), need.tolist()):
-                    tables[rid].extend(ids[at:at + k])
-                    at += k
-                r.held[grow] += need
+                self._grow_rows(grow, final_kv[grow])
         left = r.G[:n] - r.m[:n]  # passes each row still needs (<= 0: padding row)
         r.computed[:n] += steps
         r.m[:n] += steps
