@@ -315,10 +315,15 @@ class CostModel:
         self._overhead = eff.kernel_overhead_s
 
     def _linear_uncached(self, tokens: int, logit_rows: int) -> PassTime:
-        # plain floats over ~15 operators: faster than numpy at this size, and called once per new (Q, O)
+        # plain floats over ~15 operators: faster than numpy at this size, and called once per new (Q, O). The
+        # Hockney times (n + n_1/2) / (peak * max_fraction) are inlined when both curves are formulas.
         m = self.ctx.model
         touched = experts_touched(m.num_experts, m.experts_per_token, tokens) if m.is_moe else 0.0
         head = logit_rows > 0 and self.ctx.lm_head
+        cc, mc = self._cmp_curve, self._mem_curve
+        inline = cc.points is None and mc.points is None
+        c_half, c_rate = cc.half_size, self._peak_w * cc.max_fraction
+        m_half, m_rate = mc.half_size, self._bw * mc.max_fraction
         total_s = flops_sum = bytes_sum = mem_s = 0.0
         for (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind in self._table:
             if is_head and not head:
@@ -328,8 +333,12 @@ class CostModel:
             if kind == "comm":
                 core, memory_bound = c0 + c1 * tokens + c2 * logit_rows + c3 * touched, False
             else:
-                compute = _hockney_s(self._cmp_curve, flops, self._peak_w) if kind == "flops" else 0.0
-                memory = _hockney_s(self._mem_curve, nbytes, self._bw)
+                if inline:
+                    compute = (flops + c_half) / c_rate if kind == "flops" and flops > 0 else 0.0
+                    memory = (nbytes + m_half) / m_rate if nbytes > 0 else 0.0
+                else:
+                    compute = _hockney_s(cc, flops, self._peak_w) if kind == "flops" else 0.0
+                    memory = _hockney_s(mc, nbytes, self._bw)
                 core = compute if compute > memory else memory
                 memory_bound = memory >= compute or ovh > core
             t = count * (ovh + core)

@@ -51,7 +51,10 @@ class Recorder:
                            nbytes, mem_s, first_tokens))
 
     def _arrays(self) -> np.ndarray:
-        """Every pass as a row of PASS_COLUMNS + first tokens, ordered by start time."""
+        """Every pass as a row of PASS_COLUMNS + first tokens, ordered by start time (cached until a new pass)."""
+        key = (len(self._rows), len(self._chunks))
+        if getattr(self, "_cache_key", None) == key:
+            return self._cache
         parts = [np.array(self._rows, dtype=float).reshape(-1, len(self.PASS_COLUMNS) + 1)]
         for ch in self._chunks:
             k = len(ch[1])
@@ -61,7 +64,8 @@ class Recorder:
             block[1:, -1] = 0  # first tokens come from the first pass of a run
             parts.append(block)
         allrows = np.concatenate(parts)
-        return allrows[np.argsort(allrows[:, 1], kind="stable")]
+        self._cache_key, self._cache = key, allrows[np.argsort(allrows[:, 1], kind="stable")]
+        return self._cache
 
     def columns(self) -> dict[str, np.ndarray]:
         """The per-pass log as arrays, one per column of PASS_COLUMNS."""

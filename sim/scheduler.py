@@ -70,6 +70,15 @@ class Update:
         return int(self.committed.sum())
 
 
+class _Ones:
+    """The step of n AR decode rows as `_make_plan` reads it (only q)."""
+
+    __slots__ = ("q",)
+
+    def __init__(self, q: np.ndarray):
+        self.q = q
+
+
 class _Running:
     """Structure of arrays for running sequences; rows are compacted on removal (swap with the last)."""
 
@@ -158,6 +167,13 @@ class Scheduler:
                             s.tokens_to_commit(req.prompt_tokens, req.output_tokens), s.useful(req.output_tokens),
                             m, self._order)
 
+    def _ones_of(self, n: int) -> np.ndarray:
+        if len(self._ones) < n:
+            self._ones = np.ones(2 * n, dtype=np.int64)
+            self._zeros = np.zeros(2 * n, dtype=np.int64)
+            self._trues = np.ones(2 * n, dtype=bool)
+        return self._ones[:n]
+
     def _arange(self, n: int) -> np.ndarray:
         if len(self._aranged) < n:
             self._aranged = np.arange(2 * n, dtype=np.int64)
@@ -171,20 +187,22 @@ class Scheduler:
         self.run.held[row] = held
         return True
 
-    def _grow_rows(self, rows: np.ndarray, tokens: np.ndarray) -> None:
-        """Grow several rows' KV to `tokens` positions each (the caller checked the pool has the blocks): block ids
-        taken from the pool at once and dealt out, instead of one grow() per row."""
+    def _grow_rows(self, rows: np.ndarray, need: np.ndarray) -> None:
+        """Give each of `rows` `need` more blocks (all > 0; the caller checked the pool has them): ids taken from
+        the pool at once and dealt out, instead of one grow() per row."""
         r, kv = self.run, self.kv
-        need = (tokens + kv.block_tokens - 1) // kv.block_tokens - r.held[rows]
-        grow = need > 0
-        rows, need = rows[grow], need[grow]
-        if not len(rows):
-            return
-        ids = kv.take(int(need.sum()))
-        tables, at = kv.tables, 0
-        for rid, k in zip(r.rid[rows].tolist(), need.tolist()):
-            tables.setdefault(rid, []).extend(ids[at:at + k])
-            at += k
+        total = int(need.sum())
+        ids = kv.take(total)
+        tables = kv.tables
+        rids = r.rid[rows].tolist()
+        if total == len(rids):  # the usual case: one block each
+            for rid, bid in zip(rids, ids):
+                tables[rid].append(bid)
+        else:
+            at = 0
+            for rid, k in zip(rids, need.tolist()):
+                tables.setdefault(rid, []).extend(ids[at:at + k])
+                at += k
         r.held[rows] += need
 
     def _preempt_latest(self) -> int:
@@ -241,13 +259,6 @@ class Scheduler:
         n = r.n
         if n == 0:
             return None
-        if self.waiting and n < self.batching.max_batch:  # could the head of the queue be admitted?
-            head, m0 = self.waiting[0]
-            need = head.prompt_tokens + m0
-            budget = self.batching.max_tokens_per_iter - n
-            if (need <= budget or self.batching.chunked_prefill) and \
-                    kv.needed(head.id, min(need, budget)) <= kv.free_blocks:
-                return None
         known = r.P[:n] + r.m[:n]
         if self._caught_up is None:  # not known since the last general update: look
             self._caught_up = bool(np.array_equal(known - 1, r.computed[:n]))
@@ -257,10 +268,19 @@ class Scheduler:
         grow = np.flatnonzero(known > r.held[:n] * bt)
         if len(grow):
             need = (known[grow] + bt - 1) // bt - r.held[grow]
-            total = int(need.sum())
-            if total > kv.free_blocks:
+            if int(need.sum()) > kv.free_blocks:
                 return None
-            self._grow_rows(grow, known[grow])
+            self._grow_rows(grow, need)
+        if self.waiting and n < self.batching.max_batch:  # decodes first, then whatever the budget admits
+            rows: list[int] = []
+            qs: list[int] = []
+            catches: list[int] = []
+            stepping: list[bool] = []
+            admitted: list[int] = []
+            self._admit_waiting(self.batching.max_tokens_per_iter - n, True, rows, qs, catches, stepping, admitted)
+            if rows:
+                return self._make_plan(self._arange(n), _Ones(self._ones_of(n)), rows, qs, catches, stepping, [],
+                                       admitted)
         if len(self._ones) < n:
             self._ones = np.ones(2 * n, dtype=np.int64)
             self._zeros = np.zeros(2 * n, dtype=np.int64)
@@ -296,7 +316,9 @@ class Scheduler:
             g_rows = srows[grow]
             short = int(((hold[grow] + bt - 1) // bt - r.held[g_rows]).sum())
             if short <= kv.free_blocks:
-                self._grow_rows(g_rows, hold[grow])
+                need = (hold[grow] + bt - 1) // bt - r.held[g_rows]
+                keep = need > 0
+                self._grow_rows(g_rows[keep], need[keep])
                 break
             if static:  # reserved up front: grow what the pool still has
                 for i, h in zip(g_rows.tolist(), hold[grow].tolist()):
@@ -324,17 +346,28 @@ class Scheduler:
                 budget -= q
         # 3. admit waiting requests, first come first served, while tokens, slots and blocks allow
         admitted = list(admitted or [])
-        while not static and self.waiting and budget > 0 and r.n < b.max_batch:
+        if not static:
+            self._admit_waiting(budget, len(srows) > 0, rows, qs, catches, stepping, admitted)
+        if len(srows) == 0 and not rows:
+            return None
+        return self._make_plan(srows, st, rows, qs, catches, stepping, preempted, admitted)
+
+    def _admit_waiting(self, budget: int, others: bool, rows: list, qs: list, catches: list, stepping: list,
+                       admitted: list) -> None:
+        """Admit waiting requests first come first served while the token budget, the batch limit and the KV
+        blocks allow; appends each admitted row's work to the lists."""
+        r, strat, b = self.run, self.strategy, self.batching
+        while self.waiting and budget > 0 and r.n < b.max_batch:
             req, m0 = self.waiting[0]
             i = self._admit(req, m0)
             need = (req.prompt_tokens + m0 - 1 if strat.kind == "ar"
                     else int(strat.kv_ready(r.P[i:i + 1], r.m[i:i + 1])[0]))
-            q, c, steps = self._catchup(i, need, budget, len(srows) > 0 or bool(rows))
+            q, c, steps = self._catchup(i, need, budget, others or bool(rows))
             if q == 0:
                 self.kv.free(req.id)
                 r.remove(np.array([i]))
                 self._order -= 1
-                break
+                return
             self.waiting.popleft()
             rows.append(i)
             qs.append(q)
@@ -342,9 +375,6 @@ class Scheduler:
             stepping.append(steps)
             admitted.append(req.id)
             budget -= q
-        if len(srows) == 0 and not rows:
-            return None
-        return self._make_plan(srows, st, rows, qs, catches, stepping, preempted, admitted)
 
     def _catchup(self, i: int, catch: int, budget: int, others: bool) -> tuple[int, int, bool]:
         """(query tokens, prefill tokens, takes a step) for a row `catch` positions behind, within `budget`;
@@ -559,17 +589,20 @@ class Scheduler:
         if not self.static:
             grow = np.flatnonzero(final_kv > r.held[:n] * bt)
             if len(grow):  # repeatable_steps checked that the pool has these blocks
-                self._grow_rows(grow, final_kv[grow])
+                self._grow_rows(grow, (final_kv[grow] + bt - 1) // bt - r.held[grow])
         left = r.G[:n] - r.m[:n]  # passes each row still needs (<= 0: padding row)
         r.computed[:n] += steps
         r.m[:n] += steps
+        if not self.static:  # every row is live, none finishes before the last pass (repeatable_steps)
+            ends = np.flatnonzero(left == steps)
+            finished = [(rid, steps) for rid in r.rid[ends].tolist()]
+            if finished:
+                self._retire(ends)
+            return Update([], finished, np.full(steps, n, dtype=np.int64), 0, 0)
         ends = (left > 0) & (left <= steps)
         finished = list(zip(r.rid[:n][ends].tolist(), left[ends].tolist())) if ends.any() else []
-        if self.static:  # useful tokens of pass j (1-based): rows with at least j passes left
-            committed = n - np.searchsorted(np.sort(left), np.arange(1, steps + 1), side="left")
-        else:  # every row is live and none finishes before the last pass
-            committed = np.full(steps, n)
+        # useful tokens of pass j (1-based): rows with at least j passes left
+        committed = n - np.searchsorted(np.sort(left), np.arange(1, steps + 1), side="left")
         padding = int(steps * n - committed.sum())
-        if finished or self.static:
-            self._retire(np.flatnonzero(ends) if not self.static else None)
+        self._retire(None)
         return Update([], finished, committed.astype(np.int64), 0, padding)
