@@ -82,7 +82,8 @@ def stats(pairs: list[tuple[int, int]], k: int) -> dict:
 
 def self_speculation(model, prompts, new_tokens, layers, k):
     """(drafted, accepted) per verify, and the outputs, of greedy self-speculation through the runtime."""
-    ex = SpeculativeExecutor(model, 4096, 16, draft_layers=layers, acceptance_mode="greedy")
+    blocks = sum(-(-(len(p) + new_tokens + k) // 16) for p in prompts)  # every request's KV at once
+    ex = SpeculativeExecutor(model, blocks, 16, draft_layers=layers, acceptance_mode="greedy")
     reqs = [Request(i, 0.0, len(p), new_tokens) for i, p in enumerate(prompts)]
     for i, p in enumerate(prompts):
         ex.add_tokens(i, p)
@@ -91,9 +92,10 @@ def self_speculation(model, prompts, new_tokens, layers, k):
     ex.free = lambda r: (outs.__setitem__(r, ex.output(r, len(prompts[r]))), free(r))
     batching = Continuous(max_batch=len(prompts), max_tokens_per_iter=8192, kv_block_tokens=16)
     strat = Speculative(SpeculativeSpec(draft="self", draft_layers=layers, k=k), k, True)
-    serve(reqs, batching, ex, 4096, {"scenario": "acceptance", "hardware": "cpu", "model": "smollm2",
+    serve(reqs, batching, ex, blocks, {"scenario": "acceptance", "hardware": "cpu", "model": "smollm2",
                                       "strategy": "speculative", "batching": "continuous"},
           clock=VirtualClock(), strategy=strat, kv_extra=k)
+    ex.free = free  # break the cycle through the wrapper so the cache is freed now
     return list(zip(ex.drafted, ex.accepted)), [outs[i] for i in range(len(prompts))]
 
 
@@ -130,6 +132,7 @@ def main() -> None:
             record["settings"][name] = {"drafter": "self", "draft_layers": layers, "k": k, **stats(pairs, k)}
             (OUT / f"smollm2-{name}.txt").write_text("".join(f"{a}\n" for _, a in pairs))
             print(name, record["settings"][name]["alpha"], flush=True)
+            (OUT / "smollm2.json").write_text(json.dumps(record, indent=1) + "\n")  # partial results survive
     record["elapsed_s"] = round(time.time() - t0, 1)
     (OUT / "smollm2.json").write_text(json.dumps(record, indent=1) + "\n")
 
