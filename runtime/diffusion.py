@@ -63,7 +63,7 @@ class DiffusionExecutor(PlanExecutor):
         """(first computed position, query tokens, context, span start, span end) of one step, in positions of the
         sequence; span bounds are response offsets (sim/strategies/diffusion.py, Diffusion.step)."""
         s = self.strategy
-        m_, G_, st = np.array([m]), np.array([G]), np.array([state])
+        m_, G_ = np.array([m]), np.array([G])
         start, length = (int(x[0]) for x in s._span(m_, G_))
         W = int(s._window(m_, G_, np.array([start + length]))[0])
         N, cache, refresh = P + W, s.spec.cache, state == 0

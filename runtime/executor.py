@@ -19,6 +19,8 @@ from typing import Protocol, Sequence
 
 import torch
 
+from runtime.requests import RequestTokens
+
 from runtime.forward import SeqInput, build_meta, forward
 from runtime.graphs import BUCKETS, DecodeGraphs
 
@@ -48,14 +50,14 @@ def plan_rows(req_ids, q, start, o, tables: dict[int, list[int]]) -> list[PlanRo
     return [PlanRow(int(r), int(a), int(b), int(c), list(tables[int(r)])) for r, a, b, c in zip(req_ids, q, start, o)]
 
 
-class Executor:
+class Executor(RequestTokens):
     """Runs plans on `model` with `cache` (both from runtime.model). `use_graphs` (default: on CUDA) captures
     decode graphs for sequences up to `max_context` positions."""
 
     def __init__(self, model, cache, use_graphs: bool | None = None, max_context: int | None = None,
                  buckets: Sequence[int] = BUCKETS):
         self.model, self.cache = model, cache
-        self.tokens: dict[int, list[int]] = {}
+        RequestTokens.__init__(self)
         self.on_cuda = cache.k.is_cuda
         graphs = self.on_cuda if use_graphs is None else use_graphs
         if graphs and model.spec.is_moe:
@@ -64,25 +66,6 @@ class Executor:
         if graphs:
             max_context = max_context or min(model.max_positions, cache.num_blocks * cache.block_tokens)
             self.graphs = DecodeGraphs(model, cache, max_context, buckets, capture=False)
-
-    # -- requests --------------------------------------------------------------------------------------------
-    def add_request(self, req_id: int, prompt_len: int, seed: int) -> None:
-        """A request whose prompt is `prompt_len` seeded random token ids (timing does not depend on the ids)."""
-        gen = torch.Generator().manual_seed(seed)
-        self.add_tokens(req_id, torch.randint(0, self.model.spec.vocab_size, (prompt_len,), generator=gen).tolist())
-
-    def add_tokens(self, req_id: int, token_ids: Sequence[int]) -> None:
-        """A request with the given prompt token ids."""
-        if req_id in self.tokens:
-            raise ValueError(f"request {req_id} already exists")
-        self.tokens[req_id] = list(token_ids)
-
-    def free(self, req_id: int) -> None:
-        self.tokens.pop(req_id, None)
-
-    def output(self, req_id: int, prompt_len: int) -> list[int]:
-        """Tokens generated so far (everything after the first prompt_len)."""
-        return self.tokens[req_id][prompt_len:]
 
     # -- passes ----------------------------------------------------------------------------------------------
     def execute(self, plan: Sequence[PlanItem]) -> tuple[float, dict[int, int]]:

@@ -15,12 +15,13 @@ ever read. Positions the scheduler rolled back (rejected drafts, shrunk tables) 
 from __future__ import annotations
 
 import time
-from typing import Sequence
 
 import torch
 
+from runtime.requests import RequestTokens
 
-class PlanExecutor:
+
+class PlanExecutor(RequestTokens):
     """Base of the strategy executors. `scratch_rows` rows of a pass may each use `scratch_positions` positions
     beyond their block table (see the module doc); `cache` has the scheduler's `num_blocks` blocks first."""
 
@@ -32,25 +33,8 @@ class PlanExecutor:
         self.scratch_rows = scratch_rows
         self.cache = model.paged_cache(num_blocks + scratch_rows * self.per_row, block_tokens)
         self.on_cuda = self.cache.k.is_cuda
-        self.tokens: dict[int, list[int]] = {}
+        RequestTokens.__init__(self)
         self.pass_log: list[tuple[str, int, float]] = []  # (role, query tokens, device seconds) of every pass
-
-    # -- requests ----------------------------------------------------------------------------------------------
-    def add_request(self, req_id: int, prompt_len: int, seed: int) -> None:
-        """A request whose prompt is `prompt_len` seeded random token ids (timing does not depend on the ids)."""
-        gen = torch.Generator().manual_seed(seed)
-        self.add_tokens(req_id, torch.randint(0, self.model.spec.vocab_size, (prompt_len,), generator=gen).tolist())
-
-    def add_tokens(self, req_id: int, token_ids: Sequence[int]) -> None:
-        if req_id in self.tokens:
-            raise ValueError(f"request {req_id} already exists")
-        self.tokens[req_id] = list(token_ids)
-
-    def free(self, req_id: int) -> None:
-        self.tokens.pop(req_id, None)
-
-    def output(self, req_id: int, prompt_len: int) -> list[int]:
-        return self.tokens[req_id][prompt_len:]
 
     # -- tables and timing -----------------------------------------------------------------------------------------
     def table(self, kv, req_id: int, positions: int, row: int = 0) -> list[int]:

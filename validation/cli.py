@@ -6,14 +6,12 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from sim.errors import UserError
 
