@@ -9,9 +9,11 @@ Run on the GPU machine (repo root, sim's wheels on PYTHONPATH):
     speculative with a llama-3.2-1b-shaped draft and with self-speculation (8 layers), k = 4, FORCED acceptance
     alpha = 0.8 (random weights never agree; runtime/acceptance.py); block diffusion (block 32, 8 steps per
     block, fused KV write). Per-pass device times by role come from the executors' pass logs;
- 3. implied vs measured speculative speedup: implied = (E[n] / (k t_draft + t_verify)) * t_ar_pass, E[n] = 1 +
-    mean accepted drafts from the histogram, pass times = medians of decode passes; measured = decode tokens per
-    device second of speculative iterations / of AR passes (prefill excluded in both);
+ 3. implied vs measured speculative speedup over the exact passes the run executed (SpeculativeExecutor.iter_log):
+    per decode iteration (every plan row drafts) its draft passes, catch-up passes included, plus its verify pass;
+    implied = E[n] (1 + mean accepted, histogram of every drafted row) * mean rows / mean iteration time, measured =
+    committed tokens / summed iteration time, both over the AR decode rate b / t_ar (prefill excluded). The older
+    median model (E[n] / (k t_draft + t_verify) * t_ar, medians of full-size passes) is kept alongside;
  4. llada-8b-shaped bidirectional model: full bidirectional passes of 2,048 and 4,096 query tokens, achieved
     FLOP/s (2 * tokens * matrix params + 4 * L * h * d_h * q * c for attention) against the GEMM rate; diffusion
     at batches 1, 8, 64 (prompt 128, gen_length 64, 16 steps, no cache).
@@ -50,6 +52,7 @@ from sim.strategies.speculative import Speculative  # noqa: E402
 from sim.workload import Request  # noqa: E402
 
 R: dict = {}
+SKIP_BLOCK = False
 K, ALPHA, PROMPT, OUTPUT = 4, 0.8, 128, 64
 
 
@@ -134,19 +137,37 @@ def bench_target(dev, spec, draft_spec, batches, blocks, bt) -> None:
             t_d = med([t for r, n, t in log if r == "draft" and n == b])
             t_v = med([t for r, n, t in log if r == "verify" and n == b * (K + 1)])
             full = [a for a, d in zip(ex.accepted, ex.drafted) if d == K]
-            e_n = 1 + float(np.mean(full))
-            implied = (e_n / (K * t_d + t_v)) * row["ar"]["decode_pass_s_median"]
-            # measured: decode tokens committed per device second over iterations with every row drafting k
-            dec_tokens = sum(a + 1 for a, d in zip(ex.accepted, ex.drafted) if d == K)
-            dec_time = sum(t for r, n, t in log if (r == "verify" and n == b * (K + 1)) or
-                                       (r == "draft" and n == b))
-            measured = (dec_tokens / dec_time) / row["ar"]["decode_tok_per_device_s"]
+            e_n_full = 1 + float(np.mean(full))
+            t_ar = row["ar"]["decode_pass_s_median"]
+            median_model = (e_n_full / (K * t_d + t_v)) * t_ar  # earlier figure: medians of full-size passes only
+            # decode iterations: every plan row steps and drafts (prefill iterations excluded). Per iteration, the
+            # exact passes the run executed: all its draft passes (catch-up passes included) + its verify pass.
+            dec = [it for it in ex.iter_log if it[4] == it[3] > 0]
+            t_iter = [d + v for d, v, *_ in dec]
+            rows_iter = [it[4] for it in dec]
+            hist_all = np.bincount(ex.accepted, minlength=K + 1)  # every drafted row (the decode iterations')
+            e_n = 1 + float(np.dot(np.arange(len(hist_all)), hist_all) / hist_all.sum())
+            ar_rate = b / t_ar
+            implied = (e_n * float(np.mean(rows_iter)) / float(np.mean(t_iter))) / ar_rate
+            measured = (sum(it[5] for it in dec) / sum(t_iter)) / ar_rate
             row[name] = {"tok_s": served.result.output_throughput_tok_s, "acceptance": "forced", "alpha": ALPHA,
                          "k": K, "draft_pass_s_median": t_d, "verify_pass_s_median": t_v,
                          "accepted_histogram": np.bincount(full, minlength=K + 1).tolist(),
-                         "tokens_per_iteration": e_n, "speedup_implied": implied, "speedup_measured": measured,
-                         "speedup_error": measured / implied - 1, "wasted_positions": served.wasted_positions}
+                         "accepted_histogram_all_rows": hist_all.tolist(),
+                         "tokens_per_iteration": e_n_full, "tokens_per_row_iteration": e_n,
+                         "decode_iterations": len(dec), "rows_per_iteration_mean": float(np.mean(rows_iter)),
+                         "iteration_s_mean": float(np.mean(t_iter)),
+                         "iteration_draft_passes_mean": float(np.mean([it[2] for it in dec])),
+                         "speedup_implied": implied, "speedup_measured": measured,
+                         "speedup_error": measured / implied - 1,
+                         "speedup_implied_median_model": median_model,
+                         "speedup_error_vs_median_model": measured / median_model - 1,
+                         "iter_log": ex.iter_log, "wasted_positions": served.wasted_positions}
             del ex
+        if SKIP_BLOCK:
+            print(b, json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "iter_log"} for k, v in row.items()})[:600],
+                  flush=True)
+            continue
         # block diffusion
         strat = BlockDiffusion(BlockSpec(block_size=32, steps_per_block=8))
         for attempt in range(2):
@@ -171,9 +192,63 @@ def matrix_params(spec: ModelSpec) -> int:
     return L * per_layer + spec.vocab_size * d  # LM head on every row (o = N for diffusion)
 
 
-def bench_diffusion(dev, spec, batches, sizes, gemm_flops, bt) -> None:
+def profile_pass(model, n, bt) -> dict:
+    """Kernel-level profile of one full bidirectional pass of n tokens, old (float32 torch elementwise) and new
+    (fused many-row path) ops, plus SDPA backends alone at that size."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import torch.nn.functional as F
+    from runtime import ops
+
+    out = {}
+    cache = model.paged_cache(-(-n // bt), bt)
+    seq = SeqInput(torch.randint(0, model.spec.vocab_size, (n,)).tolist(), 0, list(range(cache.num_blocks)), n,
+                   attend="full")
+    meta = build_meta([seq], cache, model.device, model.max_positions)
+    for fast in (False, True):
+        ops.CONFIG.fast_prefill = fast
+        for _ in range(2):
+            forward(model, cache, meta)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            forward(model, cache, meta)
+            torch.cuda.synchronize()
+        rows = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)
+        total = sum(e.device_time_total for e in rows)
+        out[f"fast_prefill={fast}"] = {"device_ms_total": total / 1e3, "top": [
+            (e.key[:90], round(e.device_time_total / 1e3, 3), e.count) for e in rows[:14]]}
+        print(f"--- fast_prefill={fast}: {total / 1e3:.1f} ms of kernels", flush=True)
+        for k, ms, c in out[f"fast_prefill={fast}"]["top"]:
+            print(f"{ms:8.2f} ms {c:5d}x {k}", flush=True)
+    ops.CONFIG.fast_prefill = True
+    H, D = model.spec.num_heads, model.spec.d_head
+    qkv = [torch.randn(n, H, D, device="cuda", dtype=torch.bfloat16).transpose(0, 1)[None] for _ in range(3)]
+    for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                     ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel([be]):
+                ts = []
+                for i in range(8):
+                    a, b_ = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    F.scaled_dot_product_attention(*qkv)
+                    b_.record()
+                    b_.synchronize()
+                    if i >= 3:
+                        ts.append(a.elapsed_time(b_))
+            out[f"sdpa_{name}_ms"] = med(ts)
+            print(f"sdpa {name} q={n}: {med(ts):.3f} ms ({4 * H * D * n * n / med(ts) / 1e9:.0f} TFLOP/s)", flush=True)
+        except Exception as e:  # a backend that does not take these inputs
+            out[f"sdpa_{name}_ms"] = repr(e)[:200]
+    del cache
+    return out
+
+
+def bench_diffusion(dev, spec, batches, sizes, gemm_flops, bt, prof=False) -> None:
     model = Transformer.random(spec, seed=0, device=dev, max_positions=4096)
     P = matrix_params(spec)
+    if prof and dev == "cuda":
+        R["profile"] = {str(n): profile_pass(model, n, bt) for n in sizes}
     for n in sizes:
         cache = model.paged_cache(-(-n // bt), bt)
         seq = SeqInput(torch.randint(0, spec.vocab_size, (n,)).tolist(), 0, list(range(cache.num_blocks)), n,
@@ -213,7 +288,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test with tiny models")
+    ap.add_argument("--only", choices=("target", "diffusion"), help="run one of the two parts")
+    ap.add_argument("--no-block", action="store_true", help="skip block diffusion in the target part")
+    ap.add_argument("--profile", action="store_true", help="profile the full diffusion passes (old and new ops)")
+    ap.add_argument("--batches", type=lambda x: tuple(int(v) for v in x.split(",")), help="e.g. 1,8,64")
     args = ap.parse_args()
+    global SKIP_BLOCK
+    SKIP_BLOCK = args.no_block
     dev = "cpu" if args.tiny else "cuda"
     R["device"] = info(dev)
     R["settings"] = {"k": K, "forced_alpha": ALPHA, "prompt": PROMPT, "output": OUTPUT,
@@ -228,9 +309,15 @@ def main() -> None:
     else:
         target, draft, diff = load_model("llama-3.1-8b"), load_model("llama-3.2-1b"), load_model("llada-8b")
         batches, sizes, gemm_n, blocks = (1, 8, 64), (2048, 4096), 8192, 2048
+    batches = args.batches or batches
+    R["command"] = " ".join(sys.argv)
     R["gemm"] = gemm_rate(dev, gemm_n)
-    for name, fn in (("target", lambda: bench_target(dev, target, draft, batches, blocks, 16)),
-                     ("diffusion", lambda: bench_diffusion(dev, diff, batches, sizes, R["gemm"]["flops_per_s"], 16))):
+    parts = (("target", lambda: bench_target(dev, target, draft, batches, blocks, 16)),
+             ("diffusion", lambda: bench_diffusion(dev, diff, batches, sizes, R["gemm"]["flops_per_s"], 16,
+                                                   args.profile)))
+    for name, fn in parts:
+        if args.only and name != args.only:
+            continue
         try:
             fn()
         except Exception:
@@ -247,7 +334,9 @@ def table(r: dict) -> None:
     for b, row in r.get("target", {}).items():
         for name, v in row.items():
             extra = (f" draft {v['draft_pass_s_median'] * 1e3:.2f} ms verify {v['verify_pass_s_median'] * 1e3:.2f} ms"
-                     f" speedup implied {v['speedup_implied']:.2f} measured {v['speedup_measured']:.2f}"
+                     f" speedup implied {v['speedup_implied']:.3f} measured {v['speedup_measured']:.3f}"
+                     f" ({v['speedup_error']:+.1%}; median model {v['speedup_implied_median_model']:.3f},"
+                     f" {v['speedup_error_vs_median_model']:+.1%})"
                      if "speedup_implied" in v else "")
             print(f"b={b:>3} {name:<22} {v['tok_s']:9.1f} tok/s{extra}")
     for n, v in r.get("diffusion_pass", {}).items():

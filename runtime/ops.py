@@ -25,6 +25,7 @@ class OpsConfig:
     triton_max_rows: int = 256  # projections of passes with more flattened tokens use torch (cuBLAS)
     cublas_residual_rows: int = 64  # residual projections with at least this many rows use cuBLAS addmm_
     triton_on_cpu: bool = False  # tests only: run the Triton branch on CPU float32 under TRITON_INTERPRET=1
+    fast_prefill: bool = True  # passes over triton_max_rows: norm before the bf16 GEMMs, fused RoPE/SwiGLU kernels
 
 
 CONFIG = OpsConfig()
@@ -36,8 +37,8 @@ def kernels():
     global _kernels
     if _kernels is None:
         try:
-            from runtime.kernels import linear, paged_attention
-            _kernels = (linear, paged_attention)
+            from runtime.kernels import linear, paged_attention, prefill
+            _kernels = (linear, paged_attention, prefill)
         except ImportError:
             _kernels = False
     return _kernels or None
@@ -51,6 +52,19 @@ def _fast_attention(x: torch.Tensor) -> bool:
 def _fast(x: torch.Tensor) -> bool:
     """Triton for this projection: a CUDA half-precision input of at most triton_max_rows rows."""
     return x.shape[0] <= CONFIG.triton_max_rows and _fast_attention(x)
+
+
+def _prefill_fast(x: torch.Tensor) -> bool:
+    """The many-row path with fused elementwise kernels: cuBLAS GEMMs in the model dtype on normalized inputs,
+    RoPE + cache write and silu * up in one Triton pass each (kernels/prefill.py), no float32 [T, N] products."""
+    return CONFIG.fast_prefill and not _fast(x) and _fast_attention(x)
+
+
+def normed(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x), in x's dtype (float32 arithmetic); the norm weight is folded into the next matrix."""
+    if x.is_cuda and hasattr(F, "rms_norm"):
+        return F.rms_norm(x, (x.shape[-1],), eps=eps)
+    return (x.float() * rms_scale(x, eps)).to(x.dtype)
 
 
 def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -68,6 +82,12 @@ def qkv_rope_write(h: torch.Tensor, lw, layer: int, model, cache, meta) -> torch
         q = kernels()[0].linear(h, lw.qkv, epi=kernels()[0].EPI_ROPE_QKV, norm_eps=spec.rms_norm_eps,
                                 bias=lw.qkv_bias, rope=rope)
         return q.view(T, H, D)
+    if _prefill_fast(h) and D % 2 == 0 and (D // 2) & (D // 2 - 1) == 0 and cache.k.dtype == h.dtype:
+        qkv = normed(h, spec.rms_norm_eps) @ lw.qkv.T
+        if lw.qkv_bias is not None:
+            qkv += lw.qkv_bias.to(qkv.dtype)
+        return kernels()[2].rope_write(qkv, model.cos, model.sin, meta.positions, meta.slots, cache.k[layer],
+                                       cache.v[layer], H, KVH)
     qkv = (h @ lw.qkv.T).float() * rms_scale(h, spec.rms_norm_eps)
     if lw.qkv_bias is not None:
         qkv = qkv + lw.qkv_bias.float()
@@ -144,6 +164,8 @@ def swiglu(h: torch.Tensor, gate_up: torch.Tensor, eps: float) -> torch.Tensor:
     """norm -> [gate; up] projection -> silu(gate) * up (Shazeer 2020). Returns [T, I]."""
     if _fast(h):
         return kernels()[0].linear(h, gate_up, epi=kernels()[0].EPI_SWIGLU, norm_eps=eps)
+    if _prefill_fast(h):
+        return kernels()[2].silu_mul(normed(h, eps) @ gate_up.T)
     gu = (h @ gate_up.T).float() * rms_scale(h, eps)
     g, u = gu.chunk(2, dim=-1)
     return (F.silu(g) * u).to(h.dtype)
@@ -172,4 +194,10 @@ def lm_head(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     """Final norm and LM head: float32 logits [O, V]."""
     if _fast(x):
         return kernels()[0].linear(x, w, norm_eps=eps, out_dtype=torch.float32)
+    if _prefill_fast(x):  # bf16 operands, float32 accumulate written straight out (no bf16 round trip)
+        xn = normed(x, eps)
+        try:
+            return torch.mm(xn, w.T, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            return (xn @ w.T).float()
     return (x @ w.T).float() * rms_scale(x, eps)

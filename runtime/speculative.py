@@ -69,6 +69,9 @@ class SpeculativeExecutor(PlanExecutor):
         self.rng = np.random.default_rng(seed)
         self.accepted: list[int] = []  # accepted drafts of every verified row that drafted
         self.drafted: list[int] = []  # k_i of those rows
+        # one entry per iteration: (draft seconds, verify seconds, draft passes, plan rows, stepping rows that drafted,
+        # tokens those rows committed, tokens committed in all) -- the exact passes a run executed
+        self.iter_log: list[tuple[float, float, int, int, int, int, int]] = []
         self.graphs = None
         if (self.on_cuda if use_graphs is None else use_graphs):
             from runtime.graphs import DecodeGraphs
@@ -90,6 +93,7 @@ class SpeculativeExecutor(PlanExecutor):
         tables = [kv.tables[r] for r in rids]
         committed_len = [start[i] + q[i] - k_of[i] for i in range(len(rids))]  # tokens known before drafting
         total_s = 0.0
+        n_draft = 0
         # 1. draft passes
         drafting = [i for i in range(len(rids)) if k_of[i] > 0]
         drafts: dict[int, list[int]] = {i: [] for i in drafting}
@@ -102,6 +106,7 @@ class SpeculativeExecutor(PlanExecutor):
             act = [i for i in drafting if k_of[i] > j]
             seconds, logits = self._draft_pass([(rids[i], tables[i]) for i in act])
             total_s += seconds
+            n_draft += 1
             if self.mode == "stochastic":
                 p = torch.softmax(logits.float(), dim=-1)
                 tok = torch.multinomial(p.cpu(), 1, generator=acceptance._cpu(self.gen))[:, 0].tolist()
@@ -118,6 +123,7 @@ class SpeculativeExecutor(PlanExecutor):
         seqs = [SeqInput(self.tokens[r][s:s + n], s, t, lo) for r, s, n, t, lo in zip(rids, start, q, tables, o)]
         meta = build_meta(seqs, self.cache, self.model.device, self.model.max_positions)
         seconds, logits = self.timed("verify", sum(q), lambda: forward(self.model, self.cache, meta))
+        draft_s = total_s
         total_s += seconds
         # 3. acceptance, per stepping row
         commits = np.zeros(len(rids), dtype=np.int64)
@@ -134,6 +140,9 @@ class SpeculativeExecutor(PlanExecutor):
                 if k_of[i] > 0:
                     self.accepted.append(a)
                     self.drafted.append(k_of[i])
+        drafted = [i for i in range(len(rids)) if steps[i] and o[i] > 0 and k_of[i] > 0]
+        self.iter_log.append((draft_s, seconds, n_draft, len(rids), len(drafted),
+                              int(sum(commits[i] for i in drafted)), int(commits.sum())))
         return total_s, commits
 
     def _draft_pass(self, rows: list[tuple[int, list[int]]]) -> tuple[float, torch.Tensor]:

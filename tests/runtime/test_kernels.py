@@ -142,3 +142,48 @@ def test_triton_forward_equals_torch_forward():
 
     (pa, da), (pb, db) = run(True), run(False)
     assert rel(pa, pb) < 3 * TOL and rel(da, db) < 3 * TOL
+
+
+def test_prefill_kernels_match_torch():
+    """rope_write and silu_mul (the many-row path's elementwise kernels) against apply_rope + cache writes."""
+    from runtime.kernels import prefill as PF
+
+    T, H, KVH, D = 37, 4, 2, 32
+    qkv = rnd(T, (H + 2 * KVH) * D)
+    P = 64
+    ang = torch.rand(P, D // 2, device=DEV) * 6
+    cos, sin = ang.cos(), ang.sin()
+    pos = torch.randint(0, P, (T,), device=DEV)
+    slots = torch.randperm(48, device=DEV)[:T]
+    kc = torch.full((12, 4, KVH, D), float("nan"), device=DEV, dtype=DT)
+    vc = kc.clone()
+    q = PF.rope_write(qkv, cos, sin, pos, slots, kc, vc, H, KVH)
+    qr, kr, vr = qkv.float().split([H * D, KVH * D, KVH * D], dim=-1)
+    want_q = apply_rope(qr.reshape(T, H, D), cos[pos], sin[pos])
+    want_k = apply_rope(kr.reshape(T, KVH, D), cos[pos], sin[pos])
+    assert rel(q, want_q) < TOL
+    assert rel(kc.view(-1, KVH, D)[slots], want_k) < TOL
+    assert rel(vc.view(-1, KVH, D)[slots], vr.reshape(T, KVH, D)) < TOL
+    gu = rnd(T, 2 * 48)
+    g, u = gu.float().chunk(2, dim=-1)
+    assert rel(PF.silu_mul(gu), torch.nn.functional.silu(g) * u) < TOL
+
+
+def test_many_row_path_equals_torch_forward():
+    """A pass whose spans exceed triton_max_rows through the fused many-row path against the torch reference."""
+    spec = tiny_spec(qkv_bias=True, hidden_size=128, head_dim=32) if not CUDA else \
+        tiny_spec(hidden_size=256, num_heads=8, num_kv_heads=2, intermediate_size=512, num_layers=3)
+    model = Transformer.random(spec, seed=3, device=DEV, dtype=DT)
+    seqs = [random_tokens(n, seed=n) for n in (19, 26)]
+    tables = [[0, 5, 7, 10, 11], [1, 2, 3, 4, 6, 8, 9]]
+
+    def run(fast: bool):
+        ops.CONFIG.triton_on_cpu = fast and not CUDA
+        ops.CONFIG.fast_prefill, ops.CONFIG.triton_max_rows = fast, 8
+        try:
+            cache = model.paged_cache(12, 4)
+            return model.run(cache, [SeqInput(s, 0, t, num_logits=len(s)) for s, t in zip(seqs, tables)])
+        finally:
+            ops.CONFIG.triton_on_cpu, ops.CONFIG.fast_prefill, ops.CONFIG.triton_max_rows = False, True, 256
+
+    assert rel(run(True), run(False)) < 3 * TOL
