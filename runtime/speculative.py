@@ -102,6 +102,10 @@ class SpeculativeExecutor(PlanExecutor):
             r = rids[i]
             # shared: the target's layers hold exactly the positions the scheduler says are computed
             self.draft_done[r] = start[i] if self.shared else min(self.draft_done.get(r, 0), start[i])
+        if drafting:  # a draft a few tokens behind (after a full acceptance) catches up by graph replays
+            seconds, passes = self._catch_up([(rids[i], tables[i]) for i in drafting])
+            total_s += seconds
+            n_draft += passes
         for j in range(max((k_of[i] for i in drafting), default=0)):
             act = [i for i in drafting if k_of[i] > j]
             seconds, logits = self._draft_pass([(rids[i], tables[i]) for i in act])
@@ -144,6 +148,30 @@ class SpeculativeExecutor(PlanExecutor):
         self.iter_log.append((draft_s, seconds, n_draft, len(rids), len(drafted),
                               int(sum(commits[i] for i in drafted)), int(commits.sum())))
         return total_s, commits
+
+    # a draft further behind than this (e.g. a whole prompt) catches up in one eager pass instead
+    MAX_GRAPH_CATCH_UP = 4
+
+    def _catch_up(self, rows: list[tuple[int, list[int]]]) -> tuple[float, int]:
+        """Bring drafts that lag their sequence by 2..MAX_GRAPH_CATCH_UP tokens (the bonus token after a full
+        acceptance) to a lag of one, one token per pass through the decode graphs: a graph replay of a draft pass
+        costs ~1 ms where an eager pass of the same tokens costs tens (reports/h100/runtime-strategies.md).
+        Returns (seconds, passes)."""
+        if self.graphs is None:
+            return 0.0, 0
+        total, passes = 0.0, 0
+        while True:
+            lag = [(r, t) for r, t in rows
+                   if 1 < len(self.tokens[r]) - self.draft_done[r] <= self.MAX_GRAPH_CATCH_UP]
+            if not lag:
+                return total, passes
+            b = self.graphs.load([self.tokens[r][self.draft_done[r]] for r, _ in lag],
+                                 [self.draft_done[r] for r, _ in lag], [t for _, t in lag])
+            seconds, _ = self.timed("draft", len(lag), lambda: self.graphs.replay(b, len(lag)))
+            total += seconds
+            passes += 1
+            for r, _ in lag:
+                self.draft_done[r] += 1
 
     def _draft_pass(self, rows: list[tuple[int, list[int]]]) -> tuple[float, torch.Tensor]:
         """One draft pass; each row feeds every token its draft cache lacks. Returns (seconds, logits [R, V])."""

@@ -69,3 +69,32 @@ def test_executor_graph_path_runs_plans():
         assert dt > 0 and set(new) == {0, 1}
     assert ex.graphs is not None and 2 in ex.graphs.graphs
     assert len(ex.output(0, 12)) == 5 and len(ex.output(1, 30)) == 4
+
+
+@gpu
+@needs_cuda
+def test_speculative_draft_catches_up_through_graphs():
+    """A separate draft with the target's own weights agrees with it (nearly) always, so after each full
+    acceptance the draft lags two tokens and catches up through graph replays (runtime/speculative.py
+    _catch_up). If that catch-up wrote wrong K/V, the draft would drift and acceptance would collapse."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from strat_helpers import drive
+
+    from runtime.speculative import SpeculativeExecutor
+    from sim.scenario import Speculative as SpeculativeSpec
+    from sim.strategies.speculative import Speculative
+
+    target = Transformer.random(spec(), seed=4, device="cuda")
+    draft = Transformer.random(spec(), seed=4, device="cuda")
+    ex = SpeculativeExecutor(target, 64, 16, draft=draft, max_context=128)
+    prompts = [random_tokens(12, seed=s, vocab=512) for s in range(3)]
+    strategy = Speculative(SpeculativeSpec(draft="llama-3.2-1b", k=3), 3, self_draft=False)
+    got, served = drive(ex, strategy, prompts, [40, 40, 40], "static", batch=3, num_blocks=64, block_tokens=16,
+                        kv_extra=3)
+    assert [len(g) for g in got] == [40, 40, 40]
+    full = sum(1 for a in ex.accepted if a == 3)
+    assert full >= 0.8 * len(ex.accepted), ex.summary()
+    assert any(role == "draft" for role, _, _ in ex.pass_log)
