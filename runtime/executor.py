@@ -13,13 +13,12 @@ times of the device work (inputs copied, pass, sampling) on a GPU and perf_count
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-import torch
 
 from runtime.requests import RequestTokens
+from runtime.timing import device_seconds
 
 from runtime.forward import SeqInput, build_meta, forward
 from runtime.graphs import BUCKETS, DecodeGraphs
@@ -84,16 +83,7 @@ class Executor(RequestTokens):
         return self._eager_pass(plan)
 
     def _timed(self, fn):
-        if self.on_cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3, out
-        t0 = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - t0, out
+        return device_seconds(self.on_cuda, fn)
 
     def _eager_pass(self, plan) -> tuple[float, dict[int, int]]:
         seqs = [SeqInput(self.tokens[it.req_id][it.start:it.start + it.q], it.start, it.block_ids, it.o)

@@ -14,11 +14,10 @@ ever read. Positions the scheduler rolled back (rejected drafts, shrunk tables) 
 
 from __future__ import annotations
 
-import time
 
-import torch
 
 from runtime.requests import RequestTokens
+from runtime.timing import device_seconds
 
 
 class PlanExecutor(RequestTokens):
@@ -51,17 +50,7 @@ class PlanExecutor(RequestTokens):
 
     def timed(self, role: str, tokens: int, fn):
         """Run fn() and log its device time (CUDA events on a GPU, perf_counter on the CPU)."""
-        if self.on_cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn()
-            end.record()
-            end.synchronize()
-            seconds = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            out = fn()
-            seconds = time.perf_counter() - t0
+        seconds, out = device_seconds(self.on_cuda, fn)
         self.pass_log.append((role, tokens, seconds))
         return seconds, out
 

@@ -19,7 +19,8 @@ from validation.calibrate import (
     predict_records,
     write_profile,
 )
-from validation.microbench import _attention, _gemm, microbench_command, run_suite
+from validation.microbench import microbench_command, run_suite
+from validation.microbench_plan import _attention, _gemm
 
 TRUE = {"memory": Curve(max_fraction=0.88, half_size=3.0e6), "compute": Curve(max_fraction=0.78, half_size=8.0e8),
         "attention_memory": Curve(max_fraction=0.8, half_size=1.0e7),

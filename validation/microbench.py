@@ -21,7 +21,6 @@ import json
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,123 +28,14 @@ import typer
 
 from sim.errors import UserError
 from validation.clikit import user_errors
+from validation.microbench_plan import KINDS, Case, plan  # noqa: F401 - Case is part of this module's API
 
-KINDS = ("launch", "stream", "gemm", "attention", "fp8")
-ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 L2_FALLBACK_BYTES = 50e6  # H100 SXM; read from the device when torch reports it
 ROTATE_FOOTPRINT_L2 = 3.0  # rotate until the input sets span this many L2s
 MAX_SETS = 256
 GRAPH_TARGET_S = 2e-3  # one graph replay lasts about this long, so event resolution (~0.5 us) does not matter
 CASE_BUDGET_S = 30e-3  # device time spent on the timed replays of one case
-LAUNCH_KERNELS = 1000
 
-# The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.
-HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
-KV_BUDGET_BYTES = 8e9  # largest K+V a single attention case may allocate
-
-
-@dataclass(frozen=True)
-class Case:
-    """One measurement to make: its key, what it computes and its FLOPs and fewest bytes."""
-
-    key: str
-    kind: str
-    dtype: str
-    shape: dict
-    flops: float
-    bytes: float
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def weight(self) -> float:
-        """Rough seconds this case takes (for the progress bar's ETA): its work at ~600 TFLOP/s or ~2.5 TB/s, times
-        the ~20 calls of warm-up and repeats, plus the graph capture."""
-        return 20 * max(self.flops / 600e12, self.bytes / 2.5e12) + 0.03
-
-
-# -- the plan -----------------------------------------------------------------------------------------------------
-
-
-def projection_shapes() -> dict[tuple[int, int], list[str]]:
-    """Every distinct (N out, K in) projection of the catalog models at tp 1: fused QKV, O, fused gate-up, down and
-    LM head, with the models that use each (nn.Linear layout: y = x @ W.T, W of shape (N, K))."""
-    from sim.model import CATALOG, load_model
-
-    shapes: dict[tuple[int, int], list[str]] = {}
-    for name in CATALOG:
-        m = load_model(name)
-        for op, nk in {"qkv": (m.q_dim + 2 * m.kv_dim, m.hidden_size), "o": (m.hidden_size, m.q_dim),
-                       "gate_up": (2 * m.intermediate_size, m.hidden_size),
-                       "down": (m.hidden_size, m.intermediate_size), "lm_head": (m.vocab_size, m.hidden_size)}.items():
-            shapes.setdefault(nk, []).append(f"{name}:{op}")
-    return dict(sorted(shapes.items()))
-
-
-def _gemm(M: int, N: int, K: int, dtype: str, models: list[str]) -> Case:
-    wb = 1 if dtype == "fp8" else 2
-    # fewest bytes: weights and activations read once, output written once (bf16 out for fp8 too)
-    nbytes = N * K * wb + M * K * wb + M * N * 2
-    return Case(f"{'fp8' if dtype == 'fp8' else 'gemm'}/{dtype}/M={M}/N={N}/K={K}", "fp8" if dtype == "fp8" else "gemm",
-                dtype, {"M": M, "N": N, "K": K}, 2.0 * M * N * K, nbytes, {"models": models})
-
-
-def _attention(mode: str, batch: int, q: int, c: int, heads=HEADS, kv_heads=KV_HEADS, d=HEAD_DIM) -> Case:
-    # causal prefill: q == c, flash skips the masked upper triangle, so pairs = c(c+1)/2 (as sim.passes counts);
-    # decode, verify and bidirectional run unmasked: every query sees all c keys (a verify's q x q triangle is under
-    # 0.1% of its pairs at the contexts measured, so it is timed unmasked rather than with a lower-right mask)
-    pairs = c * (c + 1) // 2 if mode == "prefill" else q * c
-    flops = 4.0 * batch * heads * d * pairs  # QK^T and PV, 2 FLOPs per multiply-add (DESIGN §3)
-    nbytes = batch * 2 * (2 * q * heads * d + 2 * c * kv_heads * d)  # Q in, O out, K and V read once (bf16)
-    return Case(f"attention/{mode}/B={batch}/q={q}/c={c}", "attention", "bf16",
-                {"mode": mode, "batch": batch, "q": q, "c": c, "heads": heads, "kv_heads": kv_heads, "head_dim": d},
-                flops, nbytes, {"pairs_per_seq": pairs})
-
-
-def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
-    """The cases of the default suite (or of one kind), cheapest kinds first. `tiny` shrinks every size for a CPU
-    test of the machinery; its numbers mean nothing."""
-    kinds = [only] if only else list(KINDS)
-    cases: list[Case] = []
-    if "launch" in kinds:
-        n = 20 if tiny else LAUNCH_KERNELS
-        for mode in ("eager", "graph"):
-            # one add on 256 fp32 elements: the smallest real kernel, so the time is the per-kernel floor
-            cases.append(Case(f"launch/{mode}/n={n}", "launch", "fp32", {"mode": mode, "kernels": n, "elements": 256},
-                              256.0, 2 * 256 * 4.0))
-    if "stream" in kinds:
-        sizes = (2**16, 2**20) if tiny else (65536, 262144, *(int(s) for s in (1e6, 4e6, 16e6, 64e6, 256e6, 1e9, 4e9)))
-        for op in ("read", "copy"):
-            for nbytes in sizes:  # bytes of the tensor (bf16)
-                moved = nbytes if op == "read" else 2 * nbytes  # a copy reads and writes every byte
-                cases.append(Case(f"stream/{op}/bytes={nbytes}", "stream", "bf16", {"op": op, "tensor_bytes": nbytes},
-                                  nbytes / 2 if op == "read" else 0.0, moved))
-    if "gemm" in kinds:
-        shapes = {(64, 32): ["tiny"], (96, 64): ["tiny"]} if tiny else projection_shapes()
-        rows = (1, 4, 16) if tiny else ROWS
-        for (N, K), models in shapes.items():
-            cases.extend(_gemm(M, N, K, "bf16", models) for M in rows)
-    if "attention" in kinds:
-        if tiny:
-            cases += [_attention("prefill", 1, 32, 32, 4, 2, 16), _attention("decode", 2, 1, 64, 4, 2, 16)]
-        else:
-            def kv_bytes(b, c):  # K and V of b sequences of c positions, bf16
-                return b * c * 2 * KV_HEADS * HEAD_DIM * 2
-
-            cases += [_attention("prefill", b, c, c) for c in (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-                      for b in (1, 8) if b * c <= 32768]
-            cases += [_attention("decode", b, 1, c) for c in (128, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-                      for b in (1, 4, 16, 64, 256) if kv_bytes(b, c) <= KV_BUDGET_BYTES]
-            cases += [_attention("verify", b, q, c) for q in (4, 8) for c in (512, 2048, 8192)  # k = 3 and 7
-                      for b in (1, 16, 64)]
-            cases += [_attention("bidirectional", b, c, c) for c in (256, 512, 1024, 2048, 4096) for b in (1, 4)]
-            # a block-diffusion step: a 32-token block against a cached prefix
-            cases += [_attention("block", b, 32, c) for c in (1024, 4096) for b in (1, 16)]
-    if "fp8" in kinds and not tiny:
-        # torch._scaled_mm wants every dimension a multiple of 16; the 8B model's four projections
-        for (N, K), models in projection_shapes().items():
-            if any(m.startswith("llama-3.1-8b:") and not m.endswith("lm_head") for m in models):
-                cases.extend(_gemm(M, N, K, "fp8", models) for M in (16, 64, 256, 1024, 4096, 16384))
-    return cases
 
 
 # -- running one case -----------------------------------------------------------------------------------------------
