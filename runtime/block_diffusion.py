@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from runtime.diffusion import mask_id, pick
-from runtime.forward import SeqInput, build_meta, forward
+from runtime.forward import SeqInput
 from runtime.plan_exec import PlanExecutor
 
 
@@ -81,9 +81,7 @@ class BlockDiffusionExecutor(PlanExecutor):
             ctx = start + q
             seqs.append(SeqInput(full[start:start + q], start, self.table(sched.kv, r, ctx, n), o, attend=limits))
             info.append((P, m, G, ready, step_q, o, edge_here))
-        meta = build_meta(seqs, self.cache, self.model.device, self.model.max_positions)
-        seconds, logits = self.timed("block_step" if any(plan.steps.tolist()) else "block_kv_write",
-                                     sum(len(s.token_ids) for s in seqs), lambda: forward(self.model, self.cache, meta))
+        seconds, logits = self.run_pass("block_step" if any(plan.steps.tolist()) else "block_kv_write", seqs)
         commits = np.zeros(len(rows), dtype=np.int64)
         off = 0
         for n, (P, m, G, ready, step_q, o, edge_here) in enumerate(info):

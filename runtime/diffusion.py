@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.forward import SeqInput, build_meta, forward
+from runtime.forward import SeqInput
 from runtime.plan_exec import PlanExecutor
 
 
@@ -92,9 +92,7 @@ class DiffusionExecutor(PlanExecutor):
             toks = (self.tokens[r] + resp)[first:first + q]
             seqs.append(SeqInput(toks, first, self.table(sched.kv, r, ctx, n), q, context=ctx, attend="full"))
             geo.append((P, m, G, state, first, q, a, b))
-        meta = build_meta(seqs, self.cache, self.model.device, self.model.max_positions)
-        seconds, logits = self.timed("diffusion_step", sum(len(x.token_ids) for x in seqs),
-                                     lambda: forward(self.model, self.cache, meta))
+        seconds, logits = self.run_pass("diffusion_step", seqs)
         commits = np.zeros(len(rows), dtype=np.int64)
         off = 0
         for n, (P, m, G, state, first, q, a, b) in enumerate(geo):

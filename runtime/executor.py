@@ -6,8 +6,9 @@ tokens[start:start+q] of that request at positions start.., attending to positio
 block_ids (one id per `block_tokens` positions). Items with o == 1 get one greedy token, appended to the request.
 A preempted request that is recomputed simply comes back with start = 0 and new block ids: its tokens stay here.
 
-Decode-only plans (every q == 1, o == 1) replay a CUDA graph of their batch-size bucket when graphs are on;
-anything else (prefill, chunked prefill, mixed batches) runs the same `forward` eagerly. Times are CUDA-event
+Decode-only plans (every q == 1, o == 1) replay a CUDA graph of their batch-size bucket when graphs are on, and
+so do other passes of at most 256 paged rows (forward.build_meta: small prefill chunks mixed with decodes); the rest
+(prompts, large chunks) runs the same `forward` eagerly. Times are CUDA-event
 times of the device work (inputs copied, pass, sampling) on a GPU and perf_counter times on the CPU.
 """
 
@@ -21,7 +22,7 @@ from runtime.requests import RequestTokens
 from runtime.timing import device_seconds
 
 from runtime.forward import SeqInput, build_meta, forward
-from runtime.graphs import BUCKETS, DecodeGraphs
+from runtime.graphs import ROW_BUCKETS, DecodeGraphs
 
 
 class PlanItem(Protocol):
@@ -54,7 +55,7 @@ class Executor(RequestTokens):
     decode graphs for sequences up to `max_context` positions."""
 
     def __init__(self, model, cache, use_graphs: bool | None = None, max_context: int | None = None,
-                 buckets: Sequence[int] = BUCKETS):
+                 buckets: Sequence[int] = ROW_BUCKETS):
         self.model, self.cache = model, cache
         RequestTokens.__init__(self)
         self.on_cuda = cache.k.is_cuda
@@ -80,7 +81,7 @@ class Executor(RequestTokens):
         decode = self.graphs is not None and all(it.q == 1 and it.o == 1 for it in plan)
         if decode and self.graphs.bucket_for(len(plan)) is not None:
             return self._graph_pass(plan)
-        return self._eager_pass(plan)
+        return self._eager_pass(plan)  # (mixed passes of few tokens replay a graph of paged rows, see there)
 
     def _timed(self, fn):
         return device_seconds(self.on_cuda, fn)
@@ -88,6 +89,10 @@ class Executor(RequestTokens):
     def _eager_pass(self, plan) -> tuple[float, dict[int, int]]:
         seqs = [SeqInput(self.tokens[it.req_id][it.start:it.start + it.q], it.start, it.block_ids, it.o)
                 for it in plan]
+        staged = self.graphs.load_seqs(seqs) if self.graphs is not None else None
+        if staged is not None:  # e.g. decodes plus a small prefill chunk: paged rows, forward.build_meta
+            duration_s, next_tokens = self._timed(lambda: self.graphs.replay_logits(*staged).argmax(dim=-1))
+            return duration_s, self._commit([it for it in plan if it.o == 1], next_tokens.tolist())
         meta = build_meta(seqs, self.cache, self.model.device, self.model.max_positions)
 
         def step():

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from runtime import ops
+from sim.cost import GRAPH_MAX_Q
 from sim.errors import UserError
 
 
@@ -60,15 +61,35 @@ class PassMeta:
     decode_rows: torch.Tensor | None  # [Bd] rows that are decode rows; None = every row is one
     block_tables: torch.Tensor  # [Bd, max_blocks] int32, padded with the scratch block
     context_lens: torch.Tensor  # [Bd] int32: c of each decode row
-    num_decode: int
+    num_decode: int  # paged rows: one query token each with its own context length (a decode row is one)
     prefills: list[PrefillSpan] = field(default_factory=list)
     decode_tables: list[list[int]] = field(default_factory=list)  # host copies, for the torch reference path
     decode_lens: list[int] = field(default_factory=list)
 
 
+# Spans of at most this many new tokens attend as paged rows, one per token (see build_meta); the cost model
+# prices such passes as graph replays, so the number lives with it.
+PAGED_MAX_Q = GRAPH_MAX_Q
+
+
+def token_limits(s: SeqInput, q: int, c: int, causal: bool) -> list[int]:
+    """Keys visible to each of a sequence's q new tokens (token i sees positions 0 .. limit_i - 1)."""
+    if s.attend is None:
+        return [s.start + i + 1 for i in range(q)] if causal else [c] * q
+    return [c] * q if isinstance(s.attend, str) else [int(x) for x in s.attend]
+
+
 def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
-               table_width: int | None = None) -> PassMeta:
-    """PassMeta of a batch of sequences (host lists turned into a handful of device tensors)."""
+               table_width: int | None = None, paged_max_q: int = PAGED_MAX_Q) -> PassMeta:
+    """PassMeta of a batch of sequences (host lists turned into a handful of device tensors).
+
+    A sequence with at most `paged_max_q` new tokens becomes that many *paged rows*: token i is a query of its own
+    that reads the keys 0 .. limit_i - 1 through the sequence's block table, so the whole pass's attention is one
+    batched paged kernel (a decode is the case q = 1) and the pass can replay a CUDA graph (graphs.py). Speculative
+    verifies, block-diffusion steps and small prefill chunks are such passes; one SDPA call per sequence per layer
+    made them tens of milliseconds slower than a graph-replayed decode (reports/h100/runtime-strategies.md).
+    Longer spans (prompts, full diffusion steps) keep one SDPA call per sequence per layer."""
+    causal = cache.spec.attention == "causal"
     tokens: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -92,14 +113,14 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
         positions += span
         slots += cache.slots(blocks, span)
         logit_rows += range(row + q - s.num_logits, row + q)
-        plain = s.attend is None and c == s.start + q
-        if q == 1 and plain:
-            dec_rows.append(row)
-            dec_tables.append(blocks)
-            dec_lens.append(c)
+        limits = token_limits(s, q, c, causal)
+        if q <= paged_max_q:  # one paged row per token, each with its own number of visible keys
+            dec_rows += range(row, row + q)
+            dec_tables += [blocks] * q
+            dec_lens += limits
         else:
             limits = None if s.attend is None or isinstance(s.attend, str) else torch.tensor(
-                list(s.attend), dtype=torch.long, device=device)
+                limits, dtype=torch.long, device=device)
             prefills.append(PrefillSpan(row, q, s.start, torch.tensor(blocks, dtype=torch.long, device=device),
                                         c, s.attend == "full", limits))
         row += q
@@ -136,9 +157,9 @@ def forward(model, cache, meta: PassMeta) -> torch.Tensor:
     return ops.lm_head(x, w.lm_head, eps)
 
 
-def run_pass(model, cache, seqs: Sequence[SeqInput]) -> torch.Tensor:
+def run_pass(model, cache, seqs: Sequence[SeqInput], paged_max_q: int = PAGED_MAX_Q) -> torch.Tensor:
     """build_meta + forward: logits [sum o_i, V] of one eager pass."""
-    return forward(model, cache, build_meta(seqs, cache, model.device, model.max_positions))
+    return forward(model, cache, build_meta(seqs, cache, model.device, model.max_positions, paged_max_q=paged_max_q))
 
 
 def greedy_generate(model, prompt: Sequence[int], new_tokens: int, block_tokens: int = 16,

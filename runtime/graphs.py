@@ -1,5 +1,8 @@
 """Decode passes under CUDA graphs, one graph per batch-size bucket, so that Python does not set the pace.
 
+(The same graphs replay any pass of *paged rows*, forward.build_meta: a verify of k + 1 tokens or a block step is
+k + 1 or B rows of its sequence, each with its own context length; `load_seqs` stages such a pass.)
+
 A decode pass at batch 1 is ~160 kernel launches; launched from Python they take longer than the GPU needs to run
 them (DESIGN §6: 54 tok/s eager vs 118 tok/s under one graph for the same minimal model). Here `forward.forward`
 itself is captured over static PassMeta buffers for each bucket (1, 2, 4, ..., 256 sequences); a call pads its
@@ -18,9 +21,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.forward import PassMeta, forward
+from runtime.forward import PAGED_MAX_Q, PassMeta, SeqInput, forward, token_limits
+from sim.cost import GRAPH_MAX_ROWS
+from sim.errors import UserError
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Multi-token passes (speculative verifies, block-diffusion steps) of batch x tokens-per-row paged rows: buckets
+# between the powers of two keep the padding of e.g. 64 x 5 = 320 rows small (a pass that large is compute-bound).
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, GRAPH_MAX_ROWS)
 
 
 @dataclass
@@ -56,24 +64,27 @@ class DecodeGraphs:
         return PassMeta(tokens=tokens, positions=positions, slots=slots, logit_rows=None, decode_rows=None,
                         block_tables=inputs[4 * b:].view(b, self.width), context_lens=lens, num_decode=b)
 
-    def _fill(self, g: _Graph, b: int, tokens, positions, tables) -> None:
+    def _fill(self, g: _Graph, b: int, tokens, positions, tables, context_lens=None) -> None:
         """Write a batch (padded to b rows) into the pinned staging array and copy it to the device buffers."""
         bt, scratch, w = self.cache.block_tokens, self.cache.scratch_block, self.width
         n = len(tokens)
         a = np.zeros(4 * b + b * w, dtype=np.int64)
         table = a[4 * b:].reshape(b, w)
         table[:] = scratch
+        pos = np.asarray(positions, dtype=np.int64)
+        lens = pos + 1 if context_lens is None else np.asarray(context_lens, dtype=np.int64)
         for i, t in enumerate(tables):
-            if positions[i] >= w * bt or positions[i] >= len(t) * bt:
-                raise ValueError(f"position {positions[i]} is past the block table ({len(t)} blocks, width {w})")
+            last = max(positions[i], lens[i] - 1)
+            if last >= w * bt or last >= len(t) * bt or lens[i] < 1:
+                raise ValueError(f"row {i} (position {positions[i]}, {lens[i]} keys) does not fit its block table "
+                                 f"({len(t)} blocks, width {w})")
             k = min(len(t), w)
             table[i, :k] = t[:k]
-        pos = np.asarray(positions, dtype=np.int64)
         a[0:n] = tokens
         a[b:b + n] = pos
         a[2 * b:2 * b + n] = table[np.arange(n), pos // bt] * bt + pos % bt
         a[2 * b + n:3 * b] = scratch * bt  # padded rows: position 0 of the scratch block
-        a[3 * b:3 * b + n] = pos + 1
+        a[3 * b:3 * b + n] = lens
         a[3 * b + n:4 * b] = 1
         # The previous step's asynchronous copy may still be queued behind its replay: overwriting the pinned
         # staging array before it ran would hand that step this step's inputs (seen as a decode that read a
@@ -102,16 +113,49 @@ class DecodeGraphs:
             g.next_tokens = g.logits.argmax(dim=-1)
         self.graphs[b] = g
 
-    def load(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]]) -> int:
-        """Stage one decode step (token i at position positions[i] of the sequence whose blocks are tables[i]) into
+    def load(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]],
+             context_lens: Sequence[int] | None = None) -> int:
+        """Stage one pass of paged rows (token i at position positions[i] of the sequence whose blocks are
+        tables[i], attending to its first context_lens[i] positions, default positions[i] + 1: a decode step) into
         the buffers of its bucket; returns the bucket. Host work, kept apart from `replay` so timing sees none."""
         b = self.bucket_for(len(tokens))
         if b is None:
             raise ValueError(f"batch {len(tokens)} exceeds the largest captured bucket {self.buckets[-1]}")
         if b not in self.graphs:
             self.capture(b)
-        self._fill(self.graphs[b], b, tokens, positions, tables)
+        self._fill(self.graphs[b], b, tokens, positions, tables, context_lens)
         return b
+
+    def load_seqs(self, seqs: Sequence[SeqInput]) -> tuple[int, int, torch.Tensor | None] | None:
+        """Stage a pass of whole sequences (forward.SeqInput) as paged rows, one per new token with the keys
+        forward.token_limits gives it; returns (bucket, rows, device index of the rows whose logits are wanted,
+        None for all), or None when the pass does not fit a graph (a sequence of more than PAGED_MAX_Q new tokens,
+        more rows than the largest bucket): the caller then runs it eagerly."""
+        causal = self.cache.spec.attention == "causal"
+        tokens, positions, tables, lens, wanted = [], [], [], [], []
+        for s in seqs:
+            q = len(s.token_ids)
+            if q > PAGED_MAX_Q:
+                return None
+            c = max(s.start + q, s.context or 0)
+            if c > self.model.max_positions:
+                raise UserError(f"a sequence reaches position {c - 1}, past the model's {self.model.max_positions} "
+                                f"positions; use shorter prompts/outputs or raise max_positions")
+            wanted += range(len(tokens) + q - s.num_logits, len(tokens) + q)
+            tokens += s.token_ids
+            positions += range(s.start, s.start + q)
+            tables += [s.block_ids] * q
+            lens += token_limits(s, q, c, causal)
+        if self.bucket_for(len(tokens)) is None:
+            return None
+        b = self.load(tokens, positions, tables, lens)
+        index = None if len(wanted) == len(tokens) else torch.tensor(wanted, device=self.graphs[b].inputs.device)
+        return b, len(tokens), index
+
+    def replay_logits(self, b: int, n: int, index: torch.Tensor | None) -> torch.Tensor:
+        """Replay a pass staged by load_seqs; the wanted logits [O, V] (a view when all rows are wanted)."""
+        logits, _ = self.replay(b, n)
+        return logits if index is None else logits.index_select(0, index)
 
     def replay(self, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Run bucket b's graph; returns (logits [n, V], next tokens [n]) as views into the graph's outputs

@@ -83,6 +83,8 @@ class Transformer:
         return run_pass(self, cache, seqs)
 
     def full_logits(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """Logits of every position of one sequence computed from scratch (the recompute reference)."""
+        """Logits of every position of one sequence computed from scratch (the recompute reference): one masked
+        SDPA call per layer over a contiguous cache, never the paged-row path that incremental passes take."""
         cache = self.contiguous_cache(1, len(token_ids))
-        return self.run(cache, [SeqInput(list(token_ids), 0, [0], num_logits=len(token_ids))])
+        seq = SeqInput(list(token_ids), 0, [0], num_logits=len(token_ids))
+        return run_pass(self, cache, [seq], paged_max_q=0)

@@ -5,6 +5,9 @@ executor (executor.py), which returns one token per row, a strategy executor dec
 commits (accepted drafts, unmasked positions) and hands those counts back: `execute_plan(plan, sched) ->
 (device seconds, commits per row)`, then `sched.update(plan, commits=...)`.
 
+Every pass goes through `run_pass`: passes of at most PAGED_MAX_Q new tokens per sequence replay a CUDA graph of
+their paged-row count (graphs.py), the rest run eagerly.
+
 Block tables come from the scheduler's block manager. Some strategies compute positions the scheduler does not
 hold KV for: a diffusion step without cache recomputes everything (holds nothing), a block-diffusion step writes
 its block's K/V before the block is finished (BD3-LM keeps it only once the block is done). Such positions go to
@@ -16,15 +19,34 @@ from __future__ import annotations
 
 
 
+import torch
+
+from runtime.forward import build_meta, forward, token_limits
 from runtime.requests import RequestTokens
 from runtime.timing import device_seconds
+
+
+def pass_shape(seqs, causal: bool, all_logits: bool) -> tuple[int, int, int, int, int]:
+    """(tokens, logit rows, sequences, KV positions read, attended pairs) of a pass as it runs: the fields of
+    sim.passes.PassShape, so that the cost model can price each strategy pass on its own. A graph replay computes
+    logits for every row (all_logits)."""
+    tokens = sum(len(s.token_ids) for s in seqs)
+    kv = pairs = 0
+    for s in seqs:
+        q = len(s.token_ids)
+        c = max(s.start + q, s.context or 0)
+        kv += c
+        pairs += sum(token_limits(s, q, c, causal))
+    logits = tokens if all_logits else sum(s.num_logits for s in seqs)
+    return tokens, logits, len(seqs), kv, pairs
 
 
 class PlanExecutor(RequestTokens):
     """Base of the strategy executors. `scratch_rows` rows of a pass may each use `scratch_positions` positions
     beyond their block table (see the module doc); `cache` has the scheduler's `num_blocks` blocks first."""
 
-    def __init__(self, model, num_blocks: int, block_tokens: int, scratch_rows: int = 0, scratch_positions: int = 0):
+    def __init__(self, model, num_blocks: int, block_tokens: int, scratch_rows: int = 0, scratch_positions: int = 0,
+                 use_graphs: bool | None = None, max_context: int | None = None):
         self.model = model
         self.pool_blocks = num_blocks
         self.block_tokens = block_tokens
@@ -34,6 +56,45 @@ class PlanExecutor(RequestTokens):
         self.on_cuda = self.cache.k.is_cuda
         RequestTokens.__init__(self)
         self.pass_log: list[tuple[str, int, float]] = []  # (role, query tokens, device seconds) of every pass
+        self.pass_shapes: list[tuple[int, int, int, int, int]] = []  # the same passes' shapes, see pass_shape
+        self.max_context = max_context or min(model.max_positions, self.cache.num_blocks * block_tokens)
+        self.target_graphs = self.make_graphs(model, self.cache) if use_graphs is not False else None
+
+    def make_graphs(self, model, cache):
+        """CUDA graphs of `model`'s passes of paged rows (graphs.ROW_BUCKETS), captured on first use or by
+        `capture`; None on the CPU and for MoE models (their routing cannot be captured)."""
+        if not cache.k.is_cuda or model.spec.is_moe:
+            return None
+        from runtime.graphs import ROW_BUCKETS, DecodeGraphs
+
+        return DecodeGraphs(model, cache, self.max_context, ROW_BUCKETS, capture=False)
+
+    def capture(self) -> None:
+        """Capture every graph bucket before the clock starts: capturing compiles the bucket's Triton variants and
+        takes ~100 ms, which must not land in a served run. All of them, because prompts of up to PAGED_MAX_Q
+        tokens are paged-row passes too (a static batch of 4 prompts of 128 tokens is a 512-row pass)."""
+        for graphs in self.all_graphs():
+            for b in graphs.buckets:
+                if b not in graphs.graphs:
+                    graphs.capture(b)
+        if self.on_cuda:
+            torch.cuda.synchronize()
+
+    def all_graphs(self) -> list:
+        return [g for g in (self.target_graphs,) if g is not None]
+
+    def run_pass(self, role: str, seqs, model=None, cache=None, graphs=None):
+        """One forward pass over `seqs` (forward.SeqInput) of `model` (default: the target) and its cache: replayed
+        from a CUDA graph when it fits one, eager otherwise. Logs and returns (device seconds, logits [sum o, V])."""
+        model, cache = model or self.model, cache or self.cache
+        graphs = self.target_graphs if graphs is None and model is self.model else graphs
+        tokens = sum(len(s.token_ids) for s in seqs)
+        staged = graphs.load_seqs(seqs) if graphs is not None else None
+        self.pass_shapes.append(pass_shape(seqs, model.spec.attention == "causal", all_logits=staged is not None))
+        if staged is not None:
+            return self.timed(role, tokens, lambda: graphs.replay_logits(*staged))
+        meta = build_meta(seqs, cache, model.device, model.max_positions)
+        return self.timed(role, tokens, lambda: forward(model, cache, meta))
 
     # -- tables and timing -----------------------------------------------------------------------------------------
     def table(self, kv, req_id: int, positions: int, row: int = 0) -> list[int]:

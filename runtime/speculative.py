@@ -3,10 +3,11 @@ pass of k + 1 tokens, per-row accepted lengths, KV of rejected drafts rolled bac
 
 One iteration over the plan's stepping rows (row i drafts k_i = q_i - catchup_i - 1 tokens, as
 sim/strategies/speculative.py decides):
-  1. draft pass j = 0 .. max k_i - 1 over the rows with k_i > j: the draft model catches up on the tokens it has
-     not cached (pass 0 may carry several; after a full acceptance the draft never saw its last draft nor the
-     bonus token), then one token per pass; each pass's last logits give draft token j (argmax, or a sample when
-     acceptance is stochastic);
+  0. a separate draft model first runs over the prompt and catch-up tokens the target processes in this
+     iteration (one pass; the simulator prices it with the target's prefill);
+  1. draft pass j = 0 .. max k_i - 1 over the rows with k_i > j: pass 0 feeds every token the draft has not
+     cached (after a full acceptance the draft never saw its last draft nor the bonus token: two), then one token
+     per pass; each pass's last logits give draft token j (argmax, or a sample when acceptance is stochastic);
   2. one target pass over every plan row: catch-up tokens, the last committed token and the k_i drafts, with
      logits at the k_i + 1 verified positions;
   3. acceptance (runtime/acceptance.py: greedy, stochastic, forced) -> a_i accepted drafts + the target's token:
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from runtime import acceptance
-from runtime.forward import SeqInput, build_meta, forward
+from runtime.forward import SeqInput
 from runtime.plan_exec import PlanExecutor
 
 
@@ -53,7 +54,7 @@ class SpeculativeExecutor(PlanExecutor):
     def __init__(self, target, num_blocks: int, block_tokens: int, *, draft=None, draft_layers: int | None = None,
                  acceptance_mode: str = "greedy", alpha: float | None = None, seed: int = 0,
                  use_graphs: bool | None = None, max_context: int | None = None):
-        super().__init__(target, num_blocks, block_tokens)
+        super().__init__(target, num_blocks, block_tokens, use_graphs=use_graphs, max_context=max_context)
         if acceptance_mode not in acceptance.MODES:
             raise ValueError(f"acceptance must be one of {acceptance.MODES}, got {acceptance_mode!r}")
         if acceptance_mode == "forced" and alpha is None:
@@ -72,12 +73,10 @@ class SpeculativeExecutor(PlanExecutor):
         # one entry per iteration: (draft seconds, verify seconds, draft passes, plan rows, stepping rows that drafted,
         # tokens those rows committed, tokens committed in all) -- the exact passes a run executed
         self.iter_log: list[tuple[float, float, int, int, int, int, int]] = []
-        self.graphs = None
-        if (self.on_cuda if use_graphs is None else use_graphs):
-            from runtime.graphs import DecodeGraphs
+        self.draft_graphs = self.make_graphs(self.draft, self.draft_cache) if use_graphs is not False else None
 
-            ctx = max_context or min(target.max_positions, num_blocks * block_tokens)
-            self.graphs = DecodeGraphs(self.draft, self.draft_cache, ctx, capture=False)
+    def all_graphs(self) -> list:
+        return super().all_graphs() + [g for g in (self.draft_graphs,) if g is not None]
 
     def free(self, req_id: int) -> None:
         super().free(req_id)
@@ -94,6 +93,10 @@ class SpeculativeExecutor(PlanExecutor):
         committed_len = [start[i] + q[i] - k_of[i] for i in range(len(rids))]  # tokens known before drafting
         total_s = 0.0
         n_draft = 0
+        # 0. a separate draft prefills (and catches up) the tokens the target does, in the same iteration
+        caught = [start[i] + (catch[i] if steps[i] else q[i]) for i in range(len(rids))]
+        if not self.shared:
+            total_s, n_draft = self._draft_prefill(rids, start, caught, tables)
         # 1. draft passes
         drafting = [i for i in range(len(rids)) if k_of[i] > 0]
         drafts: dict[int, list[int]] = {i: [] for i in drafting}
@@ -101,11 +104,7 @@ class SpeculativeExecutor(PlanExecutor):
         for i in drafting:
             r = rids[i]
             # shared: the target's layers hold exactly the positions the scheduler says are computed
-            self.draft_done[r] = start[i] if self.shared else min(self.draft_done.get(r, 0), start[i])
-        if drafting:  # a draft a few tokens behind (after a full acceptance) catches up by graph replays
-            seconds, passes = self._catch_up([(rids[i], tables[i]) for i in drafting])
-            total_s += seconds
-            n_draft += passes
+            self.draft_done[r] = start[i] if self.shared else min(self.draft_done.get(r, 0), caught[i])
         for j in range(max((k_of[i] for i in drafting), default=0)):
             act = [i for i in drafting if k_of[i] > j]
             seconds, logits = self._draft_pass([(rids[i], tables[i]) for i in act])
@@ -125,8 +124,7 @@ class SpeculativeExecutor(PlanExecutor):
                     p_draft[i].append(p[n])
         # 2. verify: one target pass over every row of the plan
         seqs = [SeqInput(self.tokens[r][s:s + n], s, t, lo) for r, s, n, t, lo in zip(rids, start, q, tables, o)]
-        meta = build_meta(seqs, self.cache, self.model.device, self.model.max_positions)
-        seconds, logits = self.timed("verify", sum(q), lambda: forward(self.model, self.cache, meta))
+        seconds, logits = self.run_pass("verify", seqs)
         draft_s = total_s
         total_s += seconds
         # 3. acceptance, per stepping row
@@ -149,43 +147,32 @@ class SpeculativeExecutor(PlanExecutor):
                               int(sum(commits[i] for i in drafted)), int(commits.sum())))
         return total_s, commits
 
-    # a draft further behind than this (e.g. a whole prompt) catches up in one eager pass instead
-    MAX_GRAPH_CATCH_UP = 4
-
-    def _catch_up(self, rows: list[tuple[int, list[int]]]) -> tuple[float, int]:
-        """Bring drafts that lag their sequence by 2..MAX_GRAPH_CATCH_UP tokens (the bonus token after a full
-        acceptance) to a lag of one, one token per pass through the decode graphs: a graph replay of a draft pass
-        costs ~1 ms where an eager pass of the same tokens costs tens (reports/h100/runtime-strategies.md).
+    def _draft_prefill(self, rids, start, upto, tables) -> tuple[float, int]:
+        """One pass of a separate draft over every row's prompt / catch-up tokens (positions it lacks below
+        upto[i]): the pass sim/strategies/speculative.py prices next to the target's prefill (extra_passes), so
+        that the first draft pass of a decode iteration carries one or two tokens per row, not a whole prompt.
         Returns (seconds, passes)."""
-        if self.graphs is None:
+        seqs, done = [], []
+        for r, s, u, table in zip(rids, start, upto, tables):
+            if u == s:  # a plain decode row: its lag (the last draft after a full acceptance) goes into pass 0
+                continue
+            d = min(self.draft_done.get(r, 0), s)  # a recomputed (preempted) request starts over at 0
+            self.draft_done[r] = d
+            if d < u:
+                seqs.append(SeqInput(self.tokens[r][d:u], d, table, 1))
+                done.append((r, u))
+        if not seqs:
             return 0.0, 0
-        total, passes = 0.0, 0
-        while True:
-            lag = [(r, t) for r, t in rows
-                   if 1 < len(self.tokens[r]) - self.draft_done[r] <= self.MAX_GRAPH_CATCH_UP]
-            if not lag:
-                return total, passes
-            b = self.graphs.load([self.tokens[r][self.draft_done[r]] for r, _ in lag],
-                                 [self.draft_done[r] for r, _ in lag], [t for _, t in lag])
-            seconds, _ = self.timed("draft", len(lag), lambda: self.graphs.replay(b, len(lag)))
-            total += seconds
-            passes += 1
-            for r, _ in lag:
-                self.draft_done[r] += 1
+        seconds, _ = self.run_pass("draft", seqs, self.draft, self.draft_cache, self.draft_graphs)
+        for r, u in done:
+            self.draft_done[r] = u
+        return seconds, 1
 
     def _draft_pass(self, rows: list[tuple[int, list[int]]]) -> tuple[float, torch.Tensor]:
         """One draft pass; each row feeds every token its draft cache lacks. Returns (seconds, logits [R, V])."""
-        seqs = []
-        for r, table in rows:
-            s = self.draft_done[r]
-            seqs.append(SeqInput(self.tokens[r][s:], s, table, 1))
-        n_tok = sum(len(s.token_ids) for s in seqs)
-        if self.graphs is not None and n_tok == len(seqs):
-            b = self.graphs.load([s.token_ids[0] for s in seqs], [s.start for s in seqs], [s.block_ids for s in seqs])
-            seconds, (logits, _) = self.timed("draft", n_tok, lambda: self.graphs.replay(b, len(seqs)))
-            return seconds, logits.clone()
-        meta = build_meta(seqs, self.draft_cache, self.draft.device, self.draft.max_positions)
-        return self.timed("draft", n_tok, lambda: forward(self.draft, self.draft_cache, meta))
+        seqs = [SeqInput(self.tokens[r][self.draft_done[r]:], self.draft_done[r], table, 1) for r, table in rows]
+        seconds, logits = self.run_pass("draft", seqs, self.draft, self.draft_cache, self.draft_graphs)
+        return seconds, logits.clone()  # graph outputs are overwritten by the next replay
 
     def _decide(self, stepping, k_of, drafts, p_draft, logits, offsets):
         """Accepted drafts and next token per stepping row, batched over rows (padded to the largest k)."""

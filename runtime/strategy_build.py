@@ -5,7 +5,8 @@ Acceptance: with random weights a draft and its target never agree, so a specula
 forced acceptance (runtime/acceptance.py) at the scenario's `strategy.alpha` and says so in its result
 (`acceptance: forced`); with a checkpoint it verifies greedily and reports the measured rate. Diffusion and
 block-diffusion executors take per-row scratch blocks from the scheduler's pool (plan_exec.py), so the pool the
-scheduler sees shrinks by exactly what they hold back.
+scheduler sees shrinks by exactly what they hold back. The executors' CUDA graphs (plan_exec.py) are captured here,
+for every row count the batch can produce, before any clock starts.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoi
         ex = SpeculativeExecutor(model, blocks, bt, draft=draft, draft_layers=spec.draft_layers if draft is None
                                  else None, acceptance_mode=mode, alpha=alpha, seed=s.seed,
                                  max_context=min(longest + strat.k + 16, model.max_positions))
+        ex.capture()
         return ex, blocks
     rows = _rows(s)
     if spec.kind == "diffusion":
@@ -57,6 +59,8 @@ def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoi
     blocks -= scratch
     if spec.kind == "diffusion":
         ex = DiffusionExecutor(model, strat, blocks, bt, rows, positions, seed=s.seed)
+        ex.capture()
     else:
         ex = BlockDiffusionExecutor(model, strat, blocks, bt, rows, seed=s.seed)
+        ex.capture()
     return ex, blocks

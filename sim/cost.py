@@ -30,6 +30,13 @@ from sim.passes import PassShape
 from sim.units import BYTES_PER_ELEMENT
 
 
+# The passes memwall's runtime replays from CUDA graphs (runtime/forward.py, runtime/graphs.py import these): a
+# sequence of at most GRAPH_MAX_Q new tokens attends as one paged-attention row per token, and graphs are captured
+# for up to GRAPH_MAX_ROWS such rows. Verifies, block-diffusion steps, small prompts and chunks fall under it.
+GRAPH_MAX_Q = 128
+GRAPH_MAX_ROWS = 512
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One operator of a pass, before pricing: work per occurrence and how many times it occurs."""
@@ -107,14 +114,17 @@ class CostContext:
     tp: int = 1
     layers: int | None = None  # layers on this GPU group (pipeline stage); default all
     lm_head: bool = True  # whether this stage runs the LM head and sampling
-    # how passes are issued: "decode" = decode passes (one token per sequence) replay a CUDA graph and everything
-    # else is launched eagerly from the host, as memwall's runtime and vLLM do; "all" / "none": every pass
-    graphs: str = "decode"
+    # how passes are issued: "paged" = passes of at most GRAPH_MAX_ROWS tokens and GRAPH_MAX_Q new tokens per
+    # sequence replay a CUDA graph, larger ones are launched eagerly from the host (memwall's runtime); "decode" =
+    # only decode passes (one token per sequence) replay a graph (vLLM's default); "all" / "none": every pass
+    graphs: str = "paged"
 
     def eager(self, shape: PassShape) -> bool:
         """Whether the host launches this pass's kernels one by one (no CUDA graph)."""
         if self.graphs == "all":
             return False
+        if self.graphs == "paged":  # (the shape keeps sum q, not max q: the mean stands in for the largest span)
+            return shape.tokens > GRAPH_MAX_ROWS or shape.tokens > GRAPH_MAX_Q * shape.seqs
         return self.graphs == "none" or shape.tokens != shape.seqs
 
     @property

@@ -224,6 +224,7 @@ from validation.sweep_cli import report_sweep_cmd, sweep_cmd  # noqa: E402
 
 from validation.calibrate import calibrate_command  # noqa: E402
 from validation.microbench import microbench_command  # noqa: E402
+from validation.validate import validate_command  # noqa: E402
 from validation.validation_report import report_validation_command  # noqa: E402
 from validation.vidur_check import report_vidur_command  # noqa: E402
 
@@ -231,6 +232,7 @@ app.command("sweep")(sweep_cmd)
 report_app.command("sweep")(report_sweep_cmd)
 app.command("microbench")(microbench_command)
 app.command("calibrate")(calibrate_command)
+app.command("validate")(validate_command)
 report_app.command("vidur")(report_vidur_command)
 report_app.command("validation")(report_validation_command)
 

@@ -79,12 +79,9 @@ def build(s: Scenario, device: str, weights: str | None = None):
         return setup, model, executor, blocks, reqs
     cache = model.paged_cache(blocks, s.batching.kv_block_tokens)
     executor = Executor(model, cache, max_context=min(longest + 16, model.max_positions))
-    if executor.graphs is not None:  # capture every bucket the batch can use before the clock starts
-        limit = s.batching.batch_size if s.batching.kind == "static" else s.batching.max_batch
-        for b in executor.graphs.buckets:
+    if executor.graphs is not None:  # capture every bucket before the clock starts: decodes use those up to the
+        for b in executor.graphs.buckets:  # batch size, mixed passes of prefill chunks and decodes any of them
             executor.graphs.capture(b)
-            if b >= limit:
-                break
         torch.cuda.synchronize()
     return setup, model, executor, blocks, reqs
 
@@ -147,8 +144,11 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
             "device": device_info(device), "kv_blocks": blocks, "result": result.model_dump(mode="json"),
             "passes": [[*shape, round(t, 9)] for shape, t in zip(served.pass_shapes, served.device_pass_s)],
             "pass_columns": ["tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs", "device_s"],
-            # every forward pass of a non-AR iteration (draft, verify, diffusion/block step): role, tokens, seconds
-            "strategy_passes": [[r, n, round(t, 9)] for r, n, t in getattr(executor, "pass_log", [])]}
+            # every forward pass of a non-AR iteration (draft, verify, diffusion/block step) with its own shape
+            "strategy_passes": [[r, *shape, round(t, 9)] for (r, _, t), shape in
+                                zip(getattr(executor, "pass_log", []), getattr(executor, "pass_shapes", []))],
+            "strategy_pass_columns": ["role", "tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs",
+                                      "device_s"]}
 
 
 def done_keys(path: Path) -> set[str]:

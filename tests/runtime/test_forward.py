@@ -123,3 +123,26 @@ def test_position_past_the_table_is_a_user_error():
 def test_short_block_table_is_refused(tiny):
     with pytest.raises(ValueError, match="needs 3 blocks"):
         tiny.run(tiny.paged_cache(4, 4), [SeqInput(list(range(9)), 0, [0, 1])])
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_paged_rows_equal_one_sdpa_call_per_sequence(attention):
+    """The paged-row path (one query row per new token with its own key count: what CUDA graphs replay) gives the
+    logits of the per-sequence SDPA path for every mask a strategy uses: a verify of 5 tokens on a cached prefix, a
+    block-causal step (explicit limits), a bidirectional block that also reads a cached suffix (dual cache), and a
+    plain decode row."""
+    model = Transformer.random(tiny_spec(attention=attention), seed=7)
+    toks = [random_tokens(20, seed=s) for s in range(4)]
+    tables = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
+    out = []
+    for paged_max_q in (0, 128):
+        cache = model.paged_cache(20, 4)
+        prefix = [SeqInput(t[:20 if i == 2 else 12], 0, b, 0) for i, (t, b) in enumerate(zip(toks, tables))]
+        run_pass(model, cache, prefix, paged_max_q=0)  # sequence 2 also caches the suffix 16..19
+        seqs = [SeqInput(toks[0][12:17], 12, tables[0], 5),  # verify: causal over the prefix and itself
+                SeqInput(toks[1][12:18], 12, tables[1], 6, attend=[13, 16, 16, 16, 16, 18]),  # block-causal
+                SeqInput(toks[2][12:16], 12, tables[2], 4, context=20, attend="full"),  # dual cache
+                SeqInput(toks[3][12:13], 12, tables[3], 1)]  # decode
+        out.append(run_pass(model, cache, seqs, paged_max_q=paged_max_q))
+    assert out[0].shape == (16, 256) and not out[0].isnan().any()
+    torch.testing.assert_close(out[1], out[0], atol=ATOL, rtol=0)

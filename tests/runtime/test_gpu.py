@@ -61,8 +61,8 @@ def test_executor_graph_path_runs_plans():
         ex.add_request(r, n, seed=r)
     dt, new = ex.execute([Item(0, 12, 0, 1, [0]), Item(1, 20, 0, 0, [1, 2])])  # eager: prefill + chunk
     assert dt > 0 and set(new) == {0}
-    dt, new = ex.execute([Item(0, 1, 12, 1, [0]), Item(1, 10, 20, 1, [1, 2])])  # eager: decode + last chunk
-    assert set(new) == {0, 1}
+    dt, new = ex.execute([Item(0, 1, 12, 1, [0]), Item(1, 10, 20, 1, [1, 2])])  # 11 paged rows: graph bucket 16
+    assert set(new) == {0, 1} and 16 in ex.graphs.graphs
     for _ in range(3):  # decode-only: CUDA graph of bucket 2
         plan = [Item(r, 1, len(ex.tokens[r]) - 1, 1, blocks) for r, blocks in ((0, [0]), (1, [1, 2, 3]))]
         dt, new = ex.execute(plan)
@@ -75,8 +75,9 @@ def test_executor_graph_path_runs_plans():
 @needs_cuda
 def test_speculative_draft_catches_up_through_graphs():
     """A separate draft with the target's own weights agrees with it (nearly) always, so after each full
-    acceptance the draft lags two tokens and catches up through graph replays (runtime/speculative.py
-    _catch_up). If that catch-up wrote wrong K/V, the draft would drift and acceptance would collapse."""
+    acceptance the draft lags two tokens and catches up in its first draft pass, a graph of two paged rows per
+    sequence; verifies replay graphs of k + 1 rows per sequence. If either wrote wrong K/V, the draft would drift
+    and acceptance would collapse."""
     import sys
     from pathlib import Path
 
@@ -98,3 +99,32 @@ def test_speculative_draft_catches_up_through_graphs():
     full = sum(1 for a in ex.accepted if a == 3)
     assert full >= 0.8 * len(ex.accepted), ex.summary()
     assert any(role == "draft" for role, _, _ in ex.pass_log)
+    assert ex.target_graphs.graphs and ex.draft_graphs.graphs  # verifies and drafts replayed graphs
+
+
+@gpu
+@needs_cuda
+def test_graph_of_paged_rows_equals_eager_sdpa_pass():
+    """A verify (5 causal rows), a block-causal step and a decode, staged by DecodeGraphs.load_seqs and replayed,
+    give the logits of the eager pass that runs one SDPA call per sequence (bf16 tolerance)."""
+    from runtime.forward import run_pass
+    from runtime.graphs import ROW_BUCKETS, DecodeGraphs
+
+    model = Transformer.random(spec(), seed=5, device="cuda")
+    toks = [random_tokens(40, seed=s, vocab=512) for s in range(3)]
+    tables = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    out = []
+    for graph in (False, True):
+        cache = model.paged_cache(16, 16)
+        run_pass(model, cache, [SeqInput(t[:30], 0, b, 0) for t, b in zip(toks, tables)], paged_max_q=0)
+        seqs = [SeqInput(toks[0][30:35], 30, tables[0], 5),
+                SeqInput(toks[1][30:38], 30, tables[1], 8, attend=[31, 34, 34, 34, 38, 38, 38, 38]),
+                SeqInput(toks[2][30:31], 30, tables[2], 1)]
+        if graph:
+            graphs = DecodeGraphs(model, cache, max_context=48, buckets=ROW_BUCKETS, capture=False)
+            out.append(graphs.replay_logits(*graphs.load_seqs(seqs)).clone())
+            assert list(graphs.graphs) == [16]
+        else:
+            out.append(run_pass(model, cache, seqs, paged_max_q=0))
+    assert out[0].shape == (14, 512) and not out[1].isnan().any()
+    torch.testing.assert_close(out[1], out[0], atol=2e-2, rtol=2e-2)

@@ -66,4 +66,51 @@ def test_run_executes_every_strategy(cli, tmp_path, batching, sets):
     if "speculative" in sets[0]:
         assert extra["acceptance"] == "forced" and sum(extra["accepted_histogram"]) > 0
     record = json.loads(out.read_text().splitlines()[0])
-    assert {r for r, _, _ in record["strategy_passes"]} & {"draft", "verify", "diffusion_step", "block_step"}
+    passes = record["strategy_passes"]
+    assert {p[0] for p in passes} & {"draft", "verify", "diffusion_step", "block_step"}
+    assert all(len(p) == len(record["strategy_pass_columns"]) for p in passes)
+    for role, tokens, logit_rows, seqs, kv, pairs, device_s in passes:  # shapes the cost model can price
+        assert 1 <= seqs <= tokens and 1 <= logit_rows <= tokens and kv >= tokens and pairs >= tokens
+        assert device_s > 0
+
+
+def test_validate_runs_a_plan_then_predicts_it(cli, tmp_path):
+    """`memwall validate PLAN` runs every point of a sweep-style plan (resumably), `--predict` prices the same
+    points and compares them with what was measured, per point and per strategy."""
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"""name: tiny-grid
+base:
+  model: {tmp_path}
+  batching: {{kind: static, batch_size: 2}}
+  workload: {{kind: closed, num_requests: 2, input_len: 10, output_len: 6}}
+grids:
+  - name: g
+    axes:
+      strategy:
+        - {{kind: ar}}
+        - {{kind: speculative, draft: self, draft_layers: 1, k: 2, alpha: 0.5}}
+""")
+    out = tmp_path / "runs.jsonl"
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out))
+    assert code == 0, err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["scenario"]["name"] for r in records] == ["g-00", "g-01"]
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out))  # resumes: nothing to do
+    assert code == 0 and len(out.read_text().splitlines()) == 2
+    code, text, err = cli("validate", str(plan), "--predict", "--hardware", "h100-sxm", "--runs", str(out), "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    assert [p["name"] for p in report["points"]] == ["g-00", "g-01"]
+    assert set(report["summary"]) == {"ar", "speculative"}
+    for p in report["points"]:
+        tp = p["metrics"]["output_throughput_tok_s"]
+        assert tp["measured"] > 0 and tp["predicted"] > 0 and tp["rel_error"] == tp["predicted"] / tp["measured"] - 1
+    assert report["summary"]["speculative"]["pass_time_s"]["n"] > 0  # drafts and verifies priced one by one
+
+
+def test_validate_bad_plan_is_one_sentence(cli, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: p\ngrids:\n  - name: g\n    axes: {batching.batch_size: [1, 0]}\n")
+    code, _, err = cli("validate", str(plan), "--predict")
+    assert code == 2 and "batch_size" in err and len(err.strip().splitlines()) == 1
