@@ -19,7 +19,6 @@ from typing import Sequence
 import torch
 
 from runtime import ops
-from sim.cost import GRAPH_MAX_Q
 from sim.errors import UserError
 
 
@@ -67,9 +66,9 @@ class PassMeta:
     decode_lens: list[int] = field(default_factory=list)
 
 
-# Spans of at most this many new tokens attend as paged rows, one per token (see build_meta); the cost model
-# prices such passes as graph replays, so the number lives with it.
-PAGED_MAX_Q = GRAPH_MAX_Q
+# In eager passes, spans of at most this many new tokens attend as paged rows, one per token (see build_meta);
+# longer ones (prompts) as one SDPA call per sequence, which reads each K/V tile once for many queries.
+PAGED_MAX_Q = 128
 
 
 def token_limits(s: SeqInput, q: int, c: int, causal: bool) -> list[int]:

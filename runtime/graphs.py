@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.forward import PAGED_MAX_Q, PassMeta, SeqInput, forward, token_limits
+from runtime.forward import PassMeta, SeqInput, forward, token_limits
 from sim.cost import GRAPH_MAX_ROWS
 from sim.errors import UserError
 
@@ -129,14 +129,14 @@ class DecodeGraphs:
     def load_seqs(self, seqs: Sequence[SeqInput]) -> tuple[int, int, torch.Tensor | None] | None:
         """Stage a pass of whole sequences (forward.SeqInput) as paged rows, one per new token with the keys
         forward.token_limits gives it; returns (bucket, rows, device index of the rows whose logits are wanted,
-        None for all), or None when the pass does not fit a graph (a sequence of more than PAGED_MAX_Q new tokens,
-        more rows than the largest bucket): the caller then runs it eagerly."""
+        None for all), or None when the pass has more rows than the largest bucket: the caller then runs it
+        eagerly. (Any span fits, a whole prompt included: inside a graph its attention is paged rows too.)"""
         causal = self.cache.spec.attention == "causal"
+        if sum(len(s.token_ids) for s in seqs) > self.buckets[-1]:
+            return None
         tokens, positions, tables, lens, wanted = [], [], [], [], []
         for s in seqs:
             q = len(s.token_ids)
-            if q > PAGED_MAX_Q:
-                return None
             c = max(s.start + q, s.context or 0)
             if c > self.model.max_positions:
                 raise UserError(f"a sequence reaches position {c - 1}, past the model's {self.model.max_positions} "

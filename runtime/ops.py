@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from runtime.rope import apply_rope
+from sim.cost import RUNTIME_TRITON_MAX_ROWS
 
 
 @dataclass
 class OpsConfig:
     triton: bool = True  # use the Triton kernels for CUDA bf16/fp16 tensors
-    triton_max_rows: int = 256  # projections of passes with more flattened tokens use torch (cuBLAS)
+    triton_max_rows: int = RUNTIME_TRITON_MAX_ROWS  # projections of passes with more tokens use torch (cuBLAS)
     cublas_residual_rows: int = 64  # residual projections with at least this many rows use cuBLAS addmm_
     triton_on_cpu: bool = False  # tests only: run the Triton branch on CPU float32 under TRITON_INTERPRET=1
     fast_prefill: bool = True  # passes over triton_max_rows: norm before the bf16 GEMMs, fused RoPE/SwiGLU kernels

@@ -5,8 +5,8 @@ executor (executor.py), which returns one token per row, a strategy executor dec
 commits (accepted drafts, unmasked positions) and hands those counts back: `execute_plan(plan, sched) ->
 (device seconds, commits per row)`, then `sched.update(plan, commits=...)`.
 
-Every pass goes through `run_pass`: passes of at most PAGED_MAX_Q new tokens per sequence replay a CUDA graph of
-their paged-row count (graphs.py), the rest run eagerly.
+Every pass goes through `run_pass`: passes of at most sim.cost.GRAPH_MAX_ROWS tokens replay a CUDA graph of their
+paged-row count (graphs.py), the rest run eagerly.
 
 Block tables come from the scheduler's block manager. Some strategies compute positions the scheduler does not
 hold KV for: a diffusion step without cache recomputes everything (holds nothing), a block-diffusion step writes
@@ -71,8 +71,8 @@ class PlanExecutor(RequestTokens):
 
     def capture(self) -> None:
         """Capture every graph bucket before the clock starts: capturing compiles the bucket's Triton variants and
-        takes ~100 ms, which must not land in a served run. All of them, because prompts of up to PAGED_MAX_Q
-        tokens are paged-row passes too (a static batch of 4 prompts of 128 tokens is a 512-row pass)."""
+        takes ~100 ms, which must not land in a served run. All of them, because prompts are paged-row passes too
+        (a static batch of 4 prompts of 128 tokens is a 512-row pass)."""
         for graphs in self.all_graphs():
             for b in graphs.buckets:
                 if b not in graphs.graphs:

@@ -30,11 +30,13 @@ from sim.passes import PassShape
 from sim.units import BYTES_PER_ELEMENT
 
 
-# The passes memwall's runtime replays from CUDA graphs (runtime/forward.py, runtime/graphs.py import these): a
-# sequence of at most GRAPH_MAX_Q new tokens attends as one paged-attention row per token, and graphs are captured
-# for up to GRAPH_MAX_ROWS such rows. Verifies, block-diffusion steps, small prompts and chunks fall under it.
-GRAPH_MAX_Q = 128
+# The passes memwall's runtime replays from CUDA graphs (runtime/graphs.py imports this): every pass of at most
+# GRAPH_MAX_ROWS flattened tokens, each token a paged-attention row of its own (runtime/forward.py). Decodes,
+# verifies, block-diffusion steps, small diffusion steps, prompts and chunks up to that size fall under it.
 GRAPH_MAX_ROWS = 512
+# Projections of at most this many rows run memwall's own Triton GEMV/GEMM kernels, larger ones cuBLAS
+# (runtime/ops.py); the microbenchmarks time every size with the kernel the runtime uses for it.
+RUNTIME_TRITON_MAX_ROWS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +116,8 @@ class CostContext:
     tp: int = 1
     layers: int | None = None  # layers on this GPU group (pipeline stage); default all
     lm_head: bool = True  # whether this stage runs the LM head and sampling
-    # how passes are issued: "paged" = passes of at most GRAPH_MAX_ROWS tokens and GRAPH_MAX_Q new tokens per
-    # sequence replay a CUDA graph, larger ones are launched eagerly from the host (memwall's runtime); "decode" =
+    # how passes are issued: "paged" = passes of at most GRAPH_MAX_ROWS tokens replay a CUDA graph, larger ones are
+    # launched eagerly from the host (memwall's runtime); "decode" =
     # only decode passes (one token per sequence) replay a graph (vLLM's default); "all" / "none": every pass
     graphs: str = "paged"
 
@@ -123,8 +125,8 @@ class CostContext:
         """Whether the host launches this pass's kernels one by one (no CUDA graph)."""
         if self.graphs == "all":
             return False
-        if self.graphs == "paged":  # (the shape keeps sum q, not max q: the mean stands in for the largest span)
-            return shape.tokens > GRAPH_MAX_ROWS or shape.tokens > GRAPH_MAX_Q * shape.seqs
+        if self.graphs == "paged":
+            return shape.tokens > GRAPH_MAX_ROWS
         return self.graphs == "none" or shape.tokens != shape.seqs
 
     @property

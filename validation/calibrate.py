@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 import typer
 
+from sim.cost import RUNTIME_TRITON_MAX_ROWS
 from sim.errors import UserError
 from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
 from validation.clikit import user_errors
@@ -66,11 +67,30 @@ def load_records(path: Path) -> list[dict]:
         if not isinstance(rec, dict) or "key" not in rec or "kind" not in rec:
             raise UserError(f"{path}:{n}: a record needs 'key' and 'kind' (written by 'memwall microbench')")
         by_key[rec["key"]] = rec
-    ok = [r for r in by_key.values() if r.get("status") == "ok" and r["kind"] != "telemetry"]
+    ok = runtime_kernels([r for r in by_key.values() if r.get("status") == "ok" and r["kind"] != "telemetry"])
     if not ok:
         raise UserError(f"{path}: no successful microbenchmark records; run 'memwall microbench --out {path}' on "
                         "the GPU first")
     return ok
+
+
+def runtime_kernels(records: list[dict]) -> list[dict]:
+    """The projection records of the kernels memwall's runtime runs: its Triton kernels up to
+    RUNTIME_TRITON_MAX_ROWS rows, cuBLAS above (runtime/ops.py). Files measured before the Triton cases existed
+    keep their cuBLAS records at every size; Triton records of larger sizes (kept to choose that limit) drop out."""
+    triton = {(r["shape"]["M"], r["shape"]["N"], r["shape"]["K"]) for r in records
+              if r["kind"] == "gemm" and r["shape"].get("impl") == "triton"}
+    out = []
+    for r in records:
+        if r["kind"] == "gemm":
+            mnk = (r["shape"]["M"], r["shape"]["N"], r["shape"]["K"])
+            small = mnk[0] <= RUNTIME_TRITON_MAX_ROWS
+            if r["shape"].get("impl") == "triton" and not small:
+                continue
+            if r["shape"].get("impl", "cublas") == "cublas" and small and mnk in triton:
+                continue
+        out.append(r)
+    return out
 
 
 def group_of(rec: dict) -> str | None:

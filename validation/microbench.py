@@ -158,6 +158,13 @@ def _run_gemm(env: _Env, case: Case, weights: _Weights) -> dict:
 
         def fn(i):  # W.T of a row-major (N, K) is the column-major (K, N) operand _scaled_mm wants
             torch._scaled_mm(xs[i], ws[i].t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    elif case.shape.get("impl") == "triton":  # the runtime's kernel, plain store epilogue
+        from runtime.kernels.linear import linear
+
+        outs = [torch.empty(M, N, device=env.device, dtype=torch.bfloat16) for _ in range(sets)]
+
+        def fn(i):
+            linear(xs[i], ws[i], out=outs[i])
     else:
         outs = [torch.empty(M, N, device=env.device, dtype=torch.bfloat16) for _ in range(sets)]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from sim.cost import RUNTIME_TRITON_MAX_ROWS
+
 KINDS = ("launch", "stream", "gemm", "attention", "fp8")
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
@@ -53,12 +55,16 @@ def projection_shapes() -> dict[tuple[int, int], list[str]]:
     return dict(sorted(shapes.items()))
 
 
-def _gemm(M: int, N: int, K: int, dtype: str, models: list[str]) -> Case:
+def _gemm(M: int, N: int, K: int, dtype: str, models: list[str], impl: str = "cublas") -> Case:
+    """A projection; impl "triton" times memwall's own GEMV/GEMM kernel (runtime/kernels/linear.py), which the
+    runtime runs for up to sim.cost.RUNTIME_TRITON_MAX_ROWS rows, "cublas" torch.matmul."""
     wb = 1 if dtype == "fp8" else 2
     # fewest bytes: weights and activations read once, output written once (bf16 out for fp8 too)
     nbytes = N * K * wb + M * K * wb + M * N * 2
-    return Case(f"{'fp8' if dtype == 'fp8' else 'gemm'}/{dtype}/M={M}/N={N}/K={K}", "fp8" if dtype == "fp8" else "gemm",
-                dtype, {"M": M, "N": N, "K": K}, 2.0 * M * N * K, nbytes, {"models": models})
+    suffix = "/triton" if impl == "triton" else ""
+    return Case(f"{'fp8' if dtype == 'fp8' else 'gemm'}/{dtype}/M={M}/N={N}/K={K}{suffix}",
+                "fp8" if dtype == "fp8" else "gemm", dtype, {"M": M, "N": N, "K": K, "impl": impl}, 2.0 * M * N * K,
+                nbytes, {"models": models})
 
 
 def _attention(mode: str, batch: int, q: int, c: int, heads=HEADS, kv_heads=KV_HEADS, d=HEAD_DIM) -> Case:
@@ -96,6 +102,9 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
         rows = (1, 4, 16) if tiny else ROWS
         for (N, K), models in shapes.items():
             cases.extend(_gemm(M, N, K, "bf16", models) for M in rows)
+            # the runtime's own kernels, up to 4x the rows it uses them for (data for choosing that limit too)
+            if not tiny:  # (a CPU has no Triton)
+                cases.extend(_gemm(M, N, K, "bf16", models, "triton") for M in rows if M <= 4 * RUNTIME_TRITON_MAX_ROWS)
     if "attention" in kinds:
         if tiny:
             cases += [_attention("prefill", 1, 32, 32, 4, 2, 16), _attention("decode", 2, 1, 64, 4, 2, 16)]

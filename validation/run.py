@@ -75,7 +75,16 @@ def build(s: Scenario, device: str, weights: str | None = None):
     if s.strategy.kind != "ar":
         from runtime.strategy_build import strategy_executor
 
-        executor, blocks = strategy_executor(s, setup, model, blocks, reqs, longest, checkpoint=bool(weights))
+        def make():
+            return strategy_executor(s, setup, model, blocks, reqs, longest, checkpoint=bool(weights))
+
+        if device == "cuda":  # a throwaway executor serves the first batch before the clock: Triton compiles
+            warm_strategy(make()[0], s, setup, reqs)  # the variants of the eager prompt passes (seconds)
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+        executor, blocks = make()
         return setup, model, executor, blocks, reqs
     cache = model.paged_cache(blocks, s.batching.kv_block_tokens)
     executor = Executor(model, cache, max_context=min(longest + 16, model.max_positions))
@@ -103,6 +112,24 @@ def warm_up(executor, s: Scenario, blocks: int) -> None:
         executor.add_request(-1, m, 0)
         executor.execute([Item(-1, m, 0, 1, list(range(-(-m // bt))))])
         executor.free(-1)
+
+
+def warm_strategy(executor, s: Scenario, setup, reqs) -> None:
+    """Serve the scenario's first batch (at most 8 output tokens each, arrivals ignored) on a throwaway strategy
+    executor: the first eager pass of each kind compiles Triton kernels, which took up to 1.5 s inside a timed
+    pass before this existed (reports/h100/validation-notes.md)."""
+    import dataclasses
+
+    from runtime.serve import VirtualClock, serve
+
+    b = s.batching
+    rows = b.batch_size if b.kind == "static" else b.max_batch
+    first = [dataclasses.replace(r, arrival_s=0.0, output_tokens=min(r.output_tokens, 8)) for r in reqs[:rows]]
+    blocks = executor.pool_blocks
+    base = dict(scenario=f"{s.name} (warm-up)", hardware=setup.hardware.name, model=setup.model.name,
+                strategy=s.strategy.kind, batching=b.kind, weight_bytes_per_gpu=setup.weight_bytes_per_gpu)
+    serve(first, b, executor, blocks, base, seed=s.seed, clock=VirtualClock(),
+          strategy=setup.strategy, kv_extra=setup.kv_extra)
 
 
 def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=None) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 import typer
 
 from sim.errors import UserError
-from validation.calibrate import CALIBRATED_H100, error_stats, predict_records, residuals_by_curve
+from validation.calibrate import CALIBRATED_H100, error_stats, predict_records, residuals_by_curve, runtime_kernels
 from validation.clikit import user_errors
 
 RUN_METRICS = {"output_throughput_tok_s": lambda r: r["output_throughput_tok_s"],
@@ -239,7 +239,7 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
     # calibration
     blocks.append(("h", "Calibration fit (microbenchmarks)"))
     if data["microbench"]:
-        rows = predict_records(data["microbench"], profile)
+        rows = predict_records(runtime_kernels(data["microbench"]), profile)
         res = residuals_by_curve(rows)
         eff = profile.efficiency
         table = []
