@@ -34,6 +34,8 @@ from sim.units import BYTES_PER_ELEMENT
 # GRAPH_MAX_ROWS flattened tokens, each token a paged-attention row of its own (runtime/forward.py). Decodes,
 # verifies, block-diffusion steps, small diffusion steps, prompts and chunks up to that size fall under it.
 GRAPH_MAX_ROWS = 512
+# the elementwise operators that memwall's Triton projections fuse (CostContext.fused_epilogues)
+FUSED_OPS = frozenset({"attn_norm", "rope", "mlp_norm", "swiglu", "final_norm"})
 # Projections of at most this many rows run memwall's own Triton GEMV/GEMM kernels, larger ones cuBLAS
 # (runtime/ops.py); the microbenchmarks time every size with the kernel the runtime uses for it.
 RUNTIME_TRITON_MAX_ROWS = 64
@@ -120,6 +122,14 @@ class CostContext:
     # launched eagerly from the host (memwall's runtime); "decode" =
     # only decode passes (one token per sequence) replay a graph (vLLM's default); "all" / "none": every pass
     graphs: str = "paged"
+    # memwall's runtime folds RMSNorm, RoPE and SwiGLU into its Triton projections (runtime/kernels/linear.py) for
+    # passes of at most RUNTIME_TRITON_MAX_ROWS tokens of a dense model: those passes have no such kernels of their
+    # own. False prices them as separate kernels at every size (vLLM's layout).
+    fused_epilogues: bool = True
+
+    def fused(self, tokens: int) -> bool:
+        """Whether a pass of `tokens` rows has its elementwise operators fused into its projections."""
+        return self.fused_epilogues and tokens <= RUNTIME_TRITON_MAX_ROWS and not self.model.is_moe
 
     def eager(self, shape: PassShape) -> bool:
         """Whether the host launches this pass's kernels one by one (no CUDA graph)."""
@@ -257,7 +267,9 @@ def pass_cost(ctx: CostContext, shape: PassShape) -> PassCost:
     An eagerly launched pass (see CostContext.graphs) cannot finish before the host has issued its kernels: when
     issuing them (kernels x launch_overhead) takes longer than the GPU work, the difference shows as a
     `host_launch` operator bound by "overhead" (the host and the GPU run as a two-stage pipeline)."""
-    ops = [op for op in linear_ops(ctx, shape.tokens, shape.logit_rows) + attention_ops(ctx, shape) if op.count > 0]
+    fused = ctx.fused(shape.tokens)
+    ops = [op for op in linear_ops(ctx, shape.tokens, shape.logit_rows) + attention_ops(ctx, shape)
+           if op.count > 0 and not (fused and op.name in FUSED_OPS)]
     costs = [price(op, ctx) for op in ops]
     if ctx.eager(shape):
         gpu_s = sum(o.time_s for o in costs)
@@ -308,13 +320,15 @@ class CostModel:
         kinds = ["comm" if op.family == "comm" else "flops" if op.family == "linear" else "bytes" for op in ops0]
         self._table = [
             (tuple(self._F[:, i]), tuple(self._B[:, i]), tuple(self._C[:, i]), op.count,
-             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i])
+             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i], op.name in FUSED_OPS)
             for i, op in enumerate(ops0)
         ]
         self._peak_w = hw.peak_flops_per_s(ctx.weights)
         self._cmp_curve, self._mem_curve = eff.compute, eff.memory
         self._kernels = sum(op.kernels * op.count for op in ops0 if op.name not in HEAD_OPS)
         self._head_kernels = sum(op.kernels * op.count for op in ops0 if op.name in HEAD_OPS)
+        self._fused_kernels = sum(op.kernels * op.count for op in ops0 if op.name in FUSED_OPS - set(HEAD_OPS))
+        self._fused_head_kernels = sum(op.kernels * op.count for op in ops0 if op.name in FUSED_OPS & set(HEAD_OPS))
         # attention constants, so that `pass_time` does a few multiplications per call
         self._L = ctx.num_layers
         self._kv_per_tok = 2 * m.kv_dim / t * kvb
@@ -337,8 +351,9 @@ class CostModel:
         c_half, c_rate = cc.half_size, self._peak_w * cc.max_fraction
         m_half, m_rate = mc.half_size, self._bw * mc.max_fraction
         total_s = flops_sum = bytes_sum = mem_s = 0.0
-        for (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind in self._table:
-            if is_head and not head:
+        fused = self.ctx.fused(tokens)
+        for (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind, fusable in self._table:
+            if (is_head and not head) or (fused and fusable):
                 continue
             flops = f0 + f1 * tokens + f2 * logit_rows + f3 * touched
             nbytes = b0 + b1 * tokens + b2 * logit_rows + b3 * touched
@@ -391,7 +406,10 @@ class CostModel:
         mem_s = attn_s if memory >= compute or self._overhead > core else 0.0
         time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
         if self.ctx.eager(shape):  # the host issuing kernels one by one may be the slower pipeline stage
-            kernels = self._kernels + self._L + (self._head_kernels if shape.logit_rows and self.ctx.lm_head else 0)
+            head = shape.logit_rows and self.ctx.lm_head
+            kernels = self._kernels + self._L + (self._head_kernels if head else 0)
+            if self.ctx.fused(shape.tokens):
+                kernels -= self._fused_kernels + (self._fused_head_kernels if head else 0)
             launch_s = host_launch_s(self.ctx, kernels)
             if launch_s > time_s:
                 mem_s += launch_s - time_s
