@@ -64,11 +64,33 @@ class PassMeta:
     prefills: list[PrefillSpan] = field(default_factory=list)
     decode_tables: list[list[int]] = field(default_factory=list)  # host copies, for the torch reference path
     decode_lens: list[int] = field(default_factory=list)
+    # [G, 2] (first paged row, rows): rows of one sequence that one attention program serves with one read of its
+    # K/V (row_groups below); None: one program per row
+    groups: torch.Tensor | None = None
 
 
 # In eager passes, spans of at most this many new tokens attend as paged rows, one per token (see build_meta);
 # longer ones (prompts) as one SDPA call per sequence, which reads each K/V tile once for many queries.
 PAGED_MAX_Q = 128
+
+
+def rows_per_group(n_heads: int, n_kv_heads: int) -> int:
+    """Rows of one sequence that share a program (and one read of its K/V): as many as fill a 16-row dot tile with
+    their query heads, 4 for Llama-3's GQA (4 heads per KV head), 16 for multi-head attention."""
+    return max(1, 16 // (n_heads // n_kv_heads))
+
+
+def row_groups(seq_rows, qb: int, size: int | None = None) -> list[tuple[int, int]]:
+    """(first row, rows) of each program for sequences of seq_rows[i] consecutive rows: chunks of at most qb rows
+    that never cross a sequence; padded with (0, 0) (empty programs) up to `size` entries."""
+    out, row = [], 0
+    for n in seq_rows:
+        for j in range(0, n, qb):
+            out.append((row + j, min(qb, n - j)))
+        row += n
+    if size is not None:
+        out += [(0, 0)] * (size - len(out))
+    return out
 
 
 def token_limits(s: SeqInput, q: int, c: int, causal: bool) -> list[int]:
@@ -95,6 +117,7 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
     logit_rows: list[int] = []
     dec_rows, dec_tables, dec_lens = [], [], []
     prefills: list[PrefillSpan] = []
+    paged_spans: list[int] = []  # rows of each sequence that became paged rows, in order
     row = 0
     for s in seqs:
         q = len(s.token_ids)
@@ -117,6 +140,7 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
             dec_rows += range(row, row + q)
             dec_tables += [blocks] * q
             dec_lens += limits
+            paged_spans.append(q)
         else:
             limits = None if s.attend is None or isinstance(s.attend, str) else torch.tensor(
                 limits, dtype=torch.long, device=device)
@@ -130,13 +154,17 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
         return torch.tensor(x, dtype=dtype, device=device)
 
     all_decode = len(dec_rows) == row
+    groups = None
+    if any(n > 1 for n in paged_spans):
+        qb = rows_per_group(cache.spec.num_heads, cache.spec.num_kv_heads)
+        groups = dev(row_groups(paged_spans, qb)).reshape(-1, 2)
     return PassMeta(
         tokens=dev(tokens), positions=dev(positions), slots=dev(slots),
         logit_rows=None if logit_rows == list(range(row)) else dev(logit_rows),
         decode_rows=None if all_decode else dev(dec_rows),
         block_tables=dev(table or [[cache.scratch_block]], torch.int32).reshape(len(table) or 1, width),
         context_lens=dev(dec_lens or [1], torch.int32), num_decode=len(dec_rows),
-        prefills=prefills, decode_tables=dec_tables, decode_lens=dec_lens)
+        prefills=prefills, decode_tables=dec_tables, decode_lens=dec_lens, groups=groups)
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.forward import PassMeta, SeqInput, forward, token_limits
+from runtime.forward import PassMeta, SeqInput, forward, row_groups, rows_per_group, token_limits
 from sim.cost import GRAPH_MAX_ROWS
 from sim.errors import UserError
 
@@ -59,17 +59,27 @@ class DecodeGraphs:
     def bucket_for(self, n: int) -> int | None:
         return next((b for b in self.buckets if b >= n), None)
 
+    def _size(self, b: int) -> int:
+        return 4 * b + b * self.width + 2 * b  # tokens, positions, slots, lens | block tables | row groups
+
     def _meta(self, inputs: torch.Tensor, b: int) -> PassMeta:
         tokens, positions, slots, lens = inputs[:4 * b].view(4, b)
+        w = 4 * b + b * self.width
         return PassMeta(tokens=tokens, positions=positions, slots=slots, logit_rows=None, decode_rows=None,
-                        block_tables=inputs[4 * b:].view(b, self.width), context_lens=lens, num_decode=b)
+                        block_tables=inputs[4 * b:w].view(b, self.width), context_lens=lens, num_decode=b,
+                        groups=inputs[w:].view(b, 2))
 
-    def _fill(self, g: _Graph, b: int, tokens, positions, tables, context_lens=None) -> None:
-        """Write a batch (padded to b rows) into the pinned staging array and copy it to the device buffers."""
+    def _fill(self, g: _Graph, b: int, tokens, positions, tables, context_lens=None, seq_rows=None) -> None:
+        """Write a batch (padded to b rows) into the pinned staging array and copy it to the device buffers.
+        seq_rows: rows of each sequence, in order (default: one each, a decode) -- the attention's row groups."""
         bt, scratch, w = self.cache.block_tokens, self.cache.scratch_block, self.width
         n = len(tokens)
-        a = np.zeros(4 * b + b * w, dtype=np.int64)
-        table = a[4 * b:].reshape(b, w)
+        a = np.zeros(self._size(b), dtype=np.int64)
+        table = a[4 * b:4 * b + b * w].reshape(b, w)
+        spec = self.cache.spec
+        groups = row_groups(list(seq_rows or [1] * n) + [1] * (b - n), rows_per_group(spec.num_heads,
+                                                                                        spec.num_kv_heads), size=b)
+        a[4 * b + b * w:] = np.asarray(groups, dtype=np.int64).reshape(-1)
         table[:] = scratch
         pos = np.asarray(positions, dtype=np.int64)
         lens = pos + 1 if context_lens is None else np.asarray(context_lens, dtype=np.int64)
@@ -96,7 +106,7 @@ class DecodeGraphs:
 
     def capture(self, b: int) -> None:
         """Warm up (compiles the Triton kernels) and capture the decode pass of bucket b."""
-        size = 4 * b + b * self.width
+        size = self._size(b)
         staging = torch.zeros(size, dtype=torch.long, pin_memory=True)
         inputs = torch.zeros(size, dtype=torch.long, device=self.model.device)
         g = _Graph(torch.cuda.CUDAGraph(), staging, inputs, None, None, torch.cuda.Event())
@@ -114,7 +124,7 @@ class DecodeGraphs:
         self.graphs[b] = g
 
     def load(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]],
-             context_lens: Sequence[int] | None = None) -> int:
+             context_lens: Sequence[int] | None = None, seq_rows: Sequence[int] | None = None) -> int:
         """Stage one pass of paged rows (token i at position positions[i] of the sequence whose blocks are
         tables[i], attending to its first context_lens[i] positions, default positions[i] + 1: a decode step) into
         the buffers of its bucket; returns the bucket. Host work, kept apart from `replay` so timing sees none."""
@@ -123,7 +133,7 @@ class DecodeGraphs:
             raise ValueError(f"batch {len(tokens)} exceeds the largest captured bucket {self.buckets[-1]}")
         if b not in self.graphs:
             self.capture(b)
-        self._fill(self.graphs[b], b, tokens, positions, tables, context_lens)
+        self._fill(self.graphs[b], b, tokens, positions, tables, context_lens, seq_rows)
         return b
 
     def load_seqs(self, seqs: Sequence[SeqInput]) -> tuple[int, int, torch.Tensor | None] | None:
@@ -148,7 +158,7 @@ class DecodeGraphs:
             lens += token_limits(s, q, c, causal)
         if self.bucket_for(len(tokens)) is None:
             return None
-        b = self.load(tokens, positions, tables, lens)
+        b = self.load(tokens, positions, tables, lens, [len(s.token_ids) for s in seqs])
         index = None if len(wanted) == len(tokens) else torch.tensor(wanted, device=self.graphs[b].inputs.device)
         return b, len(tokens), index
 

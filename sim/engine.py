@@ -269,7 +269,7 @@ class Engine:
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token))
                 continue
             dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens
+            dur = dur + send_s * plan.shape.tokens + self.setup.hardware.host_pass_overhead_s
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
@@ -296,10 +296,11 @@ class Engine:
         """(time, flops, bytes, memory-bound time) of one iteration: every pass of it (the target over all its
         pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
         t = f = b = m = 0.0
+        host_s = self.setup.hardware.host_pass_overhead_s  # the serving loop's own time per pass (calibrated)
         for role, shape in plan.passes:
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
-            t, f, b, m = t + pt.time_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
+            t, f, b, m = t + pt.time_s + host_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
         return t, f, b, m
 
     def _stage_send_s(self) -> float:

@@ -152,6 +152,10 @@ class HardwareProfile(_Frozen):
     link_latency_us: float = Field(ge=0, description="one hop of a collective on that link")
     link_kind: str = Field(description="e.g. NVLink 4, PCIe Gen5, Infinity Fabric")
     launch_overhead_us: float = Field(ge=0, description="host launch cost of one kernel outside a CUDA graph")
+    host_pass_overhead_us: float = Field(
+        default=0.0, ge=0, description="host time of the serving loop per forward pass (scheduling, staging inputs, "
+                                       "reading the sampled tokens back), serialized with the GPU's work; 0 in "
+                                       "datasheet profiles, measured by 'memwall microbench' (kind host)")
     tdp_w: float = Field(gt=0)
     price_per_gpu_hour_usd: float | None = Field(default=None, gt=0)
     price_source: str | None = None
@@ -171,6 +175,10 @@ class HardwareProfile(_Frozen):
     @property
     def hbm_capacity_bytes(self) -> float:
         return self.hbm_capacity_gb * GB
+
+    @property
+    def host_pass_overhead_s(self) -> float:
+        return self.host_pass_overhead_us * 1e-6
 
     @property
     def hbm_bandwidth_bytes_per_s(self) -> float:

@@ -42,7 +42,8 @@ from validation.clikit import user_errors
 SOFT_L1_SCALE = 0.05
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATED_H100 = REPO / "hw_profiles" / "calibrated" / "h100-sxm-calibrated.yaml"
-FITTED = ("memory", "compute", "attention_memory", "attention_compute", "kernel_overhead_us", "launch_overhead_us")
+FITTED = ("memory", "compute", "attention_memory", "attention_compute", "kernel_overhead_us", "launch_overhead_us",
+          "host_pass_overhead_us")
 
 
 # -- records -------------------------------------------------------------------------------------------------------
@@ -205,7 +206,7 @@ def _sig(v: float, digits: int = 4) -> float:
 
 
 def _median_of(records: list[dict], kind: str, mode: str) -> float | None:
-    vals = [r["median_s"] for r in records if r["kind"] == kind and r["shape"].get("mode") == mode]
+    vals = [r["median_s"] for r in records if r["kind"] == kind and (mode is None or r["shape"].get("mode") == mode)]
     return float(np.median(vals)) if vals else None
 
 
@@ -222,6 +223,8 @@ def calibrate(records: list[dict], base: HardwareProfile,
         measured.append("kernel_overhead_us")
     launch_s = _median_of(records, "launch", "eager")
     measured.append("launch_overhead_us") if launch_s is not None else carried.append("launch_overhead_us")
+    host_s = _median_of(records, "host", None)
+    measured.append("host_pass_overhead_us") if host_s is not None else carried.append("host_pass_overhead_us")
     bf16, bw = base.peak_flops_per_s("bf16"), base.hbm_bandwidth_bytes_per_s
     curves = {"compute": eff.compute, "memory": eff.memory,
               "attention_compute": eff.attn_compute, "attention_memory": eff.attn_memory}
@@ -243,6 +246,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "name": f"{base.name}-calibrated",
         "description": f"{base.description}; efficiency curves fitted to microbenchmarks",
         "launch_overhead_us": _sig(launch_s * 1e6) if launch_s is not None else base.launch_overhead_us,
+        "host_pass_overhead_us": _sig(host_s * 1e6) if host_s is not None else base.host_pass_overhead_us,
         "efficiency": new_eff})
     # residuals with the final profile, through the cost model itself
     rows = predict_records(records, profile)
@@ -289,9 +293,11 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
                               records=cal.records)
     notes = (f"{target.provenance.notes or ''} Efficiency curves carried over from {fitted.name}: max_fraction "
              f"kept, half_size scaled by this chip's peak over the H100's (memory x{bw_ratio:.3f}, compute "
-             f"x{fl_ratio:.3f}) so that fixed times carry; launch_overhead_us is this profile's own.").strip()
+             f"x{fl_ratio:.3f}) so that fixed times carry; launch_overhead_us is this profile's own; "
+             "host_pass_overhead_us (the serving loop's host time per pass) carried as measured.").strip()
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",
+        "host_pass_overhead_us": fitted.host_pass_overhead_us,
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,
         "provenance": target.provenance.model_copy(update={"notes": notes, "calibration": calibration})})

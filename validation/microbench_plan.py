@@ -9,7 +9,7 @@ from typing import Optional
 
 from sim.cost import RUNTIME_TRITON_MAX_ROWS
 
-KINDS = ("launch", "stream", "gemm", "attention", "fp8")
+KINDS = ("launch", "host", "stream", "gemm", "attention", "fp8")
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 # The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.
@@ -90,6 +90,13 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
             # one add on 256 fp32 elements: the smallest real kernel, so the time is the per-kernel floor
             cases.append(Case(f"launch/{mode}/n={n}", "launch", "fp32", {"mode": mode, "kernels": n, "elements": 256},
                               256.0, 2 * 256 * 4.0))
+    if "host" in kinds:
+        # the runtime's serving loop on a tiny model (its GPU work is ~0.1 ms a pass): wall time minus device time
+        # per forward pass is the host's own share, which the engine adds to every pass (host_pass_overhead_us)
+        for strategy in ("ar", "speculative"):
+            for batch in ((1, 4) if tiny else (1, 8, 64)):
+                cases.append(Case(f"host/{strategy}/B={batch}", "host", "bf16",
+                                  {"strategy": strategy, "batch": batch, "prompt": 16, "output": 64}, 0.0, 0.0))
     if "stream" in kinds:
         sizes = (2**16, 2**20) if tiny else (65536, 262144, *(int(s) for s in (1e6, 4e6, 16e6, 64e6, 256e6, 1e9, 4e9)))
         for op in ("read", "copy"):

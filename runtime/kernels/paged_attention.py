@@ -17,26 +17,38 @@ import torch
 import triton
 import triton.language as tl
 
+from runtime.forward import row_groups, rows_per_group  # noqa: F401 - with the kernel they serve
+
 
 @triton.jit
-def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr,
+def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, grp_ptr,
                    stride_bt, scale, n_kv_heads,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HD: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
-                   BLOCK_T: tl.constexpr, SPLITS: tl.constexpr):
-    b = tl.program_id(0)
+                   BLOCK_T: tl.constexpr, SPLITS: tl.constexpr, QB: tl.constexpr):
+    gi = tl.program_id(0)
     g = tl.program_id(1)
     s = tl.program_id(2)
     n_heads = n_kv_heads * GROUP
-    c = tl.load(ctx_ptr + b)
+    if QB == 1:  # one row per program (decode)
+        first = gi
+        nrows = 1
+    else:  # a group of up to QB consecutive rows of one sequence: grp_ptr[gi] = (first row, rows)
+        first = tl.load(grp_ptr + 2 * gi)
+        nrows = tl.load(grp_ptr + 2 * gi + 1)
+    # tile row i: row first + i // GROUP, query head g * GROUP + i % GROUP
+    i = tl.arange(0, GROUP_PAD)
+    r_off = i // GROUP
+    valid = (r_off < nrows) & (i < QB * GROUP)
+    row = first + r_off
+    h = g * GROUP + i % GROUP
+    lens = tl.load(ctx_ptr + row, mask=valid, other=0)
+    c = tl.max(lens, axis=0)
     per = tl.cdiv(tl.cdiv(c, SPLITS), BLOCK_T) * BLOCK_T
     t_begin = s * per
     t_end = tl.minimum(c, t_begin + per)
 
-    hi = tl.arange(0, GROUP_PAD)
-    hmask = hi < GROUP
-    h = g * GROUP + hi
     d = tl.arange(0, HD)
-    q = tl.load(q_ptr + (b * n_heads + h)[:, None] * HD + d[None, :], mask=hmask[:, None], other=0.0)
+    q = tl.load(q_ptr + (row * n_heads + h)[:, None] * HD + d[None, :], mask=valid[:, None], other=0.0)
     row_stride = n_kv_heads * HD
 
     m_i = tl.full([GROUP_PAD], float("-inf"), dtype=tl.float32)
@@ -45,29 +57,30 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_p
     for t0 in range(t_begin, t_end, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T)
         tm = t < t_end
-        page = tl.load(bt_ptr + b * stride_bt + t // BLOCK_TOKENS, mask=tm, other=0).to(tl.int64)
+        page = tl.load(bt_ptr + first * stride_bt + t // BLOCK_TOKENS, mask=tm, other=0).to(tl.int64)
         slot = page * BLOCK_TOKENS + t % BLOCK_TOKENS
         off = slot[:, None] * row_stride + g * HD + d[None, :]
         k = tl.load(kc_ptr + off, mask=tm[:, None], other=0.0)
         v = tl.load(vc_ptr + off, mask=tm[:, None], other=0.0)
         sc = tl.dot(q, tl.trans(k)) * scale  # [GROUP_PAD, BLOCK_T]
-        sc = tl.where(tm[None, :], sc, float("-inf"))
+        sc = tl.where(tm[None, :] & (t[None, :] < lens[:, None]), sc, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-        p = tl.exp(sc - m_new[:, None])
-        alpha = tl.exp(m_i - m_new)
+        m_safe = tl.where(m_new > float("-inf"), m_new, 0.0)  # a row with no key here yet stays empty, not NaN
+        p = tl.exp(sc - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
     if SPLITS == 1:
         o = acc / l_i[:, None]
-        tl.store(out_ptr + (b * n_heads + h)[:, None] * HD + d[None, :], o.to(out_ptr.dtype.element_ty),
-                 mask=hmask[:, None])
+        tl.store(out_ptr + (row * n_heads + h)[:, None] * HD + d[None, :], o.to(out_ptr.dtype.element_ty),
+                 mask=valid[:, None])
     else:
-        part = (b * SPLITS + s) * n_heads + h  # [GROUP_PAD] index into [B, SPLITS, heads]
-        tl.store(pm_ptr + part, m_i, mask=hmask)
-        tl.store(pl_ptr + part, l_i, mask=hmask)
-        tl.store(pacc_ptr + part[:, None] * HD + d[None, :], acc, mask=hmask[:, None])
+        part = (row * SPLITS + s) * n_heads + h  # [GROUP_PAD] index into [B, SPLITS, heads]
+        tl.store(pm_ptr + part, m_i, mask=valid)
+        tl.store(pl_ptr + part, l_i, mask=valid)
+        tl.store(pacc_ptr + part[:, None] * HD + d[None, :], acc, mask=valid[:, None])
 
 
 @triton.jit
@@ -109,13 +122,17 @@ def default_config(batch: int, n_kv_heads: int) -> dict:
 
 def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                  context_lens: torch.Tensor, scale: float, config: dict | None = None,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention of one query token per sequence over its cached context.
+                 out: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of query rows over their cached contexts (paged rows: a decode row, or one token of a verify /
+    block step / chunk, which sees its own number of keys).
     q [B, h, d_h]; k_cache, v_cache [blocks, block_tokens, h_kv, d_h] (one layer); block_tables [B, max_blocks]
-    int32/int64; context_lens [B] (positions attended, the new token's included). Returns [B, h, d_h]."""
+    int32/int64; context_lens [B] (keys each row sees). `groups` [G, 2] (first row, rows), from `row_groups`:
+    consecutive rows of one sequence (same block table) that one program serves with one read of the K/V, up to
+    rows_per_group rows; None: one row per program. Every row must be in a group. Returns [B, h, d_h]."""
     B, H, HD = q.shape
     _, bt, n_kv, _ = k_cache.shape
     group = H // n_kv
+    qb = 1 if groups is None else rows_per_group(H, n_kv)
     assert q.is_contiguous() and k_cache.is_contiguous() and block_tables.stride(1) == 1
     tuned = TUNED.get(min(256, triton.next_power_of_2(B))) if H == 32 and n_kv == 8 and HD == 128 else None
     cfg = config or tuned or default_config(B, n_kv)
@@ -127,10 +144,12 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         pacc = torch.empty(B, splits, H, HD, dtype=torch.float32, device=q.device)
     else:
         pm = pl = pacc = out
-    _decode_kernel[(B, n_kv, splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc, block_tables.stride(0), scale, n_kv,
-        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HD=HD, BLOCK_TOKENS=bt,
-        BLOCK_T=cfg["block_t"], SPLITS=splits, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    programs = B if groups is None else groups.shape[0]
+    _decode_kernel[(programs, n_kv, splits)](
+        q, k_cache, v_cache, block_tables, context_lens, out, pm, pl, pacc,
+        groups if groups is not None else context_lens, block_tables.stride(0), scale, n_kv,
+        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(qb * group)), HD=HD, BLOCK_TOKENS=bt,
+        BLOCK_T=cfg["block_t"], SPLITS=splits, QB=qb, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if splits > 1:
         _combine_kernel[(B, H)](pm, pl, pacc, out, H, HD=HD, SPLITS=splits, num_warps=1)
     return out

@@ -120,6 +120,34 @@ def test_paged_decode_reads_only_its_context(splits):
         assert rel(out[b], want) < TOL, (b, c)
 
 
+@pytest.mark.parametrize("heads,kv_heads,splits", [(8, 2, 1), (8, 2, 4), (4, 4, 1), (4, 4, 2)])
+def test_grouped_rows_equal_one_row_per_program(heads, kv_heads, splits):
+    """Paged rows grouped per sequence (one K/V read serves up to rows_per_group rows, each with its own key count:
+    causal verify rows, a block-causal step, a decode) give what one program per row gives."""
+    torch.manual_seed(heads + splits)
+    D, NB, BT = 32, 40, 8
+    kc, vc = rnd(NB, BT, kv_heads, D), rnd(NB, BT, kv_heads, D)
+    perm = torch.randperm(NB - 1).tolist()
+    spans = [(5, [20 + i for i in range(5)]), (6, [33, 40, 40, 40, 40, 46]), (1, [9]), (9, list(range(30, 39)))]
+    rows_lens, tables, seq_rows = [], [], []
+    for i, (n, lens) in enumerate(spans):
+        t = perm[i * 7:(i + 1) * 7]
+        tables += [t] * n
+        rows_lens += lens
+        seq_rows.append(n)
+    B = len(rows_lens)
+    bt = torch.tensor(tables, device=DEV, dtype=torch.int32)
+    lens = torch.tensor(rows_lens, device=DEV, dtype=torch.int32)
+    q = rnd(B, heads, D)
+    cfg = dict(splits=splits, block_t=16, num_warps=4, num_stages=2)
+    want = PA.paged_decode(q, kc, vc, bt, lens, D ** -0.5, config=cfg)
+    qb = PA.rows_per_group(heads, kv_heads)
+    groups = torch.tensor(PA.row_groups(seq_rows, qb, size=B), device=DEV, dtype=torch.int64)
+    assert qb > 1 and (groups[:, 1] > 1).any()
+    got = PA.paged_decode(q, kc, vc, bt, lens, D ** -0.5, config=cfg, groups=groups)
+    assert rel(got, want) < TOL
+
+
 def test_triton_forward_equals_torch_forward():
     """A whole mixed pass (prompt chunks and decodes) through the kernels against the torch path."""
     spec = tiny_spec(qkv_bias=True, hidden_size=128, head_dim=32) if not CUDA else \
