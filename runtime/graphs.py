@@ -139,8 +139,8 @@ class DecodeGraphs:
     def load_seqs(self, seqs: Sequence[SeqInput]) -> tuple[int, int, torch.Tensor | None] | None:
         """Stage a pass of whole sequences (forward.SeqInput) as paged rows, one per new token with the keys
         forward.token_limits gives it; returns (bucket, rows, device index of the rows whose logits are wanted,
-        None for all), or None when the pass has more rows than the largest bucket: the caller then runs it
-        eagerly. (Any span fits, a whole prompt included: inside a graph its attention is paged rows too.)"""
+        None for all), or None when the pass has more rows than the largest bucket or reaches past the context
+        the graphs were sized for: the caller then runs it eagerly. (Any span fits, a whole prompt included: inside a graph its attention is paged rows too.)"""
         causal = self.cache.spec.attention == "causal"
         if sum(len(s.token_ids) for s in seqs) > self.buckets[-1]:
             return None
@@ -148,6 +148,8 @@ class DecodeGraphs:
         for s in seqs:
             q = len(s.token_ids)
             c = max(s.start + q, s.context or 0)
+            if c > self.width * self.cache.block_tokens or c > len(s.block_ids) * self.cache.block_tokens:
+                return None  # past the context the graphs were sized for (e.g. a warm-up prompt): eager
             if c > self.model.max_positions:
                 raise UserError(f"a sequence reaches position {c - 1}, past the model's {self.model.max_positions} "
                                 f"positions; use shorter prompts/outputs or raise max_positions")
