@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.diffusion import mask_id, pick
+from runtime.diffusion import confidences, mask_id, pick
 from runtime.forward import SeqInput
 from runtime.plan_exec import PlanExecutor
 
@@ -44,7 +44,7 @@ class BlockDiffusionExecutor(PlanExecutor):
         self.strategy, self.B = strategy, B
         self.mask = mask_id(model.spec)
         self.resp: dict[int, list[int]] = {}
-        self.edge: dict[int, torch.Tensor] = {}  # request -> logits predicting its current block's first position
+        self.edge: dict[int, tuple[float, int]] = {}  # request -> (confidence, token) of its block's first position
         self.rng = np.random.default_rng(seed)
         self.record = record
         self.trace: list[tuple[list[int], int, torch.Tensor]] = []
@@ -83,31 +83,35 @@ class BlockDiffusionExecutor(PlanExecutor):
             info.append((P, m, G, ready, step_q, o, edge_here))
         seconds, logits = self.run_pass("block_step" if any(plan.steps.tolist()) else "block_kv_write", seqs)
         commits = np.zeros(len(rows), dtype=np.int64)
+        conf_all, tok_all = confidences(logits)
         off = 0
         for n, (P, m, G, ready, step_q, o, edge_here) in enumerate(info):
             r = rids[n]
-            lg = logits[off:off + o]
+            lo = off
             off += o
-            if edge_here:
-                self.edge[r] = lg[0].clone()
-                lg = lg[1:]
+            if edge_here:  # only the edge's confidence and token are needed later, not its logits
+                self.edge[r] = (float(conf_all[lo]), int(tok_all[lo]))
+                lo += 1
             if not step_q:
                 continue
             if self.record:
-                self.trace.append(((self.tokens[r] + self.resp[r])[:ready + step_q], P, lg.clone()))
-            commits[n] = self._commit(r, P, m, G, int(run.state[rows[n]]), torch.cat([self.edge[r][None], lg[:-1]]))
+                self.trace.append(((self.tokens[r] + self.resp[r])[:ready + step_q], P,
+                                   logits[lo:lo + step_q].clone()))
+            # block position j is predicted by the output at the position before it; position 0 by the edge
+            conf = np.concatenate([[self.edge[r][0]], conf_all[lo:lo + step_q - 1]])
+            tok = np.concatenate([[self.edge[r][1]], tok_all[lo:lo + step_q - 1]])
+            commits[n] = self._commit(r, P, m, G, int(run.state[rows[n]]), conf, tok)
         return seconds, commits
 
-    def _commit(self, r: int, P: int, m: int, G: int, state: int, block_logits: torch.Tensor) -> int:
-        """Unmask the chosen positions of the current block (block_logits [B, V]: position j's prediction)."""
+    def _commit(self, r: int, P: int, m: int, G: int, state: int, conf_b: np.ndarray, tok_b: np.ndarray) -> int:
+        """Unmask the chosen positions of the current block (conf_b, tok_b [B]: position j's prediction)."""
         s, B, resp = self.strategy, self.B, self.resp[r]
         first = (m // B) * B
         span = min(B, G - first)
         cand = [j for j in range(span) if resp[first + j] == self.mask]
         if not cand:
             return 0
-        prob = torch.softmax(block_logits[cand].float(), dim=-1)
-        conf, tok = prob.max(dim=-1)
+        conf, tok = conf_b[cand], tok_b[cand]
         if s.mean is None:
             want = int(s.commit(np.array([P]), np.array([m]), np.array([G]), np.array([state]), self.rng)[0][0])
             chosen = pick(conf, want, None)

@@ -113,7 +113,7 @@ class SpeculativeExecutor(PlanExecutor):
             if self.mode == "stochastic":
                 p = torch.softmax(logits.float(), dim=-1)
                 tok = torch.multinomial(p.cpu(), 1, generator=acceptance._cpu(self.gen))[:, 0].tolist()
-            else:
+            else:  # (before the next replay overwrites the graph's logits)
                 p, tok = None, logits.argmax(dim=-1).tolist()
             for n, i in enumerate(act):
                 r = rids[i]
@@ -171,11 +171,23 @@ class SpeculativeExecutor(PlanExecutor):
     def _draft_pass(self, rows: list[tuple[int, list[int]]]) -> tuple[float, torch.Tensor]:
         """One draft pass; each row feeds every token its draft cache lacks. Returns (seconds, logits [R, V])."""
         seqs = [SeqInput(self.tokens[r][self.draft_done[r]:], self.draft_done[r], table, 1) for r, table in rows]
-        seconds, logits = self.run_pass("draft", seqs, self.draft, self.draft_cache, self.draft_graphs)
-        return seconds, logits.clone()  # graph outputs are overwritten by the next replay
+        return self.run_pass("draft", seqs, self.draft, self.draft_cache, self.draft_graphs)
 
     def _decide(self, stepping, k_of, drafts, p_draft, logits, offsets):
         """Accepted drafts and next token per stepping row, batched over rows (padded to the largest k)."""
+        if self.mode != "stochastic":  # one argmax transfer, then host arithmetic (no [R, k + 1, V] copies)
+            best = logits.argmax(dim=-1).tolist()
+            k_i = np.array([k_of[i] for i in stepping], dtype=np.int64)
+            if self.mode == "forced":
+                acc = acceptance.forced(k_i, self.alpha, self.rng).tolist()
+            else:
+                acc = []
+                for i in stepping:
+                    row, a = best[offsets[i]:offsets[i + 1]], 0
+                    while a < k_of[i] and drafts[i][a] == row[a]:
+                        a += 1
+                    acc.append(a)
+            return acc, [best[offsets[i] + a] for i, a in zip(stepping, acc)]
         R, V = len(stepping), logits.shape[-1]
         k = max(k_of[i] for i in stepping)
         dev = logits.device
