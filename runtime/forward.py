@@ -155,7 +155,7 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
 
     all_decode = len(dec_rows) == row
     groups = None
-    if any(n > 1 for n in paged_spans):
+    if paged_spans:  # (also for decodes alone: the eager pass then runs the kernel variant its graphs compiled)
         qb = rows_per_group(cache.spec.num_heads, cache.spec.num_kv_heads)
         groups = dev(row_groups(paged_spans, qb)).reshape(-1, 2)
     return PassMeta(

@@ -11,10 +11,12 @@ Weights are in the fused layout of weights.py: norm weights are folded into `qkv
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from runtime.rope import apply_rope
 from sim.cost import RUNTIME_TRITON_MAX_ROWS
@@ -100,6 +102,12 @@ def qkv_rope_write(h: torch.Tensor, lw, layer: int, model, cache, meta) -> torch
     return q.to(h.dtype)
 
 
+# cuDNN attention is left out: it builds an execution plan for every new (q, c) shape, and passes of the continuous
+# runs that met new shapes took up to 1.2 s (reports/h100/validation-notes.md; first calls timed by
+# benchmarks/sdpa_first_call.py); flash and memory-efficient attention have no per-shape step.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool,
           limits: torch.Tensor | None = None) -> torch.Tensor:
     """q [q, h, d_h] at positions start.. against k, v [c, h_kv, d_h] at 0..c-1 -> [q, h, d_h]. Causal: query i
@@ -110,6 +118,12 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal:
     if KVH != H:  # GQA: repeat KV heads explicitly (every SDPA backend accepts that; enable_gqa is not universal)
         k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
     qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, len, d_h]
+    with sdpa_kernel(SDPA_BACKENDS) if q.is_cuda else contextlib.nullcontext():
+        return _sdpa_call(qt, kt, vt, start, causal, limits, nq, c)
+
+
+def _sdpa_call(qt, kt, vt, start: int, causal: bool, limits, nq: int, c: int) -> torch.Tensor:
+    q = qt  # [1, heads, nq, d_h]
     if limits is not None:
         mask = torch.arange(c, device=q.device)[None, :] < limits[:, None]
         o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
