@@ -41,6 +41,43 @@ class _Graph:
     copied: torch.cuda.Event  # the last copy out of `staging` has run: it may be overwritten
 
 
+def staging_array(b: int, width: int, block_tokens: int, scratch: int, tokens, positions, tables, context_lens,
+                  seq_rows, qb: int) -> np.ndarray:
+    """The int64 inputs of a graph of b paged rows: tokens, positions, cache slots, context lengths [b each], block
+    tables [b, width], row groups [b, 2]; rows past len(tokens) are padding (a dummy token at position 0 of the
+    scratch block). Vectorized over rows: a python loop per row cost ~10 ms for 512 rows (profile_block_host.py)."""
+    n = len(tokens)
+    seq_rows = np.ones(len(tables), dtype=np.int64) if seq_rows is None else np.asarray(seq_rows, dtype=np.int64)
+    if int(seq_rows.sum()) != n:
+        raise ValueError(f"{n} rows but the sequences' rows add up to {int(seq_rows.sum())}")
+    a = np.zeros(4 * b + b * width + 2 * b, dtype=np.int64)
+    table = a[4 * b:4 * b + b * width].reshape(b, width)
+    table[:] = scratch
+    per_seq = np.full((len(tables), width), scratch, dtype=np.int64)
+    for i, t in enumerate(tables):  # once per sequence
+        k = min(len(t), width)
+        per_seq[i, :k] = t[:k]
+    table[:n] = np.repeat(per_seq, seq_rows, axis=0)
+    pos = np.asarray(positions, dtype=np.int64)
+    lens = pos + 1 if context_lens is None else np.asarray(context_lens, dtype=np.int64)
+    have = np.repeat(np.array([len(t) for t in tables], dtype=np.int64), seq_rows) * block_tokens
+    last = np.maximum(pos, lens - 1)
+    bad = (last >= width * block_tokens) | (last >= have) | (lens < 1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"row {i} (position {pos[i]}, {lens[i]} keys) does not fit its block table "
+                         f"({have[i] // block_tokens} blocks, width {width})")
+    a[0:n] = tokens
+    a[b:b + n] = pos
+    a[2 * b:2 * b + n] = table[np.arange(n), pos // block_tokens] * block_tokens + pos % block_tokens
+    a[2 * b + n:3 * b] = scratch * block_tokens  # padded rows: position 0 of the scratch block
+    a[3 * b:3 * b + n] = lens
+    a[3 * b + n:4 * b] = 1
+    groups = row_groups(list(seq_rows) + [1] * (b - n), qb, size=b)
+    a[4 * b + b * width:] = np.asarray(groups, dtype=np.int64).reshape(-1)
+    return a
+
+
 class DecodeGraphs:
     """Captured decode passes of `model` over `cache` for sequences of at most `max_context` positions."""
 
@@ -71,31 +108,11 @@ class DecodeGraphs:
 
     def _fill(self, g: _Graph, b: int, tokens, positions, tables, context_lens=None, seq_rows=None) -> None:
         """Write a batch (padded to b rows) into the pinned staging array and copy it to the device buffers.
-        seq_rows: rows of each sequence, in order (default: one each, a decode) -- the attention's row groups."""
-        bt, scratch, w = self.cache.block_tokens, self.cache.scratch_block, self.width
-        n = len(tokens)
-        a = np.zeros(self._size(b), dtype=np.int64)
-        table = a[4 * b:4 * b + b * w].reshape(b, w)
+        `tables`: one block table per sequence, seq_rows[i] consecutive rows each (default one row per table: a
+        decode)."""
         spec = self.cache.spec
-        groups = row_groups(list(seq_rows or [1] * n) + [1] * (b - n), rows_per_group(spec.num_heads,
-                                                                                        spec.num_kv_heads), size=b)
-        a[4 * b + b * w:] = np.asarray(groups, dtype=np.int64).reshape(-1)
-        table[:] = scratch
-        pos = np.asarray(positions, dtype=np.int64)
-        lens = pos + 1 if context_lens is None else np.asarray(context_lens, dtype=np.int64)
-        for i, t in enumerate(tables):
-            last = max(positions[i], lens[i] - 1)
-            if last >= w * bt or last >= len(t) * bt or lens[i] < 1:
-                raise ValueError(f"row {i} (position {positions[i]}, {lens[i]} keys) does not fit its block table "
-                                 f"({len(t)} blocks, width {w})")
-            k = min(len(t), w)
-            table[i, :k] = t[:k]
-        a[0:n] = tokens
-        a[b:b + n] = pos
-        a[2 * b:2 * b + n] = table[np.arange(n), pos // bt] * bt + pos % bt
-        a[2 * b + n:3 * b] = scratch * bt  # padded rows: position 0 of the scratch block
-        a[3 * b:3 * b + n] = lens
-        a[3 * b + n:4 * b] = 1
+        a = staging_array(b, self.width, self.cache.block_tokens, self.cache.scratch_block, tokens, positions,
+                          tables, context_lens, seq_rows, rows_per_group(spec.num_heads, spec.num_kv_heads))
         # The previous step's asynchronous copy may still be queued behind its replay: overwriting the pinned
         # staging array before it ran would hand that step this step's inputs (seen as a decode that read a
         # never-written KV slot, NaN, when steps were issued back to back).
@@ -125,9 +142,10 @@ class DecodeGraphs:
 
     def load(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]],
              context_lens: Sequence[int] | None = None, seq_rows: Sequence[int] | None = None) -> int:
-        """Stage one pass of paged rows (token i at position positions[i] of the sequence whose blocks are
-        tables[i], attending to its first context_lens[i] positions, default positions[i] + 1: a decode step) into
-        the buffers of its bucket; returns the bucket. Host work, kept apart from `replay` so timing sees none."""
+        """Stage one pass of paged rows (token i at position positions[i], attending to its sequence's first
+        context_lens[i] positions, default positions[i] + 1: a decode step) into the buffers of its bucket; tables
+        holds one block table per row, or per sequence when seq_rows gives each sequence's consecutive rows.
+        Returns the bucket. Host work, kept apart from `replay` so timing sees none."""
         b = self.bucket_for(len(tokens))
         if b is None:
             raise ValueError(f"batch {len(tokens)} exceeds the largest captured bucket {self.buckets[-1]}")
@@ -156,7 +174,7 @@ class DecodeGraphs:
             wanted += range(len(tokens) + q - s.num_logits, len(tokens) + q)
             tokens += s.token_ids
             positions += range(s.start, s.start + q)
-            tables += [s.block_ids] * q
+            tables.append(s.block_ids)
             lens += token_limits(s, q, c, causal)
         if self.bucket_for(len(tokens)) is None:
             return None

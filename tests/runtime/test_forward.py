@@ -146,3 +146,24 @@ def test_paged_rows_equal_one_sdpa_call_per_sequence(attention):
         out.append(run_pass(model, cache, seqs, paged_max_q=paged_max_q))
     assert out[0].shape == (16, 256) and not out[0].isnan().any()
     torch.testing.assert_close(out[1], out[0], atol=ATOL, rtol=0)
+
+
+def test_graph_staging_array_by_hand():
+    """The inputs a graph of 8 paged rows gets for two sequences (3 verify rows at 5.., 1 decode row at 9) and 4
+    padded rows: slots through each sequence's own table, padded rows on the scratch block, row groups per
+    sequence (2 rows per group here)."""
+    from runtime.graphs import staging_array
+
+    b, w, bt, scratch = 8, 3, 4, 99
+    a = staging_array(b, w, bt, scratch, [11, 12, 13, 21], [5, 6, 7, 9], [[7, 2], [4, 0, 5]], [6, 7, 8, 10],
+                      [3, 1], qb=2)
+    tokens, pos, slots, lens = a[:4 * b].reshape(4, b)
+    assert tokens.tolist() == [11, 12, 13, 21, 0, 0, 0, 0]
+    assert slots.tolist() == [2 * 4 + 1, 2 * 4 + 2, 2 * 4 + 3, 5 * 4 + 1] + [99 * 4] * 4
+    assert lens.tolist() == [6, 7, 8, 10, 1, 1, 1, 1]
+    table = a[4 * b:4 * b + b * w].reshape(b, w)
+    assert table[:4].tolist() == [[7, 2, 99]] * 3 + [[4, 0, 5]] and (table[4:] == 99).all()
+    groups = a[4 * b + b * w:].reshape(b, 2).tolist()
+    assert groups == [[0, 2], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1], [7, 1], [0, 0]]
+    with pytest.raises(ValueError, match="does not fit its block table"):
+        staging_array(b, w, bt, scratch, [1], [8], [[7, 2]], None, None, qb=2)  # position 8 needs a third block
