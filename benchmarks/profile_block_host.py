@@ -3,7 +3,7 @@ where the serving loop spends time outside device work. python3 benchmarks/profi
 import cProfile, pstats, sys, time
 sys.path.insert(0, ".")
 from validation.validate import plan_scenarios
-from validation.run import build, warm_strategy
+from validation.run import build
 from runtime.serve import serve
 from pathlib import Path
 s = [x for x in plan_scenarios(Path("examples/validation/plan-h100.yaml")) if x.name == "block-22"][0]
