@@ -102,9 +102,11 @@ def qkv_rope_write(h: torch.Tensor, lw, layer: int, model, cache, meta) -> torch
     return q.to(h.dtype)
 
 
-# cuDNN attention is left out: it builds an execution plan for every new (q, c) shape, and passes of the continuous
-# runs that met new shapes took up to 1.2 s (reports/h100/validation-notes.md; first calls timed by
-# benchmarks/sdpa_first_call.py); flash and memory-efficient attention have no per-shape step.
+# cuDNN attention is left out of causal and masked spans: it builds an execution plan for every new (q, c) shape,
+# 43-894 ms on the H100 (reports/h100/sdpa/, benchmarks/sdpa_first_call.py), and prompts and chunks of continuous
+# batching bring new shapes all the time; flash and memory-efficient attention have no per-shape step. Unmasked
+# bidirectional spans (diffusion steps) keep SDPA's own choice, cuDNN: their shape repeats every step, and cuDNN ran
+# a q = 2,048 layer in 0.155 ms against flash's 0.251 (reports/h100/runtime-strategies.md).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -118,7 +120,8 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal:
     if KVH != H:  # GQA: repeat KV heads explicitly (every SDPA backend accepts that; enable_gqa is not universal)
         k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
     qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, len, d_h]
-    with sdpa_kernel(SDPA_BACKENDS) if q.is_cuda else contextlib.nullcontext():
+    fixed_shape = not causal and limits is None  # diffusion steps: the same shape every step of a request
+    with sdpa_kernel(SDPA_BACKENDS) if q.is_cuda and not fixed_shape else contextlib.nullcontext():
         return _sdpa_call(qt, kt, vt, start, causal, limits, nq, c)
 
 
