@@ -269,7 +269,7 @@ class Engine:
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token))
                 continue
             dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens + self.setup.hardware.host_pass_overhead_s
+            dur = dur + send_s * plan.shape.tokens + host_s(self.setup.hardware, plan.shape.tokens)
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
@@ -296,11 +296,11 @@ class Engine:
         """(time, flops, bytes, memory-bound time) of one iteration: every pass of it (the target over all its
         pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
         t = f = b = m = 0.0
-        host_s = self.setup.hardware.host_pass_overhead_s  # the serving loop's own time per pass (calibrated)
+        hw = self.setup.hardware  # the serving loop's own host time per pass (calibrated) is added to each
         for role, shape in plan.passes:
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
-            t, f, b, m = t + pt.time_s + host_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
+            t, f, b, m = t + pt.time_s + host_s(hw, shape.tokens), f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
         return t, f, b, m
 
     def _stage_send_s(self) -> float:
@@ -309,6 +309,12 @@ class Engine:
         m, hw = st.model, st.hardware
         per_token = m.hidden_size * BYTES_PER_ELEMENT[st.scenario.precision.activations]
         return per_token / hw.link_bandwidth_bytes_per_s
+
+
+def host_s(hw, rows: int) -> float:
+    """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass plus per row,
+    the line fitted to the `host` microbenchmark (1-64 rows; larger passes extrapolate it)."""
+    return hw.host_pass_s(rows)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:

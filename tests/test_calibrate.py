@@ -136,3 +136,16 @@ def test_microbench_without_cuda_is_one_sentence(app, tmp_path):
         pytest.skip("this machine has a GPU")
     r = CliRunner().invoke(app, ["microbench", "--out", str(tmp_path / "x.jsonl")])
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_host_time_is_a_line_in_rows_fitted_to_ar_records_only():
+    """SYNTHETIC host records: AR at 300 us + 10 us per row, and a speculative record far off the line, which is a
+    check and must not move the fit."""
+    from validation.calibrate import fit_host
+
+    recs = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "median_s": (300 + 10 * b) * 1e-6}
+            for b in (1, 8, 64)]
+    recs.append({"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3})
+    per_pass, per_row = fit_host(recs)
+    assert per_pass == pytest.approx(300, rel=1e-3) and per_row == pytest.approx(10, rel=1e-3)
+    assert fit_host([r for r in recs if r["shape"]["strategy"] == "speculative"]) is None

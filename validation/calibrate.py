@@ -205,6 +205,23 @@ def _sig(v: float, digits: int = 4) -> float:
     return float(f"{v:.{digits}g}")
 
 
+def fit_host(records: list[dict]) -> tuple[float, float] | None:
+    """(us per pass, us per row of the pass): a least-squares line through the AR `host` records' seconds per pass
+    against their batch (= the rows of their decode passes), both kept >= 0 (scipy.optimize.lsq_linear). The
+    speculative records (passes of b and b(k + 1) rows) are the check, not the fit."""
+    from scipy.optimize import lsq_linear
+
+    pts = [(r["shape"]["batch"], r["median_s"] * 1e6) for r in records
+           if r["kind"] == "host" and r["shape"].get("strategy", "ar") == "ar"]
+    if not pts:
+        return None
+    x, y = np.array(pts, dtype=float).T
+    if len(set(x)) < 2:
+        return _sig(float(np.median(y))), 0.0
+    sol = lsq_linear(np.vstack([np.ones_like(x), x]).T, y, bounds=(0, np.inf))
+    return _sig(float(sol.x[0])), _sig(float(sol.x[1]))
+
+
 def _median_of(records: list[dict], kind: str, mode: str) -> float | None:
     vals = [r["median_s"] for r in records if r["kind"] == kind and (mode is None or r["shape"].get("mode") == mode)]
     return float(np.median(vals)) if vals else None
@@ -223,8 +240,8 @@ def calibrate(records: list[dict], base: HardwareProfile,
         measured.append("kernel_overhead_us")
     launch_s = _median_of(records, "launch", "eager")
     measured.append("launch_overhead_us") if launch_s is not None else carried.append("launch_overhead_us")
-    host_s = _median_of(records, "host", None)
-    measured.append("host_pass_overhead_us") if host_s is not None else carried.append("host_pass_overhead_us")
+    host = fit_host(records)
+    measured.append("host_pass_overhead_us") if host is not None else carried.append("host_pass_overhead_us")
     bf16, bw = base.peak_flops_per_s("bf16"), base.hbm_bandwidth_bytes_per_s
     curves = {"compute": eff.compute, "memory": eff.memory,
               "attention_compute": eff.attn_compute, "attention_memory": eff.attn_memory}
@@ -246,7 +263,8 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "name": f"{base.name}-calibrated",
         "description": f"{base.description}; efficiency curves fitted to microbenchmarks",
         "launch_overhead_us": _sig(launch_s * 1e6) if launch_s is not None else base.launch_overhead_us,
-        "host_pass_overhead_us": _sig(host_s * 1e6) if host_s is not None else base.host_pass_overhead_us,
+        "host_pass_overhead_us": host[0] if host is not None else base.host_pass_overhead_us,
+        "host_row_overhead_us": host[1] if host is not None else base.host_row_overhead_us,
         "efficiency": new_eff})
     # residuals with the final profile, through the cost model itself
     rows = predict_records(records, profile)
@@ -297,7 +315,7 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
              "host_pass_overhead_us (the serving loop's host time per pass) carried as measured.").strip()
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",
-        "host_pass_overhead_us": fitted.host_pass_overhead_us,
+        "host_pass_overhead_us": fitted.host_pass_overhead_us, "host_row_overhead_us": fitted.host_row_overhead_us,
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,
         "provenance": target.provenance.model_copy(update={"notes": notes, "calibration": calibration})})
