@@ -126,16 +126,17 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal:
 
 
 def _sdpa_call(qt, kt, vt, start: int, causal: bool, limits, nq: int, c: int) -> torch.Tensor:
-    q = qt  # [1, heads, nq, d_h]
+    """The SDPA call of `_sdpa` on [1, heads, len, d_h] operands, with the mask its arguments ask for."""
+    dev = qt.device
     if limits is not None:
-        mask = torch.arange(c, device=q.device)[None, :] < limits[:, None]
+        mask = torch.arange(c, device=dev)[None, :] < limits[:, None]
         o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
     elif not causal or nq == 1:
         o = F.scaled_dot_product_attention(qt, kt, vt)
     elif start == 0 and nq == c:
         o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
     else:
-        mask = torch.arange(c, device=q.device)[None, :] <= (start + torch.arange(nq, device=q.device))[:, None]
+        mask = torch.arange(c, device=dev)[None, :] <= (start + torch.arange(nq, device=dev))[:, None]
         o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
     return o[0].transpose(0, 1)
 

@@ -65,11 +65,12 @@ def build_strategy(s: Scenario, model, hw, target: CostModel) -> tuple[Strategy,
             if spec.draft_layers > model.num_layers:
                 raise UserError(f"strategy.draft_layers: {spec.draft_layers} exceeds the target's "
                                 f"{model.num_layers} layers")
-            draft_ctx = CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, spec.draft_layers, True)
+            draft_ctx = CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, spec.draft_layers, True,
+                                    **execution(s))
             weight_bytes = kv_bytes = 0.0  # the target's own first layers and LM head
         else:
             draft = load_model(spec.draft)
-            draft_ctx = CostContext(draft, hw, prec.weights, prec.kv, prec.activations, tp)
+            draft_ctx = CostContext(draft, hw, prec.weights, prec.kv, prec.activations, tp, **execution(s))
             weight_bytes = draft.weight_bytes(prec.weights) / tp
             kv_bytes = draft.kv_bytes_per_token(prec.kv) / tp
         draft_cost = CostModel(draft_ctx)
@@ -94,6 +95,11 @@ def _mean_length(workload, field_name: str) -> int:
     return int(getattr(spec, "value", None) or getattr(spec, "mean", None) or (spec.low + spec.high) // 2)
 
 
+def execution(s: Scenario) -> dict:
+    """The CostContext fields that describe the serving software (scenario section `execution`)."""
+    return {"graphs": s.execution.graphs, "fused_epilogues": s.execution.fused_epilogues}
+
+
 def prepare(s: Scenario) -> Setup:
     """Resolve specs, check that the weights fit, and size the KV pool of one replica."""
     model, hw = s.resolve_model(), s.resolve_hardware()
@@ -109,7 +115,7 @@ def prepare(s: Scenario) -> Setup:
         reserve = activation_reserve_bytes(model, tokens, rows, tp, prec.activations)
     kv_bytes = kv_capacity_bytes(hw, model, prec.weights, b.gpu_memory_utilization, reserve, tp, pp)
     per_token_per_gpu = model.kv_bytes_per_token(prec.kv) / (tp * pp)
-    whole = CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp))
+    whole = CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, **execution(s)))
     strategy, role_costs, extra_weights, extra_kv, kv_extra = build_strategy(s, model, hw, whole)
     kv_bytes -= extra_weights
     weight_per_gpu += extra_weights

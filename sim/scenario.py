@@ -44,6 +44,18 @@ class Precision(Strict):
     activations: Literal["bf16", "fp16", "fp8"] = "bf16"
 
 
+class Execution(Strict):
+    """How the serving software issues a pass: what the cost model assumes of the runtime, not of the chip."""
+
+    graphs: Literal["paged", "decode", "all", "none"] = Field(
+        default="paged", description="which passes replay a CUDA graph: paged = every pass of up to 512 tokens "
+                                     "(memwall's runtime), decode = one-token-per-sequence passes only (vLLM's "
+                                     "default), all, none (the rest pay the host's launch time)")
+    fused_epilogues: bool = Field(
+        default=True, description="RMSNorm, RoPE and SwiGLU fused into the projections of small passes "
+                                  "(memwall's runtime); false prices them as kernels of their own")
+
+
 class Parallel(Strict):
     tp: int = Field(default=1, ge=1, le=64, description="tensor-parallel degree")
     pp: int = Field(default=1, ge=1, le=64, description="pipeline stages")
@@ -275,6 +287,7 @@ class Scenario(Strict):
     hardware: str | dict = Field(default="h100-sxm", description="profile name, YAML path, or {profile, scale}")
     model: str | dict = Field(default="llama-3.1-8b", description="catalog name, config.json path, or inline spec")
     precision: Precision = Field(default_factory=Precision)
+    execution: Execution = Field(default_factory=Execution)
     parallel: Parallel = Field(default_factory=Parallel)
     strategy: Strategy = Field(default_factory=AR)
     batching: Batching = Field(default_factory=Static)

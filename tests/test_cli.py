@@ -64,7 +64,7 @@ def test_model_that_does_not_fit_is_a_result(cli_json):
         (["--set", "workload.kind=poisson", "--set", "workload.rate_qps=0"],
          "workload.rate_qps: Input should be greater than 0"),
         (["--set", "batching.bogus=1"], "unknown key 'batching.bogus'; valid keys: activation_reserve_gb, batch_size"),
-        (["--set", "bogus=1"], "unknown key 'bogus'; valid keys: batching, hardware, model"),
+        (["--set", "bogus=1"], "unknown key 'bogus'; valid keys: batching, execution, hardware, model"),
         (["--set", "batching.kind=dynamic"], "batching: unknown kind dynamic; allowed: 'static', 'continuous'"),
         (["--set", "precision.weights=fp3"], "precision.weights: Input should be 'bf16', 'fp16', 'fp8', 'int8' or"),
         (["--set", "noequals"], "expected PATH=VALUE"),

@@ -255,3 +255,20 @@ def test_pipeline_parallel_runs_and_fits_70b():
             "workload.kind=poisson", "workload.rate_qps=1", "workload.num_requests=30"]
     r = simulate(load_scenario(None, over))[0]
     assert r.fits and r.completed == 30
+
+
+def test_execution_section_prices_the_serving_software():
+    """Batch-1 speculative decoding of a small model (its passes are short enough for launches to matter): with
+    graphs for decode passes only (vLLM's default) the k + 1-token verify is launched from the host and the iteration
+    is slower; without fused epilogues every small pass has its norm, RoPE and SwiGLU kernels of its own and is slower
+    too. Neither changes a token count."""
+    from sim.scenario import load_scenario
+
+    sets = ["model=smollm2-135m", "strategy.kind=speculative", "strategy.draft=self", "strategy.draft_layers=8", "strategy.k=4",
+            "batching.batch_size=1", "workload.num_requests=1"]
+    base, _ = simulate(load_scenario(None, sets))
+    eager_verify, _ = simulate(load_scenario(None, sets + ["execution.graphs=decode"]))
+    unfused, _ = simulate(load_scenario(None, sets + ["execution.fused_epilogues=false"]))
+    assert eager_verify.output_throughput_tok_s < base.output_throughput_tok_s
+    assert unfused.output_throughput_tok_s < base.output_throughput_tok_s
+    assert eager_verify.output_tokens == unfused.output_tokens == base.output_tokens

@@ -14,7 +14,7 @@ import json
 import platform
 from pathlib import Path
 
-from sim.engine import prepare
+from sim.engine import execution, prepare
 from sim.errors import UserError
 from sim.scenario import Scenario
 from sim.workload import generate_requests
@@ -140,7 +140,8 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
 
     setup, model, executor, blocks, reqs = build(s, device, weights)
     hw = setup.hardware
-    ctx = CostContext(setup.model, hw, s.precision.weights, s.precision.kv, s.precision.activations)
+    ctx = CostContext(setup.model, hw, s.precision.weights, s.precision.kv, s.precision.activations,
+                      **execution(s))
     counted: dict = {}
 
     def count(shape):  # FLOPs, bytes and memory-bound share of a pass as the cost model counts them (memoized)

@@ -49,8 +49,13 @@ def read_runs(path: Path | None) -> dict[str, dict]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by an interrupted run
-        if isinstance(rec, dict) and rec.get("status") == "ok" and "key" in rec:
-            out[rec["key"]] = rec
+        if isinstance(rec, dict) and rec.get("status") == "ok" and "scenario" in rec:
+            # keyed by the scenario read back with today's defaults, so that records written before a defaulted
+            # field existed still match the plan's points
+            from validation.run import scenario_key
+
+            device = (rec.get("device") or {}).get("device", "cuda")
+            out[scenario_key(scenario_from_dict(rec["scenario"], where=str(path)), device)] = rec
     return out
 
 
