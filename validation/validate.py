@@ -23,6 +23,7 @@ from sim.errors import UserError
 from sim.scenario import Scenario, scenario_from_dict
 from validation.calibrate import CALIBRATED_H100
 from validation.clikit import console, err_console, user_errors
+from validation.run import scenario_key
 from validation.sweep_spec import expand, load_sweep
 
 
@@ -52,8 +53,6 @@ def read_runs(path: Path | None) -> dict[str, dict]:
         if isinstance(rec, dict) and rec.get("status") == "ok" and "scenario" in rec:
             # keyed by the scenario read back with today's defaults, so that records written before a defaulted
             # field existed still match the plan's points
-            from validation.run import scenario_key
-
             device = (rec.get("device") or {}).get("device", "cuda")
             out[scenario_key(scenario_from_dict(rec["scenario"], where=str(path)), device)] = rec
     return out
@@ -62,7 +61,6 @@ def read_runs(path: Path | None) -> dict[str, dict]:
 def predict_plan(scenarios: list[Scenario], runs: dict[str, dict], profile: str) -> list[dict]:
     """Per point: the prediction on `profile` and, where measured on the GPU, the comparison (predict_run)."""
     from sim.engine import simulate
-    from validation.run import scenario_key
     from validation.validation_report import predict_run
 
     rows = []
