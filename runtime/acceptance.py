@@ -1,7 +1,8 @@
 """How a speculative verifier decides: greedy, the stochastic rule of Leviathan et al. (2023), or a forced draw.
 
-Every rule sees a batch of R rows, each with k_i <= k draft tokens `draft` [R, k] (entries past k_i ignored), and
-the target's logits at the k + 1 verified positions [R, k + 1, V] (position j predicts the token after draft j-1;
+Every rule sees a batch of R rows, each with k_i <= k draft tokens and the target's logits at the k_i + 1 verified
+positions (greedy: host lists of drafts and of the target's argmaxes; stochastic: tensors [R, k] and [R, k + 1, V]
+padded to k) (position j predicts the token after draft j-1;
 position 0 predicts the first draft). It returns (accepted drafts a_i in 0..k_i, the target's own next token y_i);
 the row then commits draft[:a_i] + [y_i], i.e. a_i + 1 tokens.
 
@@ -30,13 +31,16 @@ def _valid(k_i: torch.Tensor, k: int) -> torch.Tensor:
     return torch.arange(k, device=k_i.device)[None, :] < k_i[:, None]
 
 
-def greedy(draft: torch.Tensor, k_i: torch.Tensor, target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Longest prefix of drafts equal to the target's argmax, and the argmax after it."""
-    k = draft.shape[1]
-    best = target_logits.argmax(dim=-1)  # [R, k + 1]
-    match = (draft == best[:, :k]) & _valid(k_i, k)
-    accepted = match.long().cumprod(dim=1).sum(dim=1)  # [R]: run length up to the first mismatch
-    return accepted, best.gather(1, accepted[:, None])[:, 0]
+def greedy(drafts: list[list[int]], best: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Per row: the longest prefix of its drafts equal to the target's argmax (`best`, k_i + 1 positions), and the
+    argmax after it. Plain lists: the verifier brings the argmaxes to the host in one transfer."""
+    accepted = []
+    for d, b in zip(drafts, best):
+        a = 0
+        while a < len(d) and d[a] == b[a]:
+            a += 1
+        accepted.append(a)
+    return accepted, [b[a] for b, a in zip(best, accepted)]
 
 
 def stochastic(draft: torch.Tensor, k_i: torch.Tensor, p_draft: torch.Tensor, p_target: torch.Tensor,

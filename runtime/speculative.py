@@ -174,42 +174,28 @@ class SpeculativeExecutor(PlanExecutor):
         return self.run_pass("draft", seqs, self.draft, self.draft_cache, self.draft_graphs)
 
     def _decide(self, stepping, k_of, drafts, p_draft, logits, offsets):
-        """Accepted drafts and next token per stepping row, batched over rows (padded to the largest k)."""
-        if self.mode != "stochastic":  # one argmax transfer, then host arithmetic (no [R, k + 1, V] copies)
+        """Accepted drafts and next token per stepping row. Greedy and forced need only the target's argmaxes (one
+        transfer, then host arithmetic); stochastic works on the distributions, batched over rows (padded to k)."""
+        if self.mode != "stochastic":
             best = logits.argmax(dim=-1).tolist()
-            k_i = np.array([k_of[i] for i in stepping], dtype=np.int64)
-            if self.mode == "forced":
-                acc = acceptance.forced(k_i, self.alpha, self.rng).tolist()
-            else:
-                acc = []
-                for i in stepping:
-                    row, a = best[offsets[i]:offsets[i + 1]], 0
-                    while a < k_of[i] and drafts[i][a] == row[a]:
-                        a += 1
-                    acc.append(a)
-            return acc, [best[offsets[i] + a] for i, a in zip(stepping, acc)]
+            rows = [best[offsets[i]:offsets[i + 1]] for i in stepping]
+            if self.mode == "greedy":
+                return acceptance.greedy([drafts.get(i, [])[:k_of[i]] for i in stepping], rows)
+            acc = acceptance.forced(np.array([k_of[i] for i in stepping]), self.alpha, self.rng).tolist()
+            return acc, [row[a] for row, a in zip(rows, acc)]
         R, V = len(stepping), logits.shape[-1]
         k = max(k_of[i] for i in stepping)
         dev = logits.device
         tl = torch.zeros((R, k + 1, V), dtype=logits.dtype, device=dev)
         dr = torch.zeros((R, k), dtype=torch.long, device=dev)
+        pd = torch.zeros((R, k, V), dtype=torch.float32, device=dev)
         for n, i in enumerate(stepping):
             tl[n, :k_of[i] + 1] = logits[offsets[i]:offsets[i + 1]]
             if k_of[i]:
                 dr[n, :k_of[i]] = torch.tensor(drafts[i], device=dev)
+                pd[n, :k_of[i]] = torch.stack(p_draft[i])
         k_i = torch.tensor([k_of[i] for i in stepping], device=dev)
-        if self.mode == "greedy":
-            a, y = acceptance.greedy(dr, k_i, tl)
-        elif self.mode == "stochastic":
-            pd = torch.zeros((R, k, V), dtype=torch.float32, device=dev)
-            for n, i in enumerate(stepping):
-                if k_of[i]:
-                    pd[n, :k_of[i]] = torch.stack(p_draft[i])
-            a, y = acceptance.stochastic(dr, k_i, pd, torch.softmax(tl.float(), dim=-1), self.gen)
-        else:
-            a_np = acceptance.forced(k_i.cpu().numpy(), self.alpha, self.rng)
-            a = torch.as_tensor(a_np, device=dev)
-            y = tl.argmax(dim=-1).gather(1, a[:, None])[:, 0]
+        a, y = acceptance.stochastic(dr, k_i, pd, torch.softmax(tl.float(), dim=-1), self.gen)
         return a.tolist(), y.tolist()
 
     def summary(self) -> dict:

@@ -88,3 +88,10 @@ def test_stochastic_mode_runs_through_the_scheduler(tiny, draft_model):
     got, served = drive(ex, strategy(2, False), prompts, [6, 9, 4], "continuous", kv_extra=2)
     assert [len(g) for g in got] == [6, 9, 4]
     assert all(0 <= t < tiny.spec.vocab_size for g in got for t in g)
+
+
+def test_greedy_rule_by_hand():
+    """Accept drafts while they equal the target's argmax; the next token is the argmax after them (the bonus token
+    when every draft matched; the target's own token at the first mismatch; a row that drafted nothing takes it)."""
+    accepted, nxt = acceptance.greedy([[5, 6, 7], [5, 9, 7], []], [[5, 6, 7, 8], [5, 6, 7, 8], [3]])
+    assert accepted == [3, 1, 0] and nxt == [8, 6, 3]
