@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from runtime import ops
 from runtime.forward import SeqInput
 from runtime.plan_exec import PlanExecutor
 
@@ -38,11 +39,16 @@ def pick(conf: np.ndarray, n: int | None, threshold: float | None) -> np.ndarray
     return np.argsort(-conf, kind="stable")[:min(n, len(conf))]
 
 
-def confidences(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(softmax probability of the argmax, argmax) of every row, brought to the host in one transfer each: the
-    commit rules run on the host, and a device sync per committed token cost milliseconds per pass."""
-    mx, tok = logits.max(dim=-1)
-    conf = torch.exp(mx.float() - torch.logsumexp(logits.float(), dim=-1))
+def scored(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, softmax probability of the argmax, argmax) of every row: the `post` step of a diffusion pass
+    (plan_exec.run_pass), device work timed with the pass as the cost model's `sampling` operator prices it."""
+    conf, tok = ops.confidence(logits)
+    return logits, conf, tok
+
+
+def to_host(conf: torch.Tensor, tok: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The commit rules run on the host, from one transfer of each: a device sync per committed token cost
+    milliseconds per pass."""
     return conf.cpu().numpy(), tok.cpu().numpy()
 
 
@@ -50,8 +56,9 @@ class DiffusionExecutor(PlanExecutor):
     """Runs diffusion plans (strategy = sim.strategies.diffusion.Diffusion) of a bidirectional `model`."""
 
     def __init__(self, model, strategy, num_blocks: int, block_tokens: int, max_rows: int, max_positions: int,
-                 seed: int = 0):
-        super().__init__(model, num_blocks, block_tokens, scratch_rows=max_rows, scratch_positions=max_positions)
+                 seed: int = 0, max_context: int | None = None):
+        super().__init__(model, num_blocks, block_tokens, scratch_rows=max_rows, scratch_positions=max_positions,
+                         max_context=max_context)
         self.strategy = strategy
         self.mask = mask_id(model.spec)
         self.resp: dict[int, list[int]] = {}  # request -> response (mask ids where not committed)
@@ -100,9 +107,12 @@ class DiffusionExecutor(PlanExecutor):
             toks = (self.tokens[r] + resp)[first:first + q]
             seqs.append(SeqInput(toks, first, self.table(sched.kv, r, ctx, n), q, context=ctx, attend="full"))
             geo.append((P, m, G, state, first, q, a, b))
-        seconds, logits = self.run_pass("diffusion_step", seqs)
+        seconds, (_, conf, tok) = self.run_pass("diffusion_step", seqs, post=scored)
         commits = np.zeros(len(rows), dtype=np.int64)
-        conf_all, tok_all = confidences(logits)
+        conf_all, tok_all = to_host(conf, tok)
+        if s.mean is None:  # even schedule: the counts sim's strategy schedules for this step, one call per pass
+            idx = np.asarray(rows, dtype=np.int64)
+            want = s._commits(run.m[idx], run.G[idx], run.state[idx], self.rng)[0]
         off = 0
         for n, (P, m, G, state, first, q, a, b) in enumerate(geo):
             r = rids[n]
@@ -115,9 +125,8 @@ class DiffusionExecutor(PlanExecutor):
                 continue
             rows_of = np.array([base + P + j - first for j in cand])
             conf, tok = conf_all[rows_of], tok_all[rows_of]
-            if s.mean is None:  # even schedule: the count sim's strategy schedules for this step
-                want = int(s._commits(np.array([m]), np.array([G]), np.array([state]), self.rng)[0][0])
-                chosen = pick(conf, want, None)
+            if s.mean is None:
+                chosen = pick(conf, int(want[n]), None)
             else:
                 chosen = pick(conf, None, s.threshold)
             for c in chosen.tolist():

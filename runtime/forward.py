@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from runtime import ops
@@ -40,13 +41,17 @@ class SeqInput:
 
 @dataclass
 class PrefillSpan:
-    row: int  # first row of the span in the flattened batch
+    """`count` sequences' spans of the same shape, one after another in the batch: rows row .. row + count * q - 1
+    (a static batch's prompts are one such span of 32 sequences; their attention is one batched SDPA call)."""
+
+    row: int  # first row of the (first) span in the flattened batch
     q: int
     start: int
-    block_ids: torch.Tensor  # [blocks] long, on the device
+    block_ids: torch.Tensor  # [count, blocks] long, on the device
     context: int = 0  # positions attended (0: start + q)
     full: bool = False  # every new token sees all `context` positions
     limits: torch.Tensor | None = None  # [q] long: new token i sees keys 0 .. limits[i] - 1
+    count: int = 1
 
 
 @dataclass
@@ -70,8 +75,13 @@ class PassMeta:
 
 
 # In eager passes, spans of at most this many new tokens attend as paged rows, one per token (see build_meta);
-# longer ones (prompts) as one SDPA call per sequence, which reads each K/V tile once for many queries.
+# longer ones (prompts) through SDPA, which reads each K/V tile once for many queries.
 PAGED_MAX_Q = 128
+# Consecutive spans of one shape share an SDPA call (a batch) up to this many keys in all: one call per sequence
+# per layer issued ~8 launches each, and a static prefill of 32 x 256 tokens ran at the host's pace (218-341 ms
+# against 178 predicted, reports/h100/validation-notes.md); the cap bounds the gathered K/V (64 Ki keys of
+# Llama-3-8B with its KV heads repeated for GQA: 2 x 512 MiB).
+SPAN_BATCH_MAX_KEYS = 65536
 
 
 def rows_per_group(n_heads: int, n_kv_heads: int) -> int:
@@ -109,15 +119,16 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
     batched paged kernel (a decode is the case q = 1) and the pass can replay a CUDA graph (graphs.py). Speculative
     verifies, block-diffusion steps and small prefill chunks are such passes; one SDPA call per sequence per layer
     made them tens of milliseconds slower than a graph-replayed decode (reports/h100/runtime-strategies.md).
-    Longer spans (prompts, full diffusion steps) keep one SDPA call per sequence per layer."""
+    Longer spans (prompts, full diffusion steps) attend through SDPA, one call per layer for consecutive
+    sequences of the same shape (PrefillSpan.count)."""
     causal = cache.spec.attention == "causal"
-    tokens: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
-    logit_rows: list[int] = []
+    bt = cache.block_tokens
+    tokens, positions, slots, logit_rows = [], [], [], []  # numpy parts, one per sequence
     dec_rows, dec_tables, dec_lens = [], [], []
+    paged_tables: list[np.ndarray] = []  # block table of each sequence that became paged rows, in order
     prefills: list[PrefillSpan] = []
     paged_spans: list[int] = []  # rows of each sequence that became paged rows, in order
+    spans: list[list] = []  # SDPA spans: [shape key, first row, count, block tables, start, q, c, full, limits]
     row = 0
     for s in seqs:
         q = len(s.token_ids)
@@ -129,41 +140,62 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
         if c > max_positions:
             raise UserError(f"a sequence reaches position {c - 1}, past the model's {max_positions} positions; "
                             f"use shorter prompts/outputs or raise max_positions")
-        span = range(s.start, s.start + q)
-        blocks = list(s.block_ids[:cache.blocks_for(c)])
-        tokens += list(s.token_ids)
-        positions += span
-        slots += cache.slots(blocks, span)
-        logit_rows += range(row + q - s.num_logits, row + q)
+        blocks = np.asarray(s.block_ids[:cache.blocks_for(c)], dtype=np.int64)
+        if s.start + q > len(blocks) * bt:
+            raise ValueError(f"position {s.start + q - 1} needs {(s.start + q - 1) // bt + 1} blocks, the block "
+                             f"table has {len(blocks)}")
+        pos = np.arange(s.start, s.start + q)
+        tokens.append(np.asarray(s.token_ids, dtype=np.int64))
+        positions.append(pos)
+        slots.append(blocks[pos // bt] * bt + pos % bt)
+        logit_rows.append(np.arange(row + q - s.num_logits, row + q))
         limits = token_limits(s, q, c, causal)
         if q <= paged_max_q:  # one paged row per token, each with its own number of visible keys
-            dec_rows += range(row, row + q)
-            dec_tables += [blocks] * q
+            dec_rows.append(np.arange(row, row + q))
+            dec_tables += [blocks.tolist()] * q
             dec_lens += limits
+            paged_tables.append(blocks)
             paged_spans.append(q)
         else:
-            limits = None if s.attend is None or isinstance(s.attend, str) else torch.tensor(
-                limits, dtype=torch.long, device=device)
-            prefills.append(PrefillSpan(row, q, s.start, torch.tensor(blocks, dtype=torch.long, device=device),
-                                        c, s.attend == "full", limits))
+            full, masked = s.attend == "full", s.attend is not None and not isinstance(s.attend, str)
+            key = (q, s.start, c, full, len(blocks))
+            last = spans[-1] if spans else None
+            if (not masked and last is not None and last[0] == key and last[1] + last[2] * q == row
+                    and (last[2] + 1) * c <= SPAN_BATCH_MAX_KEYS):
+                last[2] += 1  # the next sequence of the same shape joins the batch
+                last[3].append(blocks)
+            else:
+                spans.append([key if not masked else None, row, 1, [blocks], s.start, q, c, full,
+                              torch.tensor(limits, dtype=torch.long, device=device) if masked else None])
         row += q
-    width = table_width or max((len(t) for t in dec_tables), default=1)
-    table = [t + [cache.scratch_block] * (width - len(t)) for t in dec_tables]
+    for _, first, count, tables, start, q, c, full, limits in spans:
+        prefills.append(PrefillSpan(first, q, start, torch.from_numpy(np.stack(tables)).to(device), c, full, limits,
+                                    count))
+    # Paged rows' block tables as one array (a row per query token, padded with the scratch block), built per
+    # sequence and repeated: a python list per row cost ~5 ms for 1,024 rows on the H100's host
+    # (benchmarks/host_phases.py).
+    width = table_width or max((len(t) for t in paged_tables), default=1)
+    table = np.full((len(paged_tables), width), cache.scratch_block, dtype=np.int32)
+    for i, t in enumerate(paged_tables):
+        table[i, :len(t)] = t
+    table = np.repeat(table, paged_spans, axis=0) if paged_tables else table[:0]
 
-    def dev(x, dtype=torch.long):
-        return torch.tensor(x, dtype=dtype, device=device)
+    def dev(parts, dtype=torch.long):
+        x = parts if isinstance(parts, np.ndarray) else np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)
 
-    all_decode = len(dec_rows) == row
+    n_dec = len(dec_lens)
+    logit_all = np.concatenate(logit_rows) if logit_rows else np.zeros(0, np.int64)
     groups = None
     if paged_spans:  # (also for decodes alone: the eager pass then runs the kernel variant its graphs compiled)
         qb = rows_per_group(cache.spec.num_heads, cache.spec.num_kv_heads)
-        groups = dev(row_groups(paged_spans, qb)).reshape(-1, 2)
+        groups = dev(np.asarray(row_groups(paged_spans, qb), dtype=np.int64).reshape(-1, 2))
     return PassMeta(
         tokens=dev(tokens), positions=dev(positions), slots=dev(slots),
-        logit_rows=None if logit_rows == list(range(row)) else dev(logit_rows),
-        decode_rows=None if all_decode else dev(dec_rows),
-        block_tables=dev(table or [[cache.scratch_block]], torch.int32).reshape(len(table) or 1, width),
-        context_lens=dev(dec_lens or [1], torch.int32), num_decode=len(dec_rows),
+        logit_rows=None if len(logit_all) == row and (logit_all == np.arange(row)).all() else dev(logit_all),
+        decode_rows=None if n_dec == row else dev(dec_rows),
+        block_tables=dev(table if n_dec else np.full((1, width), cache.scratch_block), torch.int32),
+        context_lens=dev(np.asarray(dec_lens or [1], dtype=np.int64), torch.int32), num_decode=n_dec,
         prefills=prefills, decode_tables=dec_tables, decode_lens=dec_lens, groups=groups)
 
 

@@ -80,6 +80,16 @@ class PagedKVCache:
         v = self.v[layer].index_select(0, block_ids[:n]).reshape(shape)[:length]
         return k, v
 
+    def read_many(self, layer: int, block_ids: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of positions 0..length-1 of n sequences with block tables `block_ids` [n, blocks]:
+        [n, length, kv_heads, head_dim] each, one gather for all of them."""
+        n, nb = block_ids.shape[0], self.blocks_for(length)
+        shape = (n, -1, self.spec.num_kv_heads, self.spec.d_head)
+        ids = block_ids[:, :nb].reshape(-1)
+        k = self.k[layer].index_select(0, ids).reshape(shape)[:, :length]
+        v = self.v[layer].index_select(0, ids).reshape(shape)[:, :length]
+        return k, v
+
 
 class ContiguousKVCache(PagedKVCache):
     """One row of `max_len` positions per sequence: block_ids of a sequence is `[row]`, and reads are slices."""
@@ -93,3 +103,7 @@ class ContiguousKVCache(PagedKVCache):
     def read(self, layer: int, block_ids: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = int(block_ids[0])
         return self.k[layer, row, :length], self.v[layer, row, :length]
+
+    def read_many(self, layer: int, block_ids: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = block_ids[:, 0]
+        return self.k[layer].index_select(0, rows)[:, :length], self.v[layer].index_select(0, rows)[:, :length]

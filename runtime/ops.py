@@ -112,39 +112,42 @@ SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDP
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, causal: bool,
           limits: torch.Tensor | None = None) -> torch.Tensor:
-    """q [q, h, d_h] at positions start.. against k, v [c, h_kv, d_h] at 0..c-1 -> [q, h, d_h]. Causal: query i
-    sees keys <= start + i (bottom-right aligned: SDPA's own is_causal is top-left for q != c). `limits` [q], when
-    given, overrides both: query i sees keys 0 .. limits[i] - 1 (block-causal masks)."""
-    nq, H, _ = q.shape
-    c, KVH, _ = k.shape
+    """q [n, q, h, d_h] at positions start.. against k, v [n, c, h_kv, d_h] at 0..c-1 -> [n, q, h, d_h], for n
+    sequences of the same shape (the 3-d forms [q, h, d_h], [c, h_kv, d_h] are one sequence). Causal: query i sees
+    keys <= start + i (bottom-right aligned: SDPA's own is_causal is top-left for q != c). `limits` [q], when given,
+    overrides both: query i sees keys 0 .. limits[i] - 1 (block-causal masks)."""
+    one = q.dim() == 3
+    if one:
+        q, k, v = q[None], k[None], v[None]
+    _, nq, H, _ = q.shape
+    c, KVH = k.shape[1], k.shape[2]
     if KVH != H:  # GQA: repeat KV heads explicitly (every SDPA backend accepts that; enable_gqa is not universal)
-        k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
-    qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))  # [1, heads, len, d_h]
+        k, v = k.repeat_interleave(H // KVH, dim=2), v.repeat_interleave(H // KVH, dim=2)
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [n, heads, len, d_h]
     fixed_shape = not causal and limits is None  # diffusion steps: the same shape every step of a request
     with sdpa_kernel(SDPA_BACKENDS) if q.is_cuda and not fixed_shape else contextlib.nullcontext():
-        return _sdpa_call(qt, kt, vt, start, causal, limits, nq, c)
+        o = _sdpa_call(qt, kt, vt, start, causal, limits, nq, c).transpose(1, 2)
+    return o[0] if one else o
 
 
 def _sdpa_call(qt, kt, vt, start: int, causal: bool, limits, nq: int, c: int) -> torch.Tensor:
-    """The SDPA call of `_sdpa` on [1, heads, len, d_h] operands, with the mask its arguments ask for."""
+    """The SDPA call of `_sdpa` on [n, heads, len, d_h] operands, with the mask its arguments ask for."""
     dev = qt.device
     if limits is not None:
         mask = torch.arange(c, device=dev)[None, :] < limits[:, None]
-        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
-    elif not causal or nq == 1:
-        o = F.scaled_dot_product_attention(qt, kt, vt)
-    elif start == 0 and nq == c:
-        o = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
-    else:
-        mask = torch.arange(c, device=dev)[None, :] <= (start + torch.arange(nq, device=dev))[:, None]
-        o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
-    return o[0].transpose(0, 1)
+        return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
+    if not causal or nq == 1:
+        return F.scaled_dot_product_attention(qt, kt, vt)
+    if start == 0 and nq == c:
+        return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+    mask = torch.arange(c, device=dev)[None, :] <= (start + torch.arange(nq, device=dev))[:, None]
+    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
 
 
 def attention(q: torch.Tensor, cache, layer: int, meta, causal: bool) -> torch.Tensor:
     """Attention of every query row over its sequence's cached K/V (already holding this pass's tokens).
-    Decode rows (q = 1) go through one batched paged kernel on CUDA; each multi-token span through SDPA over its
-    gathered pages. Returns [T, h * d_h]."""
+    Paged rows (decodes, verifies, block steps) go through one batched paged kernel on CUDA; longer spans through
+    SDPA over their gathered pages, one call per group of consecutive same-shape sequences. Returns [T, h * d_h]."""
     T, H, D = q.shape
     out = q if meta.decode_rows is None else torch.empty_like(q)
     if meta.num_decode:
@@ -160,10 +163,12 @@ def attention(q: torch.Tensor, cache, layer: int, meta, causal: bool) -> torch.T
             out = od
         else:
             out[meta.decode_rows] = od
-    for span in meta.prefills:
-        k, v = cache.read(layer, span.block_ids, span.context or span.start + span.q)
-        out[span.row:span.row + span.q] = _sdpa(q[span.row:span.row + span.q], k, v, span.start,
-                                                causal and not span.full, span.limits)
+    for span in meta.prefills:  # `count` consecutive sequences of one shape: one batched call
+        n, rows = span.count, span.count * span.q
+        k, v = cache.read_many(layer, span.block_ids, span.context or span.start + span.q)
+        o = _sdpa(q[span.row:span.row + rows].reshape(n, span.q, H, D), k, v, span.start, causal and not span.full,
+                  span.limits)
+        out[span.row:span.row + rows] = o.reshape(rows, H, D)
     return out.reshape(T, H * D)
 
 
@@ -207,6 +212,17 @@ def moe(h: torch.Tensor, lw, top_k: int, eps: float) -> None:
         y = (F.silu(g) * u).to(h.dtype) @ lw.experts_down[e].T
         out.index_add_(0, rows, y.float() * gate[rows, which, None])
     h += out.to(h.dtype)
+
+
+def confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax probability of the argmax float32 [R], argmax int64 [R]) of float32 logits [R, V], on their device:
+    one streaming read on CUDA (kernels/confidence.py), max + logsumexp in torch otherwise."""
+    if logits.is_cuda and CONFIG.triton and kernels() is not None or CONFIG.triton_on_cpu and kernels() is not None:
+        from runtime.kernels.confidence import confidence as fused
+
+        return fused(logits)
+    mx, tok = logits.max(dim=-1)
+    return torch.exp(mx.float() - torch.logsumexp(logits.float(), dim=-1)), tok
 
 
 def lm_head(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:

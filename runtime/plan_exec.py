@@ -83,18 +83,22 @@ class PlanExecutor(RequestTokens):
     def all_graphs(self) -> list:
         return [g for g in (self.target_graphs,) if g is not None]
 
-    def run_pass(self, role: str, seqs, model=None, cache=None, graphs=None):
+    def run_pass(self, role: str, seqs, model=None, cache=None, graphs=None, post=None):
         """One forward pass over `seqs` (forward.SeqInput) of `model` (default: the target) and its cache: replayed
-        from a CUDA graph when it fits one, eager otherwise. Logs and returns (device seconds, logits [sum o, V])."""
+        from a CUDA graph when it fits one, eager otherwise. Logs and returns (device seconds, logits [sum o, V]),
+        or (device seconds, post(logits)) when `post` is given: device work on the logits that belongs to the pass
+        (picking tokens), timed with it."""
         model, cache = model or self.model, cache or self.cache
         graphs = self.target_graphs if graphs is None and model is self.model else graphs
         tokens = sum(len(s.token_ids) for s in seqs)
         staged = graphs.load_seqs(seqs) if graphs is not None else None
         self.pass_shapes.append(pass_shape(seqs, model.spec.attention == "causal", all_logits=staged is not None))
         if staged is not None:
-            return self.timed(role, tokens, lambda: graphs.replay_logits(*staged))
-        meta = build_meta(seqs, cache, model.device, model.max_positions)
-        return self.timed(role, tokens, lambda: forward(model, cache, meta))
+            run = lambda: graphs.replay_logits(*staged)  # noqa: E731
+        else:
+            meta = build_meta(seqs, cache, model.device, model.max_positions)
+            run = lambda: forward(model, cache, meta)  # noqa: E731
+        return self.timed(role, tokens, run if post is None else lambda: post(run()))
 
     # -- tables and timing -----------------------------------------------------------------------------------------
     def table(self, kv, req_id: int, positions: int, row: int = 0) -> list[int]:

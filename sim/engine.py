@@ -275,7 +275,7 @@ class Engine:
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token))
                 continue
             dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens + host_s(self.setup.hardware, plan.shape.tokens)
+            dur = dur + send_s * plan.shape.tokens + host_s(self.setup.hardware, plan.shape.tokens, plan.shape.seqs)
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
@@ -306,7 +306,8 @@ class Engine:
         for role, shape in plan.passes:
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
-            t, f, b, m = t + pt.time_s + host_s(hw, shape.tokens), f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
+            t, f, b, m = (t + pt.time_s + host_s(hw, shape.tokens, shape.seqs), f + pt.flops, b + pt.bytes,
+                          m + pt.memory_bound_s)
         return t, f, b, m
 
     def _stage_send_s(self) -> float:
@@ -317,10 +318,10 @@ class Engine:
         return per_token / hw.link_bandwidth_bytes_per_s
 
 
-def host_s(hw, rows: int) -> float:
-    """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass plus per row,
-    the line fitted to the `host` microbenchmark (1-64 rows; larger passes extrapolate it)."""
-    return hw.host_pass_s(rows)
+def host_s(hw, rows: int, seqs: int) -> float:
+    """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass, per row and
+    per sequence, the plane fitted to the `host` microbenchmark (passes of 1-512 rows; larger ones extrapolate)."""
+    return hw.host_pass_s(rows, seqs)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:

@@ -159,6 +159,9 @@ class HardwareProfile(_Frozen):
     host_row_overhead_us: float = Field(
         default=0.0, ge=0, description="host time per pass that grows with its rows (staging each row's inputs), "
                                        "per row; fitted with host_pass_overhead_us")
+    host_seq_overhead_us: float = Field(
+        default=0.0, ge=0, description="host time per pass that grows with its sequences (the executor's loop over "
+                                       "them: inputs, commit rules), per sequence; fitted with host_pass_overhead_us")
     tdp_w: float = Field(gt=0)
     price_per_gpu_hour_usd: float | None = Field(default=None, gt=0)
     price_source: str | None = None
@@ -179,9 +182,10 @@ class HardwareProfile(_Frozen):
     def hbm_capacity_bytes(self) -> float:
         return self.hbm_capacity_gb * GB
 
-    def host_pass_s(self, rows: int) -> float:
-        """Host time of the serving loop for one forward pass of `rows` flattened tokens (calibrated, affine)."""
-        return (self.host_pass_overhead_us + self.host_row_overhead_us * rows) * 1e-6
+    def host_pass_s(self, rows, seqs=0):
+        """Host time of the serving loop for one forward pass of `rows` flattened tokens of `seqs` sequences
+        (calibrated, affine in both; arrays welcome)."""
+        return (self.host_pass_overhead_us + self.host_row_overhead_us * rows + self.host_seq_overhead_us * seqs) * 1e-6
 
     @property
     def hbm_bandwidth_bytes_per_s(self) -> float:

@@ -138,14 +138,20 @@ def test_microbench_without_cuda_is_one_sentence(app, tmp_path):
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_host_time_is_a_line_in_rows_fitted_to_ar_records_only():
-    """SYNTHETIC host records: AR at 300 us + 10 us per row, and a speculative record far off the line, which is a
-    check and must not move the fit."""
+def test_host_time_is_a_plane_in_rows_and_sequences():
+    """SYNTHETIC host records at 300 us + 10 us per row + 40 us per sequence: AR decodes (rows = sequences, written
+    the old way, without rows_per_pass), verifies of 5 rows and block steps of 16 rows per sequence give back all
+    three; AR records alone can only give a line in rows (300 + 50 per row, the sequence term folded in)."""
     from validation.calibrate import fit_host
 
-    recs = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "median_s": (300 + 10 * b) * 1e-6}
-            for b in (1, 8, 64)]
-    recs.append({"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3})
-    per_pass, per_row = fit_host(recs)
-    assert per_pass == pytest.approx(300, rel=1e-3) and per_row == pytest.approx(10, rel=1e-3)
-    assert fit_host([r for r in recs if r["shape"]["strategy"] == "speculative"]) is None
+    def us(rows, seqs):
+        return 300 + 10 * rows + 40 * seqs
+
+    ar = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "median_s": us(b, b) * 1e-6} for b in (1, 8, 64)]
+    other = [{"kind": "host", "shape": {"strategy": s, "batch": b}, "rows_per_pass": r * b, "seqs_per_pass": b,
+              "median_s": us(r * b, b) * 1e-6} for s, r in (("speculative", 5), ("block_diffusion", 16))
+             for b in (1, 8)]
+    per_pass, per_row, per_seq = fit_host(ar + other)
+    assert (per_pass, per_row, per_seq) == pytest.approx((300, 10, 40), rel=1e-3)
+    assert fit_host(ar) == pytest.approx((300, 50, 0), rel=1e-3)
+    assert fit_host([{"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3}]) is None

@@ -205,21 +205,37 @@ def _sig(v: float, digits: int = 4) -> float:
     return float(f"{v:.{digits}g}")
 
 
-def fit_host(records: list[dict]) -> tuple[float, float] | None:
-    """(us per pass, us per row of the pass): a least-squares line through the AR `host` records' seconds per pass
-    against their batch (= the rows of their decode passes), both kept >= 0 (scipy.optimize.lsq_linear). The
-    speculative records (passes of b and b(k + 1) rows) are the check, not the fit."""
+def _host_point(r: dict) -> tuple[float, float, float] | None:
+    """(rows, sequences, us) per forward pass of a `host` record; AR records of before rows were recorded are
+    decodes of `batch` rows, one per sequence."""
+    sh = r["shape"]
+    if "rows_per_pass" in r:
+        return r["rows_per_pass"], r["seqs_per_pass"], r["median_s"] * 1e6
+    if sh.get("strategy", "ar") == "ar":
+        return sh["batch"], sh["batch"], r["median_s"] * 1e6
+    return None
+
+
+def fit_host(records: list[dict]) -> tuple[float, float, float] | None:
+    """(us per pass, us per row, us per sequence of the pass): a least-squares plane through the `host` records'
+    seconds per forward pass against their mean rows and sequences, all kept >= 0 (scipy.optimize.lsq_linear).
+    Rows cost staging (each row's inputs) and sequences the executor's own loop (inputs, commit rules); passes of
+    one row per sequence (AR decodes) cannot tell the two apart, so with those alone the fit is a line in rows."""
     from scipy.optimize import lsq_linear
 
-    pts = [(r["shape"]["batch"], r["median_s"] * 1e6) for r in records
-           if r["kind"] == "host" and r["shape"].get("strategy", "ar") == "ar"]
+    pts = [p for p in (_host_point(r) for r in records if r["kind"] == "host" and r.get("status", "ok") == "ok")
+           if p is not None]
     if not pts:
         return None
-    x, y = np.array(pts, dtype=float).T
-    if len(set(x)) < 2:
-        return _sig(float(np.median(y))), 0.0
-    sol = lsq_linear(np.vstack([np.ones_like(x), x]).T, y, bounds=(0, np.inf))
-    return _sig(float(sol.x[0])), _sig(float(sol.x[1]))
+    rows, seqs, us = np.array(pts, dtype=float).T
+    if len(set(rows)) < 2:
+        return _sig(float(np.median(us))), 0.0, 0.0
+    a = np.vstack([np.ones_like(rows), rows, seqs]).T
+    if np.linalg.matrix_rank(a) < 3:  # rows = sequences everywhere
+        sol = lsq_linear(a[:, :2], us, bounds=(0, np.inf))
+        return _sig(float(sol.x[0])), _sig(float(sol.x[1])), 0.0
+    sol = lsq_linear(a, us, bounds=(0, np.inf))
+    return _sig(float(sol.x[0])), _sig(float(sol.x[1])), _sig(float(sol.x[2]))
 
 
 def _median_of(records: list[dict], kind: str, mode: str) -> float | None:
@@ -265,6 +281,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "launch_overhead_us": _sig(launch_s * 1e6) if launch_s is not None else base.launch_overhead_us,
         "host_pass_overhead_us": host[0] if host is not None else base.host_pass_overhead_us,
         "host_row_overhead_us": host[1] if host is not None else base.host_row_overhead_us,
+        "host_seq_overhead_us": host[2] if host is not None else base.host_seq_overhead_us,
         "efficiency": new_eff})
     # residuals with the final profile, through the cost model itself
     rows = predict_records(records, profile)
@@ -316,6 +333,7 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",
         "host_pass_overhead_us": fitted.host_pass_overhead_us, "host_row_overhead_us": fitted.host_row_overhead_us,
+        "host_seq_overhead_us": fitted.host_seq_overhead_us,
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,
         "provenance": target.provenance.model_copy(update={"notes": notes, "calibration": calibration})})

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import typer
 
 from sim.errors import UserError
@@ -264,14 +265,19 @@ def _run_launch(env: _Env, case: Case) -> dict:
 
 def _run_host(env: _Env, case: Case) -> dict:
     """Host seconds per forward pass of the runtime's serving loop (runtime/serve.py with the real scheduler and
-    executor, graphs on CUDA) on a tiny model whose device work is negligible: (wall - summed device time) / passes.
-    Speculative: self-drafting (1 of 2 layers), k = 4, FORCED acceptance at alpha 0.8 (random weights)."""
+    executor, graphs on CUDA) on a tiny model whose device work is negligible: (wall - summed device time) / passes,
+    with the passes' mean rows and sequences (the host model is affine in both, calibrate.fit_host).
+    Speculative: self-drafting (1 of 2 layers), k = 4, FORCED acceptance at alpha 0.8 (random weights); block
+    diffusion: an even schedule of `steps` per block of `block` tokens. Every pass fits a graph (<= 512 rows), so
+    device time is the GPU's alone and not an eager pass's launch pace."""
+    from runtime.block_diffusion import BlockDiffusionExecutor
     from runtime.executor import Executor
     from runtime.model import Transformer
     from runtime.serve import serve
     from runtime.speculative import SpeculativeExecutor
     from sim.model import ModelSpec
-    from sim.scenario import Speculative as SpecSpec, Static
+    from sim.scenario import BlockDiffusion as BlockSpec, Speculative as SpecSpec, Static
+    from sim.strategies.block_diffusion import BlockDiffusion
     from sim.strategies.speculative import Speculative
     from sim.workload import Request
 
@@ -280,15 +286,20 @@ def _run_host(env: _Env, case: Case) -> dict:
                      intermediate_size=512, vocab_size=1024, max_position_embeddings=512)
     model = Transformer.random(spec, seed=0, device=env.device)
     b, blocks, bt = sh["batch"], 64 * sh["batch"], 16
-    per_pass = []
+    per_pass, rows, seqs = [], 0.0, 0.0
     for _ in range(3):  # the first run compiles and captures
+        strat, extra = None, 0
         if sh["strategy"] == "ar":
-            ex, strat, extra = Executor(model, model.paged_cache(blocks, bt), max_context=256), None, 0
-        else:
+            ex = Executor(model, model.paged_cache(blocks, bt), max_context=256)
+        elif sh["strategy"] == "speculative":
             ex = SpeculativeExecutor(model, blocks, bt, draft_layers=1, acceptance_mode="forced", alpha=0.8,
                                      max_context=256)
-            ex.capture()
             strat, extra = Speculative(SpecSpec(draft="self", draft_layers=1, k=4, alpha=0.8), 4, True), 4
+        else:
+            strat = BlockDiffusion(BlockSpec(block_size=sh["block"], steps_per_block=sh["steps"]))
+            ex = BlockDiffusionExecutor(model, strat, blocks, bt, b, max_context=256)  # (+ its rows' scratch)
+        if hasattr(ex, "capture"):
+            ex.capture()
         reqs = [Request(i, 0.0, sh["prompt"], sh["output"]) for i in range(b)]
         t0 = time.perf_counter()
         served = serve(reqs, Static(batch_size=b, kv_block_tokens=bt), ex, blocks,
@@ -296,10 +307,13 @@ def _run_host(env: _Env, case: Case) -> dict:
                         "batching": "static"}, strategy=strat, kv_extra=extra)
         wall = time.perf_counter() - t0
         log = getattr(ex, "pass_log", None)
+        shapes = getattr(ex, "pass_shapes", None) or served.pass_shapes  # (tokens, logit rows, seqs, ...)
         device_s, passes = ((sum(t for _, _, t in log), len(log)) if log else
                             (sum(served.device_pass_s), len(served.device_pass_s)))
         per_pass.append((wall - device_s) / passes)
-    return _summary(per_pass[1:], inner=1, sets=1, mode="serve")
+        rows = float(np.mean([s[0] for s in shapes]))
+        seqs = float(np.mean([s[2] for s in shapes]))
+    return {**_summary(per_pass[1:], inner=1, sets=1, mode="serve"), "rows_per_pass": rows, "seqs_per_pass": seqs}
 
 
 def run_case(env: _Env, case: Case, weights: _Weights) -> dict:

@@ -148,6 +148,30 @@ def test_paged_rows_equal_one_sdpa_call_per_sequence(attention):
     torch.testing.assert_close(out[1], out[0], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+@pytest.mark.parametrize("max_keys", [65536, 20])
+def test_same_shape_spans_share_one_sdpa_call(attention, max_keys, monkeypatch):
+    """Consecutive sequences whose spans have one shape (a static batch's prompts) attend in one batched SDPA call
+    (capped at SPAN_BATCH_MAX_KEYS keys, here also 20 = two prompts of 10), with the logits of one pass per
+    sequence; a span of another shape (a chunk on a cached prefix) starts a new call."""
+    import runtime.forward as fw
+
+    monkeypatch.setattr(fw, "SPAN_BATCH_MAX_KEYS", max_keys)
+    model = Transformer.random(tiny_spec(attention=attention), seed=3)
+    toks = [random_tokens(10, seed=s) for s in range(4)]
+    tables = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    cache = model.paged_cache(12, 4)
+    run_pass(model, cache, [SeqInput(toks[3][:4], 0, tables[3], 0)], paged_max_q=0)  # sequence 3's cached prefix
+    seqs = [SeqInput(toks[i], 0, tables[i], 10) for i in range(3)] + [SeqInput(toks[3][4:], 4, tables[3], 6)]
+    meta = fw.build_meta(seqs, cache, "cpu", model.max_positions, paged_max_q=0)
+    assert [(s.row, s.count) for s in meta.prefills] == ([(0, 3), (30, 1)] if max_keys > 20 else
+                                                         [(0, 2), (20, 1), (30, 1)])
+    together = run_pass(model, cache, seqs, paged_max_q=0)
+    alone = torch.cat([run_pass(model, cache, [s], paged_max_q=0) for s in seqs])
+    assert together.shape == (36, 256) and not together.isnan().any()
+    torch.testing.assert_close(together, alone, atol=ATOL, rtol=0)
+
+
 def test_graph_staging_array_by_hand():
     """The inputs a graph of 8 paged rows gets for two sequences (3 verify rows at 5.., 1 decode row at 9) and 4
     padded rows: slots through each sequence's own table, padded rows on the scratch block, row groups per

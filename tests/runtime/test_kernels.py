@@ -215,3 +215,22 @@ def test_many_row_path_equals_torch_forward():
             ops.CONFIG.triton_on_cpu, ops.CONFIG.fast_prefill, ops.CONFIG.triton_max_rows = False, True, 256
 
     assert rel(run(True), run(False)) < 3 * TOL
+
+
+def test_confidence_kernel_equals_max_and_logsumexp():
+    """One streaming read per row gives torch's max softmax probability and argmax, across chunk edges
+    (V = 5,000 is not a multiple of the kernel's 2,048), for peaked and flat rows, and the first column on ties."""
+    from runtime.kernels.confidence import confidence
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 5000, device=DEV) * 3
+    x[1, 4999] = 40.0  # a peak in the masked-tail chunk
+    x[2] = 0.0  # flat: every column ties, probability 1 / V
+    x[3, 7], x[3, 4100] = 25.0, 25.0  # a tie across chunks: the first column wins
+    conf, tok = confidence(x)
+    mx, ref_tok = x.max(dim=-1)
+    ref_conf = torch.exp(mx - torch.logsumexp(x, dim=-1))
+    assert torch.allclose(conf, ref_conf, rtol=1e-4, atol=1e-7)
+    assert tok[1].item() == 4999 and tok[2].item() == 0 and tok[3].item() == 7
+    assert torch.equal(tok[[0, 4, 5]], ref_tok[[0, 4, 5]])
+    assert abs(conf[2].item() - 1 / 5000) < 1e-8
