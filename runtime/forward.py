@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from runtime import ops
+from sim.cost import PAGED_MAX_Q, rows_per_kv_read
 from sim.errors import UserError
 
 
@@ -74,9 +75,9 @@ class PassMeta:
     groups: torch.Tensor | None = None
 
 
-# In eager passes, spans of at most this many new tokens attend as paged rows, one per token (see build_meta);
-# longer ones (prompts) through SDPA, which reads each K/V tile once for many queries.
-PAGED_MAX_Q = 128
+# In eager passes, spans of at most PAGED_MAX_Q new tokens attend as paged rows, one per token (see build_meta);
+# longer ones (prompts) through SDPA, which reads each K/V tile once for many queries. (The cost model owns the
+# constant: it prices paged rows apart, sim.cost.CostContext.kv_read_positions.)
 # Consecutive spans of one shape share an SDPA call (a batch) up to this many keys in all: one call per sequence
 # per layer issued ~8 launches each, and a static prefill of 32 x 256 tokens ran at the host's pace (218-341 ms
 # against 178 predicted, reports/h100/validation-notes.md); the cap bounds the gathered K/V (64 Ki keys of
@@ -86,8 +87,9 @@ SPAN_BATCH_MAX_KEYS = 65536
 
 def rows_per_group(n_heads: int, n_kv_heads: int) -> int:
     """Rows of one sequence that share a program (and one read of its K/V): as many as fill a 16-row dot tile with
-    their query heads, 4 for Llama-3's GQA (4 heads per KV head), 16 for multi-head attention."""
-    return max(1, 16 // (n_heads // n_kv_heads))
+    their query heads, 4 for Llama-3's GQA (4 heads per KV head), 16 for multi-head attention (the cost model
+    prices the reads with the same rule, sim.cost.rows_per_kv_read)."""
+    return rows_per_kv_read(n_heads, n_kv_heads)
 
 
 def row_groups(seq_rows, qb: int, size: int | None = None) -> list[tuple[int, int]]:

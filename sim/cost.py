@@ -39,6 +39,18 @@ FUSED_OPS = frozenset({"attn_norm", "rope", "mlp_norm", "swiglu", "final_norm"})
 # Projections of at most this many rows run memwall's own Triton GEMV/GEMM kernels, larger ones cuBLAS
 # (runtime/ops.py); the microbenchmarks time every size with the kernel the runtime uses for it.
 RUNTIME_TRITON_MAX_ROWS = 64
+# Eager passes of memwall's runtime attend spans of at most PAGED_MAX_Q new tokens as paged rows too, longer ones
+# (prompts) through SDPA (runtime/forward.py imports this).
+PAGED_MAX_Q = 128
+# One program of the runtime's paged attention serves up to PAGED_TILE_ROWS query-head rows of one sequence and
+# reads its K/V once for them: 16 consecutive rows of a sequence for multi-head attention, 16 / 4 = 4 rows for
+# Llama-3's GQA (runtime/kernels/paged_attention.py, the row groups of runtime/forward.py).
+PAGED_TILE_ROWS = 16
+
+
+def rows_per_kv_read(num_heads: int, num_kv_heads: int) -> int:
+    """Rows of one sequence that share one read of its K/V in a paged-row attention (see PAGED_TILE_ROWS)."""
+    return max(1, PAGED_TILE_ROWS // max(1, num_heads // num_kv_heads))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,9 @@ class CostContext:
     # passes of at most RUNTIME_TRITON_MAX_ROWS tokens of a dense model: those passes have no such kernels of their
     # own. False prices them as separate kernels at every size (vLLM's layout).
     fused_epilogues: bool = True
+    # "row_groups": the attention of paged rows reads a sequence's K/V once per group of rows_per_kv_read rows
+    # (memwall's runtime); "sequence": once per sequence (kernels that tile whole spans, the ideal)
+    attention_reads: str = "row_groups"
 
     def fused(self, tokens: int) -> bool:
         """Whether a pass of `tokens` rows has its elementwise operators fused into its projections."""
@@ -142,6 +157,22 @@ class CostContext:
     @property
     def num_layers(self) -> int:
         return self.layers if self.layers is not None else self.model.num_layers
+
+    def kv_read_positions(self, shape: PassShape) -> float:
+        """K/V positions (per layer) the pass's attention reads. Paged rows (every row of a graph-replayed pass,
+        spans of at most PAGED_MAX_Q tokens of an eager one) read them once per group of rows_per_kv_read rows of
+        a sequence, each group up to the largest of its rows' key limits: with r = tokens / seqs rows per
+        sequence, ceil(r / group) groups per sequence, each reading about the mean limit per row, attn_pairs /
+        tokens. A verify of 5 rows of Llama-3 (groups of 4) reads its context twice, a 32-row block step 8 times;
+        a decode (r = 1) reads it once, as before."""
+        kv = shape.kv_read_tokens
+        if self.attention_reads != "row_groups" or not shape.seqs or shape.tokens <= shape.seqs:
+            return kv
+        rows = shape.tokens / shape.seqs
+        if self.eager(shape) and rows > PAGED_MAX_Q:
+            return kv
+        groups = -(-rows // rows_per_kv_read(self.model.num_heads, self.model.num_kv_heads))
+        return max(kv, shape.attn_pairs / rows * groups)
 
 
 # -- operators ------------------------------------------------------------------------------------------------------
@@ -212,7 +243,7 @@ def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
     kvb, ab = BYTES_PER_ELEMENT[ctx.kv], BYTES_PER_ELEMENT[ctx.activations]
     kv_per_token_layer = 2 * m.kv_dim / t * kvb  # K and V of one position in one layer on one GPU
     flops = 4.0 * (m.q_dim / t) * shape.attn_pairs
-    kv_read = shape.kv_read_tokens * kv_per_token_layer
+    kv_read = ctx.kv_read_positions(shape) * kv_per_token_layer
     kv_write = shape.kv_write_tokens * kv_per_token_layer
     io = 2 * shape.tokens * (m.q_dim / t) * ab  # queries in, outputs out
     return [Op("attention", L, 1, flops, kv_read + kv_write + io, "attention")]
@@ -379,6 +410,8 @@ class CostModel:
     def repeated_times(self, shape: PassShape, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-pass (time, flops, bytes, memory-bound time) of `steps` decode passes that repeat `shape` with every
         sequence one position further each pass (sum c and attended pairs grow by `shape.seqs` per pass)."""
+        if shape.tokens != shape.seqs:  # (decodes read each context once: kv_read_positions is kv_read_tokens)
+            raise ValueError("repeated_times prices decode passes (one token per sequence)")
         lin = self._linear(shape.tokens, shape.logit_rows)
         grow = np.arange(steps, dtype=float) * shape.seqs
         pairs = shape.attn_pairs + grow
@@ -398,7 +431,8 @@ class CostModel:
             return PassTime(0.0, 0.0, 0.0, 0.0)
         lin = self._linear(shape.tokens, shape.logit_rows)
         flops = self._flops_per_pair * shape.attn_pairs
-        nbytes = (shape.kv_read_tokens + shape.kv_write_tokens) * self._kv_per_tok + shape.tokens * self._io_per_tok
+        nbytes = ((self.ctx.kv_read_positions(shape) + shape.kv_write_tokens) * self._kv_per_tok
+                  + shape.tokens * self._io_per_tok)
         compute = _hockney_s(self._attn_cmp, flops, self._peak)
         memory = _hockney_s(self._attn_mem, nbytes, self._bw)
         core = compute if compute > memory else memory

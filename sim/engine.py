@@ -97,7 +97,8 @@ def _mean_length(workload, field_name: str) -> int:
 
 def execution(s: Scenario) -> dict:
     """The CostContext fields that describe the serving software (scenario section `execution`)."""
-    return {"graphs": s.execution.graphs, "fused_epilogues": s.execution.fused_epilogues}
+    return {"graphs": s.execution.graphs, "fused_epilogues": s.execution.fused_epilogues,
+            "attention_reads": s.execution.attention_reads}
 
 
 def prepare(s: Scenario) -> Setup:

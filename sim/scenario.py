@@ -54,6 +54,10 @@ class Execution(Strict):
     fused_epilogues: bool = Field(
         default=True, description="RMSNorm, RoPE and SwiGLU fused into the projections of small passes "
                                   "(memwall's runtime); false prices them as kernels of their own")
+    attention_reads: Literal["row_groups", "sequence"] = Field(
+        default="row_groups", description="how often attention over paged rows (verifies, block and diffusion "
+                                          "steps) reads a sequence's K/V: once per group of 16 query-head rows "
+                                          "(memwall's runtime), or once per sequence")
 
 
 class Parallel(Strict):

@@ -42,6 +42,26 @@ def test_tiny_model_attention_by_hand():
     assert attn.bytes == (5 + 2) * kv_per_token_layer + 2 * 2 * 8 * 2  # KV read + written, q in + out
 
 
+def test_paged_rows_read_kv_once_per_row_group():
+    """Llama-3.1-8B (4 query heads per KV head: groups of 4 paged rows per K/V read): a 32-row block step that sees
+    1,000 keys per row reads them 8 times; a 5-row verify ending at 1,000 reads twice its mean limit (998 = pairs
+    / rows); a decode once; an eager 2,048-token prompt (SDPA) once; and with attention_reads = sequence, once."""
+    from sim.passes import PassShape
+
+    ctx = CostContext(load_model("llama-3.1-8b"), H100)
+    block = PassShape(32, 32, 1, 1000, 32 * 1000, 32)
+    verify_pairs = sum(range(996, 1001))
+    verify = PassShape(5, 5, 1, 1000, verify_pairs, 5)
+    assert ctx.kv_read_positions(block) == 8 * 1000
+    assert ctx.kv_read_positions(verify) == pytest.approx(2 * verify_pairs / 5)
+    assert ctx.kv_read_positions(PassShape(8, 8, 8, 8000, 8000, 8)) == 8000
+    prompt = seq_shape(q=2048, c=2048, o=1)
+    assert ctx.kv_read_positions(prompt) == prompt.kv_read_tokens
+    flat = CostContext(load_model("llama-3.1-8b"), H100, attention_reads="sequence")
+    assert flat.kv_read_positions(block) == 1000
+    assert CostModel(ctx).pass_time(block).bytes > CostModel(flat).pass_time(block).bytes
+
+
 def test_bidirectional_attends_everything():
     assert seq_shape(4, 10, 4, "bidirectional").attn_pairs == 40
     assert seq_shape(4, 10, 4, "causal").attn_pairs == 4 * 6 + 10
