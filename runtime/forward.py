@@ -64,8 +64,8 @@ class PassMeta:
     slots: torch.Tensor  # [T] long: flat cache slot each token's K/V goes to
     logit_rows: torch.Tensor | None  # [O] rows whose logits are returned; None = every row
     decode_rows: torch.Tensor | None  # [Bd] rows that are decode rows; None = every row is one
-    block_tables: torch.Tensor  # [Bd, max_blocks] int32, padded with the scratch block
-    context_lens: torch.Tensor  # [Bd] int32: c of each decode row
+    block_tables: torch.Tensor  # [Bd, max_blocks] int64, padded with the scratch block
+    context_lens: torch.Tensor  # [Bd] int64: c of each decode row
     num_decode: int  # paged rows: one query token each with its own context length (a decode row is one)
     prefills: list[PrefillSpan] = field(default_factory=list)
     decode_tables: list[list[int]] = field(default_factory=list)  # host copies, for the torch reference path
@@ -177,7 +177,7 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
     # sequence and repeated: a python list per row cost ~5 ms for 1,024 rows on the H100's host
     # (benchmarks/host_phases.py).
     width = table_width or max((len(t) for t in paged_tables), default=1)
-    table = np.full((len(paged_tables), width), cache.scratch_block, dtype=np.int32)
+    table = np.full((len(paged_tables), width), cache.scratch_block, dtype=np.int64)
     for i, t in enumerate(paged_tables):
         table[i, :len(t)] = t
     table = np.repeat(table, paged_spans, axis=0) if paged_tables else table[:0]
@@ -196,8 +196,10 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
         tokens=dev(tokens), positions=dev(positions), slots=dev(slots),
         logit_rows=None if len(logit_all) == row and (logit_all == np.arange(row)).all() else dev(logit_all),
         decode_rows=None if n_dec == row else dev(dec_rows),
-        block_tables=dev(table if n_dec else np.full((1, width), cache.scratch_block), torch.int32),
-        context_lens=dev(np.asarray(dec_lens or [1], dtype=np.int64), torch.int32), num_decode=n_dec,
+        # int64, as in the graphs' input buffers (graphs.py): the paged kernel is compiled per pointer type, and
+        # an eager pass must reuse the variants the graph captures compiled before the clock started
+        block_tables=dev(table if n_dec else np.full((1, width), cache.scratch_block)),
+        context_lens=dev(np.asarray(dec_lens or [1], dtype=np.int64)), num_decode=n_dec,
         prefills=prefills, decode_tables=dec_tables, decode_lens=dec_lens, groups=groups)
 
 

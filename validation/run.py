@@ -114,16 +114,18 @@ def warm_up(executor, s: Scenario, blocks: int) -> None:
 
 
 def warm_strategy(executor, s: Scenario, setup, reqs) -> None:
-    """Serve the scenario's first batch (at most 8 output tokens each, arrivals ignored) on a throwaway strategy
-    executor: the first eager pass of each kind compiles Triton kernels, which took up to 1.5 s inside a timed
-    pass before this existed (reports/h100/validation-notes.md)."""
+    """Serve the scenario's first batch (at most 8 output tokens each, two blocks and one token for block diffusion;
+    arrivals ignored) on a throwaway strategy executor: the first eager pass of each kind compiles Triton kernels,
+    which took up to 1.5 s inside a timed pass before this existed (reports/h100/validation-notes.md)."""
     import dataclasses
 
     from runtime.serve import VirtualClock, serve
 
     b = s.batching
     rows = b.batch_size if b.kind == "static" else b.max_batch
-    first = [dataclasses.replace(r, arrival_s=0.0, output_tokens=min(r.output_tokens, 8)) for r in reqs[:rows]]
+    # block diffusion: past the first block, so that the fused KV write of a finished block (2B rows) runs too
+    out = 2 * s.strategy.block_size + 1 if s.strategy.kind == "block_diffusion" else 8
+    first = [dataclasses.replace(r, arrival_s=0.0, output_tokens=min(r.output_tokens, out)) for r in reqs[:rows]]
     blocks = executor.pool_blocks
     base = dict(scenario=f"{s.name} (warm-up)", hardware=setup.hardware.name, model=setup.model.name,
                 strategy=s.strategy.kind, batching=b.kind, weight_bytes_per_gpu=setup.weight_bytes_per_gpu)
@@ -133,6 +135,7 @@ def warm_strategy(executor, s: Scenario, setup, reqs) -> None:
 
 def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=None) -> dict:
     """Execute one scenario; returns the JSONL record (result, per-pass device times and shapes, telemetry)."""
+    from runtime.compile_watch import CompileWatch
     from runtime.serve import serve
     from runtime.telemetry import NvmlSampler
     from sim.cost import CostContext, pass_cost
@@ -159,7 +162,7 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
     gc.collect()
     gc.freeze()
     try:
-        with NvmlSampler() as sampler:
+        with NvmlSampler() as sampler, CompileWatch() as compiles:
             served = serve(reqs, s.batching, executor, blocks, base, seed=s.seed, count=count,
                            peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
                            on_pass=progress, strategy=None if ar else setup.strategy,
@@ -167,7 +170,7 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
     finally:
         gc.unfreeze()
     telemetry = sampler.summary()
-    extra = {"telemetry": telemetry}
+    extra = {"telemetry": telemetry, "compiles_in_run": compiles.summary()}
     if not ar:
         per_pass = served.committed_per_pass
         extra.update(setup.strategy.summary())

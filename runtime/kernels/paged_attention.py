@@ -20,11 +20,12 @@ import triton.language as tl
 from runtime.forward import row_groups, rows_per_group  # noqa: F401 - with the kernel they serve
 
 
-# Triton compiles a variant per integer argument that is 1, a multiple of 16, or neither. The block-table stride is
-# the graphs' fixed width in a replay but the widest table of the pass in an eager one, so eager passes of
-# continuous batching met new variants mid-run: passes of 513-2,048 rows took 0.3-0.9 s instead of ~13-46 ms
-# (reports/h100/validation-notes.md). Unspecialized, the variants are the configurations the graphs compiled.
-@triton.jit(do_not_specialize=["stride_bt"])
+# Triton compiles a variant per integer argument that is 1, a multiple of 16, or neither, and per pointer that is
+# 16-byte aligned or not. The block-table stride is the graphs' fixed width in a replay but the widest table of the
+# pass in an eager one, and the graphs' index inputs are views at offsets of 8 bytes, so eager passes met variants
+# of their own mid-run (a first 1,024-row block step took 604 ms instead of ~25). Unspecialized on both, eager
+# passes run the variants the graph captures compiled before the clock started.
+@triton.jit(do_not_specialize=["stride_bt"], do_not_specialize_on_alignment=["bt_ptr", "ctx_ptr", "grp_ptr"])
 def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr, grp_ptr,
                    stride_bt, scale, n_kv_heads,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HD: tl.constexpr, BLOCK_TOKENS: tl.constexpr,

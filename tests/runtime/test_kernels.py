@@ -234,3 +234,23 @@ def test_confidence_kernel_equals_max_and_logsumexp():
     assert tok[1].item() == 4999 and tok[2].item() == 0 and tok[3].item() == 7
     assert torch.equal(tok[[0, 4, 5]], ref_tok[[0, 4, 5]])
     assert abs(conf[2].item() - 1 / 5000) < 1e-8
+
+
+@pytest.mark.skipif(not CUDA, reason="the interpreter compiles nothing")
+def test_compile_watch_sees_a_new_variant_and_restores_the_hooks():
+    """A kernel variant built inside the watch is counted under its kernel's name; the same call again is cached
+    (no event); Triton's hooks are as before afterwards."""
+    import triton.knobs as knobs
+
+    from runtime.compile_watch import CompileWatch
+    from runtime.kernels.confidence import confidence
+
+    before = (knobs.runtime.jit_cache_hook, knobs.runtime.jit_post_compile_hook)
+    x = torch.randn(3, 4099, device=DEV, dtype=torch.float64)  # float64 logits: a variant nothing else builds
+    with CompileWatch() as w:
+        confidence(x)
+        first = w.summary()["count"]
+        confidence(x)
+    assert first >= 1 and w.summary()["count"] == first
+    assert w.summary()["kernels"] == {"_confidence_kernel": first}
+    assert (knobs.runtime.jit_cache_hook, knobs.runtime.jit_post_compile_hook) == before
