@@ -80,9 +80,10 @@ class PassMeta:
 # constant: it prices paged rows apart, sim.cost.CostContext.kv_read_positions.)
 # Consecutive spans of one shape share an SDPA call (a batch) up to this many keys in all: one call per sequence
 # per layer issued ~8 launches each, and a static prefill of 32 x 256 tokens ran at the host's pace (218-341 ms
-# against 178 predicted, reports/h100/validation-notes.md); the cap bounds the gathered K/V (64 Ki keys of
-# Llama-3-8B with its KV heads repeated for GQA: 2 x 512 MiB).
-SPAN_BATCH_MAX_KEYS = 65536
+# against 178 predicted, reports/h100/validation-notes.md); the cap bounds the gathered K/V (16 Ki keys of
+# Llama-3-8B with its KV heads repeated for GQA: 2 x 128 MiB; 64 Ki ran a 64 x 1,024 prefill out of memory next
+# to a 90% KV pool).
+SPAN_BATCH_MAX_KEYS = 16384
 
 
 def rows_per_group(n_heads: int, n_kv_heads: int) -> int:
@@ -160,14 +161,15 @@ def build_meta(seqs: Sequence[SeqInput], cache, device, max_positions: int,
             paged_spans.append(q)
         else:
             full, masked = s.attend == "full", s.attend is not None and not isinstance(s.attend, str)
-            key = (q, s.start, c, full, len(blocks))
+            # one shape = one mask: explicit limits (block-causal prompts of a static batch) must match too
+            key = (q, s.start, c, full, len(blocks), tuple(limits) if masked else None)
             last = spans[-1] if spans else None
-            if (not masked and last is not None and last[0] == key and last[1] + last[2] * q == row
+            if (last is not None and last[0] == key and last[1] + last[2] * q == row
                     and (last[2] + 1) * c <= SPAN_BATCH_MAX_KEYS):
                 last[2] += 1  # the next sequence of the same shape joins the batch
                 last[3].append(blocks)
             else:
-                spans.append([key if not masked else None, row, 1, [blocks], s.start, q, c, full,
+                spans.append([key, row, 1, [blocks], s.start, q, c, full,
                               torch.tensor(limits, dtype=torch.long, device=device) if masked else None])
         row += q
     for _, first, count, tables, start, q, c, full, limits in spans:

@@ -425,6 +425,15 @@ class CostModel:
         return (lin.time_s + attn_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L,
                 lin.memory_bound_s + mem_s)
 
+    def kernels(self, shape: PassShape) -> int:
+        """Kernels the cost model counts for one pass (what an eager pass's host issues; the `launch` microbenchmark
+        divides a measured eager pass by this count to get launch_overhead_us)."""
+        head = shape.logit_rows and self.ctx.lm_head
+        kernels = self._kernels + self._L + (self._head_kernels if head else 0)
+        if self.ctx.fused(shape.tokens):
+            kernels -= self._fused_kernels + (self._fused_head_kernels if head else 0)
+        return kernels
+
     def pass_time(self, shape: PassShape) -> PassTime:
         """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""
         if shape.tokens == 0:
@@ -440,11 +449,7 @@ class CostModel:
         mem_s = attn_s if memory >= compute or self._overhead > core else 0.0
         time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
         if self.ctx.eager(shape):  # the host issuing kernels one by one may be the slower pipeline stage
-            head = shape.logit_rows and self.ctx.lm_head
-            kernels = self._kernels + self._L + (self._head_kernels if head else 0)
-            if self.ctx.fused(shape.tokens):
-                kernels -= self._fused_kernels + (self._fused_head_kernels if head else 0)
-            launch_s = host_launch_s(self.ctx, kernels)
+            launch_s = host_launch_s(self.ctx, self.kernels(shape))
             if launch_s > time_s:
                 mem_s += launch_s - time_s
                 time_s = launch_s

@@ -155,3 +155,16 @@ def test_host_time_is_a_plane_in_rows_and_sequences():
     assert (per_pass, per_row, per_seq) == pytest.approx((300, 10, 40), rel=1e-3)
     assert fit_host(ar) == pytest.approx((300, 50, 0), rel=1e-3)
     assert fit_host([{"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3}]) is None
+
+def test_launch_overhead_prefers_the_runtimes_eager_pass():
+    """SYNTHETIC launch records: a torch add issued eagerly (10 us) is only the floor; when eager-pass records (the
+    runtime's own forward, 30 and 34 us per counted kernel) exist, launch_overhead_us is their median."""
+    records = synthetic_records()
+    add = {"key": "launch/eager/n=1000", "kind": "launch", "dtype": "fp32", "shape": {"mode": "eager"},
+           "flops": 0.0, "bytes": 0.0, "median_s": 10e-6, "status": "ok", "synthetic": True}
+    passes = [{"key": f"launch/eager_pass/{i}", "kind": "launch", "dtype": "bf16", "shape": {"mode": "eager_pass"},
+               "flops": 0.0, "bytes": 0.0, "median_s": us * 1e-6, "status": "ok", "synthetic": True}
+              for i, us in enumerate((30.0, 34.0))]
+    alone, _ = calibrate(records + [add], load_profile("h100-sxm"), "synthetic")
+    both, _ = calibrate(records + [add] + passes, load_profile("h100-sxm"), "synthetic")
+    assert alone.launch_overhead_us == pytest.approx(10.0) and both.launch_overhead_us == pytest.approx(32.0)

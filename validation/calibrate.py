@@ -8,7 +8,9 @@ For every record the cost model prices the very operator that was timed (its FLO
 (m_c, h_c, m_m, h_m) to make t_pred / t_meas - 1 small over all records of a family:
 
 - `kernel_overhead_us`: the median per-kernel time of tiny kernels replayed back to back in a CUDA graph (no fit);
-  `launch_overhead_us`: the same kernels issued eagerly from Python (the host's pace).
+  `launch_overhead_us`: the host's pace per kernel of an eager pass, the median of the `eager_pass` records (the
+  runtime's own eager forward on tiny widths, divided by the kernels the cost model counts for it); without them,
+  tiny kernels issued eagerly from Python (a torch add: a floor, ~3x below the runtime's pace per counted kernel).
 - `efficiency.memory` and `efficiency.compute`, jointly: bf16 projection GEMMs/GEMVs at every row count, plus
   streaming reads. Each record lands on whichever roof binds it under the fitted curves, and the residuals are
   reported per roof.
@@ -254,7 +256,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
         overhead_s, _ = eff.kernel_overhead_s, carried.append("kernel_overhead_us")
     else:
         measured.append("kernel_overhead_us")
-    launch_s = _median_of(records, "launch", "eager")
+    launch_s = _median_of(records, "launch", "eager_pass") or _median_of(records, "launch", "eager")
     measured.append("launch_overhead_us") if launch_s is not None else carried.append("launch_overhead_us")
     host = fit_host(records)
     measured.append("host_pass_overhead_us") if host is not None else carried.append("host_pass_overhead_us")

@@ -226,11 +226,56 @@ def _run_stream(env: _Env, case: Case) -> dict:
     return _time_graph(env, fn, sets)
 
 
+def _run_eager_pass(env: _Env, case: Case) -> dict:
+    """Seconds per kernel of the runtime's own eager forward pass (runtime/forward.py, no CUDA graph) on a model
+    with Llama-3's layer layout (GQA 4:1, head dim 128) but tiny widths, whose GPU work is far shorter than the
+    host's issuing of it: prompts plus decode rows, the passes over GRAPH_MAX_ROWS of continuous batching. The pass's
+    wall time is divided by the kernels the cost model counts for it (CostModel.kernels), so the result is the
+    launch_overhead_us that makes the model's eager pass as slow as the runtime's host."""
+    from runtime.forward import SeqInput, build_meta, forward
+    from runtime.model import Transformer
+    from sim.cost import CostContext, CostModel
+    from sim.hardware import load_profile
+    from sim.model import ModelSpec
+    from sim.passes import batch_shape
+
+    torch = env.torch
+    sh = case.shape
+    spec = ModelSpec(name="eager-bench", hidden_size=1024, num_layers=sh["layers"], num_heads=8, num_kv_heads=2,
+                     intermediate_size=2048, vocab_size=1024, max_position_embeddings=4096)
+    model = Transformer.random(spec, seed=0, device=env.device)
+    bt, P, D = 16, sh["prompt"], sh["decodes"]
+    per_seq = -(-(P + 64) // bt)
+    cache = model.paged_cache(per_seq * (sh["prompts"] + D), bt)
+    tables = [list(range(i * per_seq, (i + 1) * per_seq)) for i in range(sh["prompts"] + D)]
+    seqs = [SeqInput(list(range(1, P + 1)), 0, tables[i], 1) for i in range(sh["prompts"])]
+    seqs += [SeqInput([5], 32 + i, tables[sh["prompts"] + i], 1) for i in range(D)]
+    for s in seqs[sh["prompts"]:]:  # the decodes' cached prefixes
+        forward(model, cache, build_meta([SeqInput(list(range(1, s.start + 1)), 0, s.block_ids, 1)], cache,
+                                         model.device, model.max_positions))
+    meta = build_meta(seqs, cache, model.device, model.max_positions)
+    shape = batch_shape([(P, P, 1)] * sh["prompts"] + [(1, 33 + i, 1) for i in range(D)])
+    kernels = CostModel(CostContext(spec, load_profile("h100-sxm"))).kernels(shape)
+    times = []
+    for _ in range(12):
+        if env.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        forward(model, cache, meta).argmax(dim=-1)
+        if env.device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) / kernels)
+    return {**_summary(times[2:], inner=kernels, sets=1, mode="eager_pass"), "kernels_counted": kernels,
+            "pass_s": statistics.median(times[2:]) * kernels}
+
+
 def _run_launch(env: _Env, case: Case) -> dict:
     """Seconds per tiny kernel when `kernels` of them are issued back to back: eagerly from Python (host launch
     cost) or as one CUDA graph (the device-side floor per kernel that the cost model's kernel_overhead_us means)."""
     torch = env.torch
     n, mode = case.shape["kernels"], case.shape["mode"]
+    if mode == "eager_pass":
+        return _run_eager_pass(env, case)
     x = _randn(env, case.shape["elements"], dtype=torch.float32)
 
     def burst():

@@ -153,7 +153,8 @@ def test_paged_rows_equal_one_sdpa_call_per_sequence(attention):
 def test_same_shape_spans_share_one_sdpa_call(attention, max_keys, monkeypatch):
     """Consecutive sequences whose spans have one shape (a static batch's prompts) attend in one batched SDPA call
     (capped at SPAN_BATCH_MAX_KEYS keys, here also 20 = two prompts of 10), with the logits of one pass per
-    sequence; a span of another shape (a chunk on a cached prefix) starts a new call."""
+    sequence; a span of another shape (a chunk on a cached prefix) starts a new call. Spans with explicit key
+    limits (block-causal masks) batch when their limits are equal."""
     import runtime.forward as fw
 
     monkeypatch.setattr(fw, "SPAN_BATCH_MAX_KEYS", max_keys)
@@ -169,6 +170,15 @@ def test_same_shape_spans_share_one_sdpa_call(attention, max_keys, monkeypatch):
     together = run_pass(model, cache, seqs, paged_max_q=0)
     alone = torch.cat([run_pass(model, cache, [s], paged_max_q=0) for s in seqs])
     assert together.shape == (36, 256) and not together.isnan().any()
+    torch.testing.assert_close(together, alone, atol=ATOL, rtol=0)
+    # block-causal prompts: two with the same limits share a call, a third with other limits does not
+    lim = [6, 6, 6, 6, 6, 6, 10, 10, 10, 10]
+    masked = [SeqInput(toks[i], 0, tables[i], 10, attend=lim) for i in range(2)]
+    masked.append(SeqInput(toks[2], 0, tables[2], 10, attend=[p + 1 for p in range(10)]))
+    meta = fw.build_meta(masked, cache, "cpu", model.max_positions, paged_max_q=0)
+    assert [(s.row, s.count) for s in meta.prefills] == [(0, 2), (20, 1)]  # (2 x 10 keys fit either cap)
+    together = run_pass(model, cache, masked, paged_max_q=0)
+    alone = torch.cat([run_pass(model, cache, [s], paged_max_q=0) for s in masked])
     torch.testing.assert_close(together, alone, atol=ATOL, rtol=0)
 
 
