@@ -62,7 +62,7 @@ class Op:
     kernels: int  # kernel launches per occurrence
     flops: float
     bytes: float  # fewest bytes moved through HBM per occurrence (weights + activations + KV)
-    family: str  # "linear" | "attention" | "elementwise" | "comm"
+    family: str  # "linear" | "gemv" (a one-row product) | "attention" | "elementwise" | "comm"
     weight_bytes: float = 0.0
     comm_s: float = 0.0  # interconnect time per occurrence (all-reduce)
 
@@ -200,7 +200,9 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
     def linear(name: str, n_in: float, n_out: float, rows: float, count: int, weights: float = 1.0) -> Op:
         # weights: how many weight matrices of this shape are read (experts touched for MoE)
         w = n_in * n_out * wb * weights
-        return Op(name, count, 1, 2.0 * rows * n_in * n_out, w + rows * (n_in + n_out) * ab, "linear", w)
+        # one row is a GEMV: a kernel of its own that streams the weights (efficiency.gemv_memory)
+        return Op(name, count, 1, 2.0 * rows * n_in * n_out, w + rows * (n_in + n_out) * ab,
+                  "gemv" if rows == 1 else "linear", w)
 
     def elementwise(name: str, elems_rw: float, count: int, flops_per_elem: float = 2.0) -> Op:
         return Op(name, count, 1, flops_per_elem * elems_rw / 2, elems_rw * ab, "elementwise")
@@ -231,7 +233,7 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
         w = d * m.vocab_size / t * wb
         ops.append(
             Op("lm_head", 1, 1, 2.0 * logit_rows * d * m.vocab_size / t,
-               w + logit_rows * (d * ab + m.vocab_size / t * 4), "linear", w)
+               w + logit_rows * (d * ab + m.vocab_size / t * 4), "gemv" if logit_rows == 1 else "linear", w)
         )
         ops.append(Op("sampling", 1, 2, 5.0 * logit_rows * m.vocab_size, logit_rows * m.vocab_size * 4, "elementwise"))
     return ops
@@ -273,8 +275,9 @@ def price(op: Op, ctx: CostContext) -> OpCost:
     attn = op.family == "attention"
     peak_flops = hw.peak_flops_per_s(ctx.activations if attn else ctx.weights)
     compute = _hockney_s(eff.attn_compute if attn else eff.compute, op.flops, peak_flops) if op.family in (
-        "linear", "attention") else 0.0
-    memory = _hockney_s(eff.attn_memory if attn else eff.memory, op.bytes, hw.hbm_bandwidth_bytes_per_s)
+        "linear", "gemv", "attention") else 0.0
+    mem_curve = eff.attn_memory if attn else eff.gemv_mem if op.family == "gemv" else eff.memory
+    memory = _hockney_s(mem_curve, op.bytes, hw.hbm_bandwidth_bytes_per_s)
     overhead = op.kernels * eff.kernel_overhead_s
     if op.family == "comm":
         core, bound = op.comm_s, "link"
@@ -349,13 +352,16 @@ class CostModel:
 
         self._F, self._B, self._C = coeffs("flops"), coeffs("bytes"), coeffs("comm_s")
         kinds = ["comm" if op.family == "comm" else "flops" if op.family == "linear" else "bytes" for op in ops0]
+        # products that become GEMVs at one token (projections; the LM head at one logit row)
+        one = linear_ops(ctx, 1, 1, touched=1.0 if m.is_moe else 0.0, head=ctx.lm_head)
+        gemv = [op.family == "gemv" for op in one]
         self._table = [
             (tuple(self._F[:, i]), tuple(self._B[:, i]), tuple(self._C[:, i]), op.count,
-             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i], op.name in FUSED_OPS)
+             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i], op.name in FUSED_OPS, gemv[i])
             for i, op in enumerate(ops0)
         ]
         self._peak_w = hw.peak_flops_per_s(ctx.weights)
-        self._cmp_curve, self._mem_curve = eff.compute, eff.memory
+        self._cmp_curve, self._mem_curve, self._gemv_curve = eff.compute, eff.memory, eff.gemv_mem
         self._kernels = sum(op.kernels * op.count for op in ops0 if op.name not in HEAD_OPS)
         self._head_kernels = sum(op.kernels * op.count for op in ops0 if op.name in HEAD_OPS)
         self._fused_kernels = sum(op.kernels * op.count for op in ops0 if op.name in FUSED_OPS - set(HEAD_OPS))
@@ -377,13 +383,13 @@ class CostModel:
         m = self.ctx.model
         touched = experts_touched(m.num_experts, m.experts_per_token, tokens) if m.is_moe else 0.0
         head = logit_rows > 0 and self.ctx.lm_head
-        cc, mc = self._cmp_curve, self._mem_curve
-        inline = cc.points is None and mc.points is None
+        cc, mc, gc = self._cmp_curve, self._mem_curve, self._gemv_curve
+        inline = cc.points is None and mc.points is None and gc.points is None
         c_half, c_rate = cc.half_size, self._peak_w * cc.max_fraction
-        m_half, m_rate = mc.half_size, self._bw * mc.max_fraction
         total_s = flops_sum = bytes_sum = mem_s = 0.0
         fused = self.ctx.fused(tokens)
-        for (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind, fusable in self._table:
+        for row in self._table:
+            (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind, fusable, gemv = row
             if (is_head and not head) or (fused and fusable):
                 continue
             flops = f0 + f1 * tokens + f2 * logit_rows + f3 * touched
@@ -391,12 +397,14 @@ class CostModel:
             if kind == "comm":
                 core, memory_bound = c0 + c1 * tokens + c2 * logit_rows + c3 * touched, False
             else:
+                one_row = gemv and (logit_rows if is_head else tokens) == 1
+                curve = gc if one_row else mc
                 if inline:
                     compute = (flops + c_half) / c_rate if kind == "flops" and flops > 0 else 0.0
-                    memory = (nbytes + m_half) / m_rate if nbytes > 0 else 0.0
+                    memory = (nbytes + curve.half_size) / (self._bw * curve.max_fraction) if nbytes > 0 else 0.0
                 else:
                     compute = _hockney_s(cc, flops, self._peak_w) if kind == "flops" else 0.0
-                    memory = _hockney_s(mc, nbytes, self._bw)
+                    memory = _hockney_s(curve, nbytes, self._bw)
                 core = compute if compute > memory else memory
                 memory_bound = memory >= compute or ovh > core
             t = count * (ovh + core)

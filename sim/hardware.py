@@ -82,6 +82,8 @@ class Efficiency(_Frozen):
     compute: Curve = Field(description="matrix products; size = FLOPs of the operator")
     attention_memory: Curve | None = Field(default=None, description="KV reads of attention; defaults to memory")
     attention_compute: Curve | None = Field(default=None, description="attention math; defaults to compute")
+    gemv_memory: Curve | None = Field(default=None, description="one-row products (GEMV kernels, e.g. batch-1 "
+                                                                "decode projections); defaults to memory")
     kernel_overhead_us: float = Field(
         ge=0, description="fixed time per kernel as the runtime issues them (back to back inside a CUDA graph)"
     )
@@ -94,6 +96,10 @@ class Efficiency(_Frozen):
     @property
     def attn_compute(self) -> Curve:
         return self.attention_compute or self.compute
+
+    @property
+    def gemv_mem(self) -> Curve:
+        return self.gemv_memory or self.memory
 
     @property
     def kernel_overhead_s(self) -> float:

@@ -62,6 +62,30 @@ def test_paged_rows_read_kv_once_per_row_group():
     assert CostModel(ctx).pass_time(block).bytes > CostModel(flat).pass_time(block).bytes
 
 
+def test_one_row_products_use_the_gemv_curve():
+    """With a GEMV curve half as efficient as the memory curve, a one-token decode's projections and the LM head
+    of a prefill's single logit row take the GEMV price; a two-token pass's projections do not; the fast path
+    agrees with the breakdown."""
+    from sim.hardware import Curve
+
+    eff = H100.efficiency
+    slow_gemv = H100.model_copy(update={"efficiency": eff.model_copy(update={"gemv_memory": Curve(
+        max_fraction=eff.memory.max_fraction / 2, half_size=eff.memory.half_size)})})
+    model = load_model("llama-3.1-8b")
+    base, gemv = CostContext(model, H100), CostContext(model, slow_gemv)
+
+    def op_s(ctx, shape, name):
+        return next(o.time_s for o in pass_cost(ctx, shape).ops if o.name == name)
+
+    one, two, prompt = decode_shape(1, 100), decode_shape(2, 100), seq_shape(q=64, c=64, o=1)
+    assert op_s(gemv, one, "qkv_proj") > 1.6 * op_s(base, one, "qkv_proj")
+    assert op_s(gemv, two, "qkv_proj") == pytest.approx(op_s(base, two, "qkv_proj"))
+    assert op_s(gemv, prompt, "lm_head") > 1.6 * op_s(base, prompt, "lm_head")
+    assert op_s(gemv, prompt, "gate_up_proj") == pytest.approx(op_s(base, prompt, "gate_up_proj"))
+    for shape in (one, two, prompt):
+        assert CostModel(gemv).pass_time(shape).time_s == pytest.approx(pass_cost(gemv, shape).time_s, rel=1e-9)
+
+
 def test_bidirectional_attends_everything():
     assert seq_shape(4, 10, 4, "bidirectional").attn_pairs == 40
     assert seq_shape(4, 10, 4, "causal").attn_pairs == 4 * 6 + 10

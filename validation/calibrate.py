@@ -44,8 +44,8 @@ from validation.clikit import user_errors
 SOFT_L1_SCALE = 0.05
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATED_H100 = REPO / "hw_profiles" / "calibrated" / "h100-sxm-calibrated.yaml"
-FITTED = ("memory", "compute", "attention_memory", "attention_compute", "kernel_overhead_us", "launch_overhead_us",
-          "host_pass_overhead_us")
+FITTED = ("memory", "compute", "attention_memory", "attention_compute", "gemv_memory", "kernel_overhead_us",
+          "launch_overhead_us", "host_pass_overhead_us")
 
 
 # -- records -------------------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def group_of(rec: dict) -> str | None:
     """Which fit a record feeds ('linear' or 'attention'), is only checked ('fp8', 'copy'), or None."""
     kind = rec["kind"]
     if kind == "gemm":
-        return "linear"
+        return "gemv" if rec["shape"].get("M") == 1 else "linear"
     if kind == "stream":
         return "linear" if rec["shape"]["op"] == "read" else "copy"
     if kind in ("attention", "fp8"):
@@ -109,6 +109,8 @@ def group_of(rec: dict) -> str | None:
 
 
 def _family(rec: dict) -> str:
+    if rec["kind"] in ("gemm", "fp8") and rec["shape"].get("M") == 1:
+        return "gemv"
     return {"gemm": "linear", "fp8": "linear", "attention": "attention"}.get(rec["kind"], "elementwise")
 
 
@@ -146,6 +148,8 @@ def curve_of(row: dict) -> str:
     """The curve a priced record's residual belongs to: the roof that binds it, or 'checked:<family>'."""
     if row["group"] == "linear":
         return "compute" if row["bound"] == "compute" else "memory"
+    if row["group"] == "gemv":
+        return "gemv_memory"
     if row["group"] == "attention":
         return "attention_compute" if row["bound"] == "compute" else "attention_memory"
     return f"checked:{row['group']}"
@@ -271,6 +275,15 @@ def calibrate(records: list[dict], base: HardwareProfile,
             measured += [cn, mn]
         else:
             carried += [cn, mn]
+    # one-row products run a GEMV kernel of their own (memwall's Triton GEMV; cuBLAS picks GEMV kernels too): its
+    # memory curve is fitted alone (they are memory-bound; the compute half of the pair is dropped)
+    flops, nbytes, meas = _arrays(records, "gemv")
+    if len(meas) >= 4:
+        curves["gemv_memory"] = fit_pair(np.zeros_like(flops), nbytes, meas, bf16, bw, overhead_s,
+                                         (curves["compute"], curves["memory"]))[1]
+        measured.append("gemv_memory")
+    else:
+        carried.append("gemv_memory")
     first = records[0]
     source = records_path or "records"
     new_eff = eff.model_copy(update={
@@ -321,6 +334,7 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
         "memory": scaled(f_eff.memory, bw_ratio), "compute": scaled(f_eff.compute, fl_ratio),
         "attention_memory": scaled(f_eff.attn_memory, bw_ratio),
         "attention_compute": scaled(f_eff.attn_compute, fl_ratio),
+        "gemv_memory": scaled(f_eff.gemv_mem, bw_ratio),
         "source": f"carried over from {fitted.name} (measured on {fitted.provenance.calibration.device}); "
                   "not measured on this chip"})
     cal = fitted.provenance.calibration

@@ -248,7 +248,7 @@ def _run_eager_pass(env: _Env, case: Case) -> dict:
     per_seq = -(-(P + 64) // bt)
     cache = model.paged_cache(per_seq * (sh["prompts"] + D), bt)
     tables = [list(range(i * per_seq, (i + 1) * per_seq)) for i in range(sh["prompts"] + D)]
-    seqs = [SeqInput(list(range(1, P + 1)), 0, tables[i], 1) for i in range(sh["prompts"])]
+    seqs = [SeqInput([1 + j % 1000 for j in range(P)], 0, tables[i], 1) for i in range(sh["prompts"])]
     seqs += [SeqInput([5], 32 + i, tables[sh["prompts"] + i], 1) for i in range(D)]
     for s in seqs[sh["prompts"]:]:  # the decodes' cached prefixes
         forward(model, cache, build_meta([SeqInput(list(range(1, s.start + 1)), 0, s.block_ids, 1)], cache,

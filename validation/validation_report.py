@@ -163,10 +163,12 @@ def calibration_plot(rows: list[dict], records: list[dict], profile) -> bytes:
     bw, peak = profile.hbm_bandwidth_bytes_per_s, profile.peak_flops_per_s("bf16")
     eff = profile.efficiency
     for r in rows:
-        if r["group"] != "linear" or not r["key"].startswith("gemm"):
+        if r["group"] not in ("linear", "gemv") or not r["key"].startswith("gemm"):
             continue
         rec = by_key[r["key"]]
-        if r["bound"] == "compute":
+        if r["group"] == "gemv":
+            b.scatter(rec["bytes"], rec["bytes"] / (rec["median_s"] * bw), s=7, color="tab:green", alpha=0.6)
+        elif r["bound"] == "compute":
             b.scatter(rec["flops"], rec["flops"] / (rec["median_s"] * peak), s=5, color="tab:red", alpha=0.5)
         else:
             b.scatter(rec["bytes"], rec["bytes"] / (rec["median_s"] * bw), s=5, color="tab:blue", alpha=0.5)
@@ -174,6 +176,7 @@ def calibration_plot(rows: list[dict], records: list[dict], profile) -> bytes:
     # the curves alone; a measured point also pays the per-kernel overhead, so small operators sit below them
     b.plot(sizes, eff.memory.fraction(sizes), color="tab:blue", label="memory curve (x = bytes; no overhead)")
     b.plot(sizes, eff.compute.fraction(sizes), color="tab:red", label="compute curve (x = FLOPs; no overhead)")
+    b.plot(sizes, eff.gemv_mem.fraction(sizes), color="tab:green", label="one-row GEMV memory curve (x = bytes)")
     b.set(xscale="log", ylim=(0, 1), xlabel="operator size (bytes or FLOPs)", ylabel="achieved fraction of peak",
           title="bf16 projections: achieved fraction vs fitted curve")
     b.grid(True, alpha=0.3)
