@@ -168,3 +168,36 @@ def test_launch_overhead_prefers_the_runtimes_eager_pass():
     alone, _ = calibrate(records + [add], load_profile("h100-sxm"), "synthetic")
     both, _ = calibrate(records + [add] + passes, load_profile("h100-sxm"), "synthetic")
     assert alone.launch_overhead_us == pytest.approx(10.0) and both.launch_overhead_us == pytest.approx(32.0)
+
+
+def test_link_numbers_fitted_to_allreduce_records():
+    """SYNTHETIC all-reduce records on 2 GPUs from the cost model's ring formula at 300 GB/s and 5 us per hop give
+    those numbers back, and the calibrated profile carries them; without such records the link stays the base's."""
+    from validation.allreduce import fit_link
+
+    def rec(nbytes, world=2, bw=300e9, lat=5e-6):
+        s = 2 * (world - 1) / world * nbytes / bw + 2 * (world - 1) * lat
+        return {"key": f"allreduce/bytes={nbytes}/gpus={world}", "kind": "allreduce", "dtype": "bf16",
+                "shape": {"bytes": nbytes, "world": world}, "flops": nbytes / 2, "bytes": 2.0 * nbytes,
+                "median_s": s, "status": "ok", "synthetic": True}
+
+    records = [rec(n) for n in (4096, 65536, 1 << 20, 64 << 20, 256 << 20)]
+    assert fit_link(records) == pytest.approx((300.0, 5.0), rel=1e-3)
+    assert fit_link(records[:1]) is None
+    profile, _ = calibrate(synthetic_records() + records, load_profile("h100-sxm"), "synthetic")
+    assert profile.link_bandwidth_gb_s == pytest.approx(300.0, rel=1e-3)
+    assert profile.link_latency_us == pytest.approx(5.0, rel=1e-3)
+    assert "link_bandwidth_gb_s" in profile.provenance.calibration.measured
+    plain, _ = calibrate(synthetic_records(), load_profile("h100-sxm"), "synthetic")
+    assert plain.link_bandwidth_gb_s == load_profile("h100-sxm").link_bandwidth_gb_s
+
+
+def test_allreduce_machinery_with_gloo_on_cpu():
+    """The all-reduce microbenchmark's processes, timing and sum check, run with gloo on 2 CPU processes (its times
+    mean nothing there; on a GPU machine the same code runs NCCL)."""
+    pytest.importorskip("torch")
+    from validation.allreduce import measure
+
+    got = measure(2, [4096, 65536], cuda=False)
+    assert set(got) == {4096, 65536}
+    assert all(v["sum_correct"] and v["median_s"] > 0 and v["inner"] == 20 for v in got.values())

@@ -39,6 +39,7 @@ import typer
 from sim.cost import RUNTIME_TRITON_MAX_ROWS
 from sim.errors import UserError
 from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
+from validation.allreduce import fit_link
 from validation.clikit import user_errors
 
 SOFT_L1_SCALE = 0.05
@@ -264,6 +265,8 @@ def calibrate(records: list[dict], base: HardwareProfile,
     measured.append("launch_overhead_us") if launch_s is not None else carried.append("launch_overhead_us")
     host = fit_host(records)
     measured.append("host_pass_overhead_us") if host is not None else carried.append("host_pass_overhead_us")
+    link = fit_link(records)
+    measured.append("link_bandwidth_gb_s") if link is not None else carried.append("link_bandwidth_gb_s")
     bf16, bw = base.peak_flops_per_s("bf16"), base.hbm_bandwidth_bytes_per_s
     curves = {"compute": eff.compute, "memory": eff.memory,
               "attention_compute": eff.attn_compute, "attention_memory": eff.attn_memory}
@@ -297,6 +300,8 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "host_pass_overhead_us": host[0] if host is not None else base.host_pass_overhead_us,
         "host_row_overhead_us": host[1] if host is not None else base.host_row_overhead_us,
         "host_seq_overhead_us": host[2] if host is not None else base.host_seq_overhead_us,
+        "link_bandwidth_gb_s": link[0] if link is not None else base.link_bandwidth_gb_s,
+        "link_latency_us": link[1] if link is not None else base.link_latency_us,
         "efficiency": new_eff})
     # residuals with the final profile, through the cost model itself
     rows = predict_records(records, profile)
@@ -306,9 +311,10 @@ def calibrate(records: list[dict], base: HardwareProfile,
     calibration = Calibration(
         device=str(first.get("device")), driver=first.get("driver"), torch=first.get("torch"), cuda=first.get("cuda"),
         date=str(first.get("date")), residuals=residuals, measured=measured, carried_over=carried, records=records_path)
+    links = ("link_bandwidth_gb_s and link_latency_us fitted to NCCL all-reduce records (validation/allreduce.py)"
+             if link is not None else "link numbers are unchanged from the base profile (no all-reduce records)")
     notes = (f"{base.provenance.notes or ''} Calibrated: efficiency curves, kernel_overhead_us and launch_overhead_us "
-             "measured (see calibration); capacity, bandwidth and peaks are the datasheet's; link numbers are "
-             "unchanged from the base profile (one GPU: no all-reduce measured).").strip()
+             f"measured (see calibration); capacity, bandwidth and peaks are the datasheet's; {links}.").strip()
     profile = profile.model_copy(update={"provenance": base.provenance.model_copy(
         update={"notes": notes, "calibration": calibration})})
     report = {"profile": profile.name, "base": base.name, "records": records_path, "n_records": len(records),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -361,6 +362,23 @@ def _run_host(env: _Env, case: Case) -> dict:
     return {**_summary(per_pass[1:], inner=1, sets=1, mode="serve"), "rows_per_pass": rows, "seqs_per_pass": seqs}
 
 
+def _run_allreduce(env: _Env, case: Case) -> dict:
+    """One payload size of the all-reduce set (validation/allreduce.py), which is measured for every size at the
+    first case of the run (one launch of the per-GPU processes)."""
+    from validation.allreduce import SIZES_BYTES, measure
+
+    world = case.shape["world"]
+    if getattr(env, "allreduce", None) is None:
+        env.allreduce = measure(world, sorted(set(SIZES_BYTES) | {case.shape["bytes"]}))
+    got = env.allreduce.get(case.shape["bytes"])
+    if got is None:
+        env.allreduce.update(measure(world, [case.shape["bytes"]]))
+        got = env.allreduce[case.shape["bytes"]]
+    if not got["sum_correct"]:
+        raise RuntimeError(f"all-reduce of {case.shape['bytes']} bytes across {world} GPUs gave a wrong sum")
+    return {**got, "sets": got["repeats"], "mode": "nccl", "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE")}
+
+
 def run_case(env: _Env, case: Case, weights: _Weights) -> dict:
     """Measure one case; returns its JSON record (status 'oom' or 'error' with the message when it cannot run)."""
     torch = env.torch
@@ -375,6 +393,8 @@ def run_case(env: _Env, case: Case, weights: _Weights) -> dict:
             timing = _run_stream(env, case)
         elif case.kind == "host":
             timing = _run_host(env, case)
+        elif case.kind == "allreduce":
+            timing = _run_allreduce(env, case)
         else:
             timing = _run_launch(env, case)
         status = {"status": "ok"}
@@ -415,6 +435,12 @@ def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0,
         raise UserError(f"--only: unknown kind '{only}'; choose one of {', '.join(KINDS)}")
     env = _Env(device)
     cases = plan(only, tiny)
+    gpus = env.torch.cuda.device_count() if device == "cuda" else 0
+    if gpus < 2:  # all-reduces need two GPUs or more
+        cases = [c for c in cases if c.kind != "allreduce"]
+    else:  # measured across all of them; the key says how many
+        cases = [Case(f"{c.key}/gpus={gpus}", c.kind, c.dtype, {**c.shape, "world": gpus}, c.flops, c.bytes, c.extra)
+                 if c.kind == "allreduce" else c for c in cases]
     skip = done_keys(out)
     todo = [c for c in cases if c.key not in skip]
     out.parent.mkdir(parents=True, exist_ok=True)

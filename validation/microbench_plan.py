@@ -9,7 +9,7 @@ from typing import Optional
 
 from sim.cost import RUNTIME_TRITON_MAX_ROWS
 
-KINDS = ("launch", "host", "stream", "gemm", "attention", "fp8")
+KINDS = ("launch", "host", "allreduce", "stream", "gemm", "attention", "fp8")
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 # The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.
@@ -110,6 +110,13 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
                 cases.append(Case(f"host/block_diffusion/block={block}/B={batch}", "host", "bf16",
                                   {"strategy": "block_diffusion", "block": block, "steps": block // 4,
                                    "batch": batch, "prompt": 16, "output": 64}, 0.0, 0.0))
+    if "allreduce" in kinds:
+        # across every GPU of the machine (run_suite drops these on a machine with one); validation/allreduce.py
+        from validation.allreduce import SIZES_BYTES
+
+        for nbytes in (4096, 1 << 20) if tiny else SIZES_BYTES:
+            cases.append(Case(f"allreduce/bytes={nbytes}", "allreduce", "bf16", {"bytes": nbytes}, nbytes / 2,
+                              2.0 * nbytes))
     if "stream" in kinds:
         sizes = (2**16, 2**20) if tiny else (65536, 262144, *(int(s) for s in (1e6, 4e6, 16e6, 64e6, 256e6, 1e9, 4e9)))
         for op in ("read", "copy"):
