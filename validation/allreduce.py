@@ -4,6 +4,10 @@ payload size, so that `memwall calibrate` can fit the link numbers the cost mode
 
 One process per GPU (torch.multiprocessing, NCCL through torch.distributed); each size is warmed up, then timed as
 5 sets of 20 back-to-back all-reduces between CUDA events on rank 0 (the collective ends together on every rank).
+Issued eagerly from Python: on 2 H100s every all-reduce up to 8 MiB took ~52-59 us, which is the host's pace
+issuing them, not the link's latency (a runtime under CUDA graphs would see less). Capturing the all-reduces in a
+CUDA graph instead hung the processes on that machine (not investigated), so the latency fitted from these
+records is an upper bound.
 All sizes are measured in one launch of the processes (NCCL's setup takes seconds) and handed to the microbenchmark
 runner one record at a time. NVLink multicast stays off (NCCL_NVLS_ENABLE=0): the device machines require it.
 """

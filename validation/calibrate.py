@@ -209,7 +209,7 @@ def fit_pair(flops, nbytes, measured_s, peak_flops: float, peak_bw: float, overh
 
 
 def _sig(v: float, digits: int = 4) -> float:
-    return float(f"{v:.{digits}g}")
+    return float(f"{v:.{digits}g}") if abs(v) > 1e-9 else 0.0  # (a bound-constrained fit leaves ~1e-15 for 0)
 
 
 def _host_point(r: dict) -> tuple[float, float, float] | None:

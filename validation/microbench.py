@@ -311,26 +311,34 @@ def _run_launch(env: _Env, case: Case) -> dict:
 
 def _run_host(env: _Env, case: Case) -> dict:
     """Host seconds per forward pass of the runtime's serving loop (runtime/serve.py with the real scheduler and
-    executor, graphs on CUDA) on a tiny model whose device work is negligible: (wall - summed device time) / passes,
-    with the passes' mean rows and sequences (the host model is affine in both, calibrate.fit_host).
-    Speculative: self-drafting (1 of 2 layers), k = 4, FORCED acceptance at alpha 0.8 (random weights); block
-    diffusion: an even schedule of `steps` per block of `block` tokens. Every pass fits a graph (<= 512 rows), so
-    device time is the GPU's alone and not an eager pass's launch pace."""
+    executor, graphs on CUDA): (wall - summed device time) / passes, with the passes' mean rows and sequences (the
+    host model is affine in both, calibrate.fit_host). The model is the shape's catalog model with random weights
+    (Llama-3.1-8B in the suite): with a 2-layer toy model, whose passes took 0.1 ms, the same loop measured about
+    half the host time per pass that the 8B model's 6 ms passes showed (waking from a long device wait costs the
+    host too). Speculative: self-drafting (a quarter of the layers), k = 4, FORCED acceptance at alpha 0.8 (random
+    weights); block diffusion: an even schedule of `steps` per block of `block` tokens. Every pass fits a graph
+    (<= 512 rows), so device time is the GPU's alone and not an eager pass's launch pace."""
     from runtime.block_diffusion import BlockDiffusionExecutor
     from runtime.executor import Executor
     from runtime.model import Transformer
     from runtime.serve import serve
     from runtime.speculative import SpeculativeExecutor
-    from sim.model import ModelSpec
+    from sim.model import ModelSpec, load_model
     from sim.scenario import BlockDiffusion as BlockSpec, Speculative as SpecSpec, Static
     from sim.strategies.block_diffusion import BlockDiffusion
     from sim.strategies.speculative import Speculative
     from sim.workload import Request
 
     sh = case.shape
-    spec = ModelSpec(name="host-bench", hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=2,
-                     intermediate_size=512, vocab_size=1024, max_position_embeddings=512)
-    model = Transformer.random(spec, seed=0, device=env.device)
+    name = sh.get("model", "tiny")
+    models = env.__dict__.setdefault("host_models", {})  # one model per run of the suite (8B: seconds to build)
+    if name not in models:
+        spec = ModelSpec(name="host-bench", hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=2,
+                         intermediate_size=512, vocab_size=1024, max_position_embeddings=512) \
+            if name == "tiny" else load_model(name)
+        models[name] = Transformer.random(spec, seed=0, device=env.device, max_positions=512)
+    model = models[name]
+    draft_layers = max(1, model.spec.num_layers // 4)
     b, blocks, bt = sh["batch"], 64 * sh["batch"], 16
     per_pass, rows, seqs = [], 0.0, 0.0
     for _ in range(3):  # the first run compiles and captures
@@ -338,9 +346,10 @@ def _run_host(env: _Env, case: Case) -> dict:
         if sh["strategy"] == "ar":
             ex = Executor(model, model.paged_cache(blocks, bt), max_context=256)
         elif sh["strategy"] == "speculative":
-            ex = SpeculativeExecutor(model, blocks, bt, draft_layers=1, acceptance_mode="forced", alpha=0.8,
-                                     max_context=256)
-            strat, extra = Speculative(SpecSpec(draft="self", draft_layers=1, k=4, alpha=0.8), 4, True), 4
+            ex = SpeculativeExecutor(model, blocks, bt, draft_layers=draft_layers, acceptance_mode="forced",
+                                     alpha=0.8, max_context=256)
+            strat, extra = Speculative(SpecSpec(draft="self", draft_layers=draft_layers, k=4, alpha=0.8), 4,
+                                       True), 4
         else:
             strat = BlockDiffusion(BlockSpec(block_size=sh["block"], steps_per_block=sh["steps"]))
             ex = BlockDiffusionExecutor(model, strat, blocks, bt, b, max_context=256)  # (+ its rows' scratch)
@@ -359,6 +368,9 @@ def _run_host(env: _Env, case: Case) -> dict:
         per_pass.append((wall - device_s) / passes)
         rows = float(np.mean([s[0] for s in shapes]))
         seqs = float(np.mean([s[2] for s in shapes]))
+        del ex, served  # its graphs and cache, before the next run's are made
+        if env.device == "cuda":
+            env.torch.cuda.empty_cache()
     return {**_summary(per_pass[1:], inner=1, sets=1, mode="serve"), "rows_per_pass": rows, "seqs_per_pass": seqs}
 
 

@@ -99,17 +99,19 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
     if "host" in kinds:
         # the runtime's serving loop on a tiny model (its GPU work is ~0.1 ms a pass): wall time minus device time
         # per forward pass is the host's own share, which the engine adds to every pass (host_pass_overhead_us)
+        host_model = "tiny" if tiny else "llama-3.1-8b"  # the served model's own pass times (see _run_host)
         # passes of few or many rows per sequence (decodes; verifies of 5; block steps of 16 and 32), so that the
         # fit can tell the cost of a row from the cost of a sequence (calibrate.fit_host)
         for strategy in ("ar", "speculative"):
             for batch in ((1, 4) if tiny else (1, 8, 64)):
-                cases.append(Case(f"host/{strategy}/B={batch}", "host", "bf16",
-                                  {"strategy": strategy, "batch": batch, "prompt": 16, "output": 64}, 0.0, 0.0))
+                cases.append(Case(f"host/{strategy}/B={batch}/{host_model}", "host", "bf16",
+                                  {"strategy": strategy, "batch": batch, "prompt": 16, "output": 64,
+                                   "model": host_model}, 0.0, 0.0))
         for block, batches in ((16, (1,) if tiny else (1, 8, 16)), (32, (2,) if tiny else (1, 4, 8))):
             for batch in batches:
-                cases.append(Case(f"host/block_diffusion/block={block}/B={batch}", "host", "bf16",
+                cases.append(Case(f"host/block_diffusion/block={block}/B={batch}/{host_model}", "host", "bf16",
                                   {"strategy": "block_diffusion", "block": block, "steps": block // 4,
-                                   "batch": batch, "prompt": 16, "output": 64}, 0.0, 0.0))
+                                   "batch": batch, "prompt": 16, "output": 64, "model": host_model}, 0.0, 0.0))
     if "allreduce" in kinds:
         # across every GPU of the machine (run_suite drops these on a machine with one); validation/allreduce.py
         from validation.allreduce import SIZES_BYTES
