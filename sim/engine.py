@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from sim.cost import CostContext, CostModel
+from sim.cost import GRAPH_MAX_ROWS, CostContext, CostModel
 from sim.errors import UserError
 from sim.model import load_model
 from sim.kv_blocks import KVBlockManager, activation_reserve_bytes, kv_capacity_bytes
@@ -321,8 +321,11 @@ class Engine:
 
 def host_s(hw, rows: int, seqs: int) -> float:
     """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass, per row and
-    per sequence, the plane fitted to the `host` microbenchmark (passes of 1-512 rows; larger ones extrapolate)."""
-    return hw.host_pass_s(rows, seqs)
+    per sequence, the plane fitted to the `host` microbenchmark (graph-replayed passes of 1-320 rows). The row term
+    is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through one vectorized
+    build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line extrapolated past 512
+    rows priced an eager diffusion step's host at 18 ms against 2.9 measured, reports/h100/validation-notes.md)."""
+    return hw.host_pass_s(min(rows, GRAPH_MAX_ROWS), seqs)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:
