@@ -14,14 +14,28 @@ import numpy as np
 from validation.microbench_plan import Case
 
 
-def run_eager_pass(env, case: Case) -> dict:
-    """Seconds per kernel of the runtime's own eager forward pass (runtime/forward.py, no CUDA graph) on a model
-    with Llama-3's layer layout (GQA 4:1, head dim 128) but tiny widths, whose GPU work is far shorter than the
-    host's issuing of it: prompts plus decode rows, the passes over GRAPH_MAX_ROWS of continuous batching. The pass's
-    wall time is divided by the kernels the cost model counts for it (CostModel.kernels), so the result is the
-    launch_overhead_us that makes the model's eager pass as slow as the runtime's host."""
-    from runtime.forward import SeqInput, build_meta, forward
+def _model(env, name: str, tiny_spec):
+    """The benchmark model: `tiny_spec`, or a catalog model with random weights built once per suite (8B: seconds)."""
     from runtime.model import Transformer
+    from sim.model import load_model
+
+    models = env.__dict__.setdefault("host_models", {})
+    key = tiny_spec.name if name == "tiny" else name
+    if key not in models:
+        models[key] = Transformer.random(tiny_spec if name == "tiny" else load_model(name), seed=0,
+                                         device=env.device, max_positions=4096)
+    return models[key]
+
+
+def run_eager_pass(env, case: Case) -> dict:
+    """Seconds per kernel of the runtime's own eager forward pass (runtime/forward.py, no CUDA graph): prompts plus
+    decode rows, the passes over GRAPH_MAX_ROWS of continuous batching, which the host's issuing of ~550 kernels
+    sets the pace of (a 512-token prompt + 16 decodes of the 8B model: 27-35 ms wall against 14 ms of GPU work, no
+    synchronization inside, benchmarks/profile_eager_pass.py). The pass's wall time is divided by the kernels the
+    cost model counts for it (CostModel.kernels), so the result is the launch_overhead_us that makes the model's
+    eager pass as slow as the runtime's host. The suite uses the served model's shape (8B, random weights): the same
+    pass on a model of Llama-3's layout but tiny widths measured ~1.4x less host time per kernel."""
+    from runtime.forward import SeqInput, build_meta, forward
     from validation.microbench import _summary
     from sim.cost import CostContext, CostModel
     from sim.hardware import load_profile
@@ -32,7 +46,8 @@ def run_eager_pass(env, case: Case) -> dict:
     sh = case.shape
     spec = ModelSpec(name="eager-bench", hidden_size=1024, num_layers=sh["layers"], num_heads=8, num_kv_heads=2,
                      intermediate_size=2048, vocab_size=1024, max_position_embeddings=4096)
-    model = Transformer.random(spec, seed=0, device=env.device)
+    model = _model(env, sh.get("model", "tiny"), spec)
+    spec = model.spec
     bt, P, D = 16, sh["prompt"], sh["decodes"]
     per_seq = -(-(P + 64) // bt)
     cache = model.paged_cache(per_seq * (sh["prompts"] + D), bt)
@@ -69,11 +84,10 @@ def run_host(env, case: Case) -> dict:
     (<= 512 rows), so device time is the GPU's alone and not an eager pass's launch pace."""
     from runtime.block_diffusion import BlockDiffusionExecutor
     from runtime.executor import Executor
-    from runtime.model import Transformer
     from validation.microbench import _summary
     from runtime.serve import serve
     from runtime.speculative import SpeculativeExecutor
-    from sim.model import ModelSpec, load_model
+    from sim.model import ModelSpec
     from sim.scenario import BlockDiffusion as BlockSpec, Speculative as SpecSpec, Static
     from sim.strategies.block_diffusion import BlockDiffusion
     from sim.strategies.speculative import Speculative
@@ -81,13 +95,9 @@ def run_host(env, case: Case) -> dict:
 
     sh = case.shape
     name = sh.get("model", "tiny")
-    models = env.__dict__.setdefault("host_models", {})  # one model per run of the suite (8B: seconds to build)
-    if name not in models:
-        spec = ModelSpec(name="host-bench", hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=2,
-                         intermediate_size=512, vocab_size=1024, max_position_embeddings=512) \
-            if name == "tiny" else load_model(name)
-        models[name] = Transformer.random(spec, seed=0, device=env.device, max_positions=512)
-    model = models[name]
+    model = _model(env, name, ModelSpec(name="host-bench", hidden_size=256, num_layers=2, num_heads=4,
+                                        num_kv_heads=2, intermediate_size=512, vocab_size=1024,
+                                        max_position_embeddings=512))
     draft_layers = max(1, model.spec.num_layers // 4)
     b, blocks, bt = sh["batch"], 64 * sh["batch"], 16
     per_pass, rows, seqs = [], 0.0, 0.0

@@ -93,9 +93,11 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
         # the runtime's own eager pass (prompts + decode rows, as continuous batching mixes them) on tiny widths:
         # the host's pace per kernel the cost model counts, which is what launch_overhead_us prices
         for prompts, prompt, decodes in ((1, 64, 2),) if tiny else ((1, 512, 8), (2, 512, 16), (1, 1536, 32)):
-            cases.append(Case(f"launch/eager_pass/P={prompts}x{prompt}/D={decodes}", "launch", "bf16",
+            cases.append(Case(f"launch/eager_pass/P={prompts}x{prompt}/D={decodes}/{'tiny' if tiny else '8b'}",
+                              "launch", "bf16",
                               {"mode": "eager_pass", "kernels": 0, "prompts": prompts, "prompt": prompt,
-                               "decodes": decodes, "layers": 2 if tiny else 8}, 0.0, 0.0))
+                               "decodes": decodes, "layers": 2, "model": "tiny" if tiny else "llama-3.1-8b"},
+                              0.0, 0.0))
     if "host" in kinds:
         # the runtime's serving loop on a tiny model (its GPU work is ~0.1 ms a pass): wall time minus device time
         # per forward pass is the host's own share, which the engine adds to every pass (host_pass_overhead_us)
