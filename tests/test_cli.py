@@ -68,6 +68,8 @@ def test_model_that_does_not_fit_is_a_result(cli_json):
         (["--set", "batching.kind=dynamic"], "batching: unknown kind dynamic; allowed: 'static', 'continuous'"),
         (["--set", "precision.weights=fp3"], "precision.weights: Input should be 'bf16', 'fp16', 'fp8', 'int8' or"),
         (["--set", "noequals"], "expected PATH=VALUE"),
+        (["--set", "execution.attention_reads=bogus"],
+         "execution.attention_reads: Input should be 'row_groups' or 'sequence'"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(cli, args, message):
