@@ -276,7 +276,7 @@ class Engine:
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token))
                 continue
             dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens + host_s(self.setup.hardware, plan.shape.tokens, plan.shape.seqs)
+            dur = dur + send_s * plan.shape.tokens + host_s(self.setup, plan.shape.tokens, plan.shape.seqs)
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
@@ -303,11 +303,10 @@ class Engine:
         """(time, flops, bytes, memory-bound time) of one iteration: every pass of it (the target over all its
         pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
         t = f = b = m = 0.0
-        hw = self.setup.hardware  # the serving loop's own host time per pass (calibrated) is added to each
-        for role, shape in plan.passes:
+        for role, shape in plan.passes:  # the serving loop's own host time per pass (calibrated) is added to each
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
-            t, f, b, m = (t + pt.time_s + host_s(hw, shape.tokens, shape.seqs), f + pt.flops, b + pt.bytes,
+            t, f, b, m = (t + pt.time_s + host_s(self.setup, shape.tokens, shape.seqs), f + pt.flops, b + pt.bytes,
                           m + pt.memory_bound_s)
         return t, f, b, m
 
@@ -319,13 +318,14 @@ class Engine:
         return per_token / hw.link_bandwidth_bytes_per_s
 
 
-def host_s(hw, rows: int, seqs: int) -> float:
+def host_s(setup: Setup, rows: int, seqs: int) -> float:
     """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass, per row and
-    per sequence, the plane fitted to the `host` microbenchmark (graph-replayed passes of 1-320 rows). The row term
+    per sequence, fitted to the `host` microbenchmark (graph-replayed passes of 1-320 rows), with a fixed part per
+    strategy where its executor has one (host_pass_overhead_by_strategy_us). The row term
     is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through one vectorized
     build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line extrapolated past 512
     rows priced an eager diffusion step's host at 18 ms against 2.9 measured, reports/h100/validation-notes.md)."""
-    return hw.host_pass_s(min(rows, GRAPH_MAX_ROWS), seqs)
+    return setup.hardware.host_pass_s(min(rows, GRAPH_MAX_ROWS), seqs, setup.scenario.strategy.kind)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:

@@ -138,36 +138,31 @@ def test_microbench_without_cuda_is_one_sentence(app, tmp_path):
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_host_time_is_a_plane_in_rows_and_sequences():
-    """SYNTHETIC host records at 300 us + 10 us per row + 40 us per sequence: AR decodes (rows = sequences, written
-    the old way, without rows_per_pass), verifies of 5 rows and block steps of 16 rows per sequence give back all
-    three; AR records alone can only give a line in rows (300 + 50 per row, the sequence term folded in)."""
+def test_host_time_is_fixed_per_strategy_plus_rows_and_sequences():
+    """SYNTHETIC host records at 10 us per row + 40 us per sequence on a fixed part of 300 us (AR, speculative) or
+    900 us (block diffusion): AR decodes (rows = sequences, written the old way, without rows_per_pass), verifies of
+    5 rows and block steps of 16 rows per sequence give back all of it; AR records alone can only give a line in
+    rows (300 + 50 per row, the sequence term folded in)."""
     from validation.calibrate import fit_host
 
-    def us(rows, seqs):
-        return 300 + 10 * rows + 40 * seqs
+    def us(rows, seqs, fixed=300):
+        return fixed + 10 * rows + 40 * seqs
 
     ar = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "median_s": us(b, b) * 1e-6} for b in (1, 8, 64)]
     other = [{"kind": "host", "shape": {"strategy": s, "batch": b}, "rows_per_pass": r * b, "seqs_per_pass": b,
-              "median_s": us(r * b, b) * 1e-6} for s, r in (("speculative", 5), ("block_diffusion", 16))
-             for b in (1, 8)]
-    per_pass, per_row, per_seq = fit_host(ar + other)
+              "median_s": us(r * b, b, fixed) * 1e-6}
+             for s, r, fixed in (("speculative", 5, 300), ("block_diffusion", 16, 900)) for b in (1, 8)]
+    per_pass, per_row, per_seq, by_strategy = fit_host(ar + other)
     assert (per_pass, per_row, per_seq) == pytest.approx((300, 10, 40), rel=1e-3)
-    assert fit_host(ar) == pytest.approx((300, 50, 0), rel=1e-3)
+    # (diffusion has no records: it takes block diffusion's fixed part, calibrate.HOST_LIKE)
+    assert by_strategy == pytest.approx({"speculative": 300, "block_diffusion": 900, "diffusion": 900}, rel=1e-3)
+    assert fit_host(ar)[:3] == pytest.approx((300, 50, 0), rel=1e-3) and fit_host(ar)[3] == {}
     assert fit_host([{"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3}]) is None
-
-def test_launch_overhead_prefers_the_runtimes_eager_pass():
-    """SYNTHETIC launch records: a torch add issued eagerly (10 us) is only the floor; when eager-pass records (the
-    runtime's own forward, 30 and 34 us per counted kernel) exist, launch_overhead_us is their median."""
-    records = synthetic_records()
-    add = {"key": "launch/eager/n=1000", "kind": "launch", "dtype": "fp32", "shape": {"mode": "eager"},
-           "flops": 0.0, "bytes": 0.0, "median_s": 10e-6, "status": "ok", "synthetic": True}
-    passes = [{"key": f"launch/eager_pass/{i}", "kind": "launch", "dtype": "bf16", "shape": {"mode": "eager_pass"},
-               "flops": 0.0, "bytes": 0.0, "median_s": us * 1e-6, "status": "ok", "synthetic": True}
-              for i, us in enumerate((30.0, 34.0))]
-    alone, _ = calibrate(records + [add], load_profile("h100-sxm"), "synthetic")
-    both, _ = calibrate(records + [add] + passes, load_profile("h100-sxm"), "synthetic")
-    assert alone.launch_overhead_us == pytest.approx(10.0) and both.launch_overhead_us == pytest.approx(32.0)
+    profile = load_profile("h100-sxm").model_copy(update={
+        "host_pass_overhead_us": per_pass, "host_row_overhead_us": per_row, "host_seq_overhead_us": per_seq,
+        "host_pass_overhead_by_strategy_us": by_strategy})
+    assert profile.host_pass_s(16, 1, "block_diffusion") == pytest.approx(us(16, 1, 900) * 1e-6, rel=1e-3)
+    assert profile.host_pass_s(16, 1, "ar") == pytest.approx(us(16, 1) * 1e-6, rel=1e-3)
 
 
 def test_link_numbers_fitted_to_allreduce_records():

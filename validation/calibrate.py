@@ -212,37 +212,58 @@ def _sig(v: float, digits: int = 4) -> float:
     return float(f"{v:.{digits}g}") if abs(v) > 1e-9 else 0.0  # (a bound-constrained fit leaves ~1e-15 for 0)
 
 
-def _host_point(r: dict) -> tuple[float, float, float] | None:
-    """(rows, sequences, us) per forward pass of a `host` record; AR records of before rows were recorded are
-    decodes of `batch` rows, one per sequence."""
+def _host_point(r: dict) -> tuple[str, float, float, float] | None:
+    """(strategy, rows, sequences, us) per forward pass of a `host` record; AR records of before rows were recorded
+    are decodes of `batch` rows, one per sequence."""
     sh = r["shape"]
+    strategy = sh.get("strategy", "ar")
     if "rows_per_pass" in r:
-        return r["rows_per_pass"], r["seqs_per_pass"], r["median_s"] * 1e6
-    if sh.get("strategy", "ar") == "ar":
-        return sh["batch"], sh["batch"], r["median_s"] * 1e6
+        return strategy, r["rows_per_pass"], r["seqs_per_pass"], r["median_s"] * 1e6
+    if strategy == "ar":
+        return strategy, sh["batch"], sh["batch"], r["median_s"] * 1e6
     return None
 
 
-def fit_host(records: list[dict]) -> tuple[float, float, float] | None:
-    """(us per pass, us per row, us per sequence of the pass): a least-squares plane through the `host` records'
-    seconds per forward pass against their mean rows and sequences, all kept >= 0 (scipy.optimize.lsq_linear).
-    Rows cost staging (each row's inputs) and sequences the executor's own loop (inputs, commit rules); passes of
-    one row per sequence (AR decodes) cannot tell the two apart, so with those alone the fit is a line in rows."""
+# A strategy without host records takes the fixed part of the executor it works like: the diffusion executor runs
+# the block-diffusion executor's per-pass steps (confidences on the device, one transfer, commit rules per row), the
+# host microbenchmark has no diffusion cases (an assumption, not a measurement; said in the calibrated profile).
+HOST_LIKE = {"diffusion": "block_diffusion"}
+
+
+def fit_host(records: list[dict]) -> tuple[float, float, float, dict[str, float]] | None:
+    """(us per pass, us per row, us per sequence, {strategy: us per pass}) from the `host` records' seconds per
+    forward pass: a fixed part per strategy plus terms in the pass's mean rows and sequences, all >= 0, least squares
+    on the relative error (scipy.optimize.lsq_linear). Rows cost staging (each row's inputs), sequences the
+    executor's loop over them; the fixed part differs by executor (on the 8B model's shape: ~350-450 us for AR and
+    speculative, ~1 ms for block diffusion, whose commit rules run per pass; one plane for all left residuals of
+    -51% to +93% on its own records). The first number is AR's fixed part (the default for strategies without
+    records); the dict holds the others. Passes of one row per sequence alone cannot tell rows from sequences: then
+    the fit is a line in rows."""
     from scipy.optimize import lsq_linear
 
     pts = [p for p in (_host_point(r) for r in records if r["kind"] == "host" and r.get("status", "ok") == "ok")
            if p is not None]
     if not pts:
         return None
-    rows, seqs, us = np.array(pts, dtype=float).T
+    kinds = sorted({p[0] for p in pts}, key=lambda k: (k != "ar", k))
+    us = np.array([p[3] for p in pts])
+    rows, seqs = (np.array([p[i] for p in pts], dtype=float) for i in (1, 2))
     if len(set(rows)) < 2:
-        return _sig(float(np.median(us))), 0.0, 0.0
-    a = np.vstack([np.ones_like(rows), rows, seqs]).T
-    if np.linalg.matrix_rank(a) < 3:  # rows = sequences everywhere
-        sol = lsq_linear(a[:, :2], us, bounds=(0, np.inf))
-        return _sig(float(sol.x[0])), _sig(float(sol.x[1])), 0.0
-    sol = lsq_linear(a, us, bounds=(0, np.inf))
-    return _sig(float(sol.x[0])), _sig(float(sol.x[1])), _sig(float(sol.x[2]))
+        return _sig(float(np.median(us))), 0.0, 0.0, {}
+    dummies = np.array([[1.0 if p[0] == k else 0.0 for k in kinds] for p in pts])
+    a = np.hstack([dummies, rows[:, None], seqs[:, None]])
+    if np.linalg.matrix_rank(a) < a.shape[1]:  # rows = sequences everywhere
+        a = a[:, :-1]
+    sol = lsq_linear(a / us[:, None], np.ones_like(us), bounds=(0, np.inf)).x
+    fixed = dict(zip(kinds, sol[:len(kinds)]))
+    per_row = sol[len(kinds)]
+    per_seq = sol[len(kinds) + 1] if a.shape[1] > len(kinds) + 1 else 0.0
+    default = fixed.pop("ar", float(np.mean(list(fixed.values()))))
+    for kind, like in HOST_LIKE.items():  # strategies without records of their own
+        if kind not in fixed and like in fixed:
+            fixed[kind] = fixed[like]
+    return (_sig(float(default)), _sig(float(per_row)), _sig(float(per_seq)),
+            {k: _sig(float(v)) for k, v in fixed.items()})
 
 
 def _median_of(records: list[dict], kind: str, mode: str) -> float | None:
@@ -300,6 +321,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "host_pass_overhead_us": host[0] if host is not None else base.host_pass_overhead_us,
         "host_row_overhead_us": host[1] if host is not None else base.host_row_overhead_us,
         "host_seq_overhead_us": host[2] if host is not None else base.host_seq_overhead_us,
+        "host_pass_overhead_by_strategy_us": host[3] if host is not None else base.host_pass_overhead_by_strategy_us,
         "link_bandwidth_gb_s": link[0] if link is not None else base.link_bandwidth_gb_s,
         "link_latency_us": link[1] if link is not None else base.link_latency_us,
         "efficiency": new_eff})
@@ -313,8 +335,13 @@ def calibrate(records: list[dict], base: HardwareProfile,
         date=str(first.get("date")), residuals=residuals, measured=measured, carried_over=carried, records=records_path)
     links = ("link_bandwidth_gb_s and link_latency_us fitted to NCCL all-reduce records (validation/allreduce.py)"
              if link is not None else "link numbers are unchanged from the base profile (no all-reduce records)")
+    borrowed = [f"{k} takes {v}'s" for k, v in HOST_LIKE.items()
+                if host is not None and k in host[3] and not any(r["kind"] == "host" and r["shape"].get("strategy") == k
+                                                                 for r in records)]
+    hosts = (f" Host time per pass fitted to the host records; {', '.join(borrowed)} fixed part (no records of its "
+             "own)." if borrowed else "")
     notes = (f"{base.provenance.notes or ''} Calibrated: efficiency curves, kernel_overhead_us and launch_overhead_us "
-             f"measured (see calibration); capacity, bandwidth and peaks are the datasheet's; {links}.").strip()
+             f"measured (see calibration); capacity, bandwidth and peaks are the datasheet's; {links}.{hosts}").strip()
     profile = profile.model_copy(update={"provenance": base.provenance.model_copy(
         update={"notes": notes, "calibration": calibration})})
     report = {"profile": profile.name, "base": base.name, "records": records_path, "n_records": len(records),
@@ -356,6 +383,7 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
         "name": f"{target.name}-{suffix}",
         "host_pass_overhead_us": fitted.host_pass_overhead_us, "host_row_overhead_us": fitted.host_row_overhead_us,
         "host_seq_overhead_us": fitted.host_seq_overhead_us,
+        "host_pass_overhead_by_strategy_us": fitted.host_pass_overhead_by_strategy_us,
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,
         "provenance": target.provenance.model_copy(update={"notes": notes, "calibration": calibration})})
