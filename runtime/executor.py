@@ -7,7 +7,7 @@ block_ids (one id per `block_tokens` positions). Items with o == 1 get one greed
 A preempted request that is recomputed simply comes back with start = 0 and new block ids: its tokens stay here.
 
 Decode-only plans (every q == 1, o == 1) replay a CUDA graph of their batch-size bucket when graphs are on, and
-so does any other pass of at most sim.cost.GRAPH_MAX_ROWS tokens (prompts, chunks mixed with decodes: each token a
+so does any other pass of at most sim.runtime_layout.GRAPH_MAX_ROWS tokens (prompts, chunks mixed with decodes: each token a
 paged-attention row, forward.build_meta); larger passes run the same `forward` eagerly. Times are CUDA-event
 times of the device work (inputs copied, pass, sampling) on a GPU and perf_counter times on the CPU.
 """

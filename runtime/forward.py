@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from runtime import ops
-from sim.cost import PAGED_MAX_Q, rows_per_kv_read
+from sim.runtime_layout import PAGED_MAX_Q, rows_per_kv_read
 from sim.errors import UserError
 
 
@@ -89,7 +89,7 @@ SPAN_BATCH_MAX_KEYS = 16384
 def rows_per_group(n_heads: int, n_kv_heads: int) -> int:
     """Rows of one sequence that share a program (and one read of its K/V): as many as fill a 16-row dot tile with
     their query heads, 4 for Llama-3's GQA (4 heads per KV head), 16 for multi-head attention (the cost model
-    prices the reads with the same rule, sim.cost.rows_per_kv_read)."""
+    prices the reads with the same rule, sim.runtime_layout.rows_per_kv_read)."""
     return rows_per_kv_read(n_heads, n_kv_heads)
 
 

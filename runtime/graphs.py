@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from runtime.forward import PassMeta, SeqInput, forward, row_groups, rows_per_group, token_limits
-from sim.cost import GRAPH_MAX_ROWS
+from sim.runtime_layout import GRAPH_MAX_ROWS
 from sim.errors import UserError
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from runtime.rope import apply_rope
-from sim.cost import RUNTIME_TRITON_MAX_ROWS
+from sim.runtime_layout import RUNTIME_TRITON_MAX_ROWS
 
 
 @dataclass

@@ -5,7 +5,7 @@ executor (executor.py), which returns one token per row, a strategy executor dec
 commits (accepted drafts, unmasked positions) and hands those counts back: `execute_plan(plan, sched) ->
 (device seconds, commits per row)`, then `sched.update(plan, commits=...)`.
 
-Every pass goes through `run_pass`: passes of at most sim.cost.GRAPH_MAX_ROWS tokens replay a CUDA graph of their
+Every pass goes through `run_pass`: passes of at most sim.runtime_layout.GRAPH_MAX_ROWS tokens replay a CUDA graph of their
 paged-row count (graphs.py), the rest run eagerly.
 
 Block tables come from the scheduler's block manager. Some strategies compute positions the scheduler does not

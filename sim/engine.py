@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from sim.cost import GRAPH_MAX_ROWS, CostContext, CostModel
+from sim.cost import CostContext, CostModel
+from sim.runtime_layout import GRAPH_MAX_ROWS
 from sim.errors import UserError
 from sim.model import load_model
 from sim.kv_blocks import KVBlockManager, activation_reserve_bytes, kv_capacity_bytes

@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from sim.cost import RUNTIME_TRITON_MAX_ROWS
+from sim.runtime_layout import RUNTIME_TRITON_MAX_ROWS
 from sim.errors import UserError
 from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
 from validation.allreduce import fit_link

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sim.cost import RUNTIME_TRITON_MAX_ROWS
+from sim.runtime_layout import RUNTIME_TRITON_MAX_ROWS
 
 KINDS = ("launch", "host", "allreduce", "stream", "gemm", "attention", "fp8")
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -57,7 +57,7 @@ def projection_shapes() -> dict[tuple[int, int], list[str]]:
 
 def _gemm(M: int, N: int, K: int, dtype: str, models: list[str], impl: str = "cublas") -> Case:
     """A projection; impl "triton" times memwall's own GEMV/GEMM kernel (runtime/kernels/linear.py), which the
-    runtime runs for up to sim.cost.RUNTIME_TRITON_MAX_ROWS rows, "cublas" torch.matmul."""
+    runtime runs for up to sim.runtime_layout.RUNTIME_TRITON_MAX_ROWS rows, "cublas" torch.matmul."""
     wb = 1 if dtype == "fp8" else 2
     # fewest bytes: weights and activations read once, output written once (bf16 out for fp8 too)
     nbytes = N * K * wb + M * K * wb + M * N * 2

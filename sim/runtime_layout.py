@@ -1,0 +1,29 @@
+"""What the cost model knows of memwall's own runtime (runtime/): which passes replay a CUDA graph, which run its
+Triton kernels, and how its paged attention groups rows. The runtime imports these constants from here, so the two
+cannot drift apart; `CostContext` (sim/cost.py) uses them when a scenario prices memwall's serving software
+(`execution` section; other stacks are other settings of it).
+"""
+
+from __future__ import annotations
+
+# The passes memwall's runtime replays from CUDA graphs (runtime/graphs.py imports this): every pass of at most
+# GRAPH_MAX_ROWS flattened tokens, each token a paged-attention row of its own (runtime/forward.py). Decodes,
+# verifies, block-diffusion steps, small diffusion steps, prompts and chunks up to that size fall under it.
+GRAPH_MAX_ROWS = 512
+# the elementwise operators that memwall's Triton projections fuse (CostContext.fused_epilogues)
+FUSED_OPS = frozenset({"attn_norm", "rope", "mlp_norm", "swiglu", "final_norm"})
+# Projections of at most this many rows run memwall's own Triton GEMV/GEMM kernels, larger ones cuBLAS
+# (runtime/ops.py); the microbenchmarks time every size with the kernel the runtime uses for it.
+RUNTIME_TRITON_MAX_ROWS = 64
+# Eager passes of memwall's runtime attend spans of at most PAGED_MAX_Q new tokens as paged rows too, longer ones
+# (prompts) through SDPA (runtime/forward.py imports this).
+PAGED_MAX_Q = 128
+# One program of the runtime's paged attention serves up to PAGED_TILE_ROWS query-head rows of one sequence and
+# reads its K/V once for them: 16 consecutive rows of a sequence for multi-head attention, 16 / 4 = 4 rows for
+# Llama-3's GQA (runtime/kernels/paged_attention.py, the row groups of runtime/forward.py).
+PAGED_TILE_ROWS = 16
+
+
+def rows_per_kv_read(num_heads: int, num_kv_heads: int) -> int:
+    """Rows of one sequence that share one read of its K/V in a paged-row attention (see PAGED_TILE_ROWS)."""
+    return max(1, PAGED_TILE_ROWS // max(1, num_heads // num_kv_heads))
