@@ -44,6 +44,9 @@ class Op:
     family: str  # "linear" | "gemv" (a one-row product) | "attention" | "elementwise" | "comm"
     weight_bytes: float = 0.0
     comm_s: float = 0.0  # interconnect time per occurrence (all-reduce)
+    dims: tuple[float, float] | None = None  # (outputs, inputs) of a dense projection's weight, for
+    #                                          Efficiency.projection_factor (None: curves alone, e.g. MoE experts)
+    rows: float = 0.0  # rows of that projection
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,7 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
         w = n_in * n_out * wb * weights
         # one row is a GEMV: a kernel of its own that streams the weights (efficiency.gemv_memory)
         return Op(name, count, 1, 2.0 * rows * n_in * n_out, w + rows * (n_in + n_out) * ab,
-                  "gemv" if rows == 1 else "linear", w)
+                  "gemv" if rows == 1 else "linear", w, dims=(n_out, n_in) if weights == 1 else None, rows=rows)
 
     def elementwise(name: str, elems_rw: float, count: int, flops_per_elem: float = 2.0) -> Op:
         return Op(name, count, 1, flops_per_elem * elems_rw / 2, elems_rw * ab, "elementwise")
@@ -212,7 +215,8 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
         w = d * m.vocab_size / t * wb
         ops.append(
             Op("lm_head", 1, 1, 2.0 * logit_rows * d * m.vocab_size / t,
-               w + logit_rows * (d * ab + m.vocab_size / t * 4), "gemv" if logit_rows == 1 else "linear", w)
+               w + logit_rows * (d * ab + m.vocab_size / t * 4), "gemv" if logit_rows == 1 else "linear", w,
+               dims=(m.vocab_size / t, d), rows=logit_rows)
         )
         ops.append(Op("sampling", 1, 2, 5.0 * logit_rows * m.vocab_size, logit_rows * m.vocab_size * 4, "elementwise"))
     return ops
@@ -264,6 +268,8 @@ def price(op: Op, ctx: CostContext) -> OpCost:
         core, bound = compute, "compute"
     else:
         core, bound = memory, "memory"
+    if op.dims is not None:
+        core *= eff.projection_factor(*op.dims, op.rows)
     if overhead > core and bound != "link":
         bound = "overhead"
     n = op.count
@@ -334,11 +340,15 @@ class CostModel:
         # products that become GEMVs at one token (projections; the LM head at one logit row)
         one = linear_ops(ctx, 1, 1, touched=1.0 if m.is_moe else 0.0, head=ctx.lm_head)
         gemv = [op.family == "gemv" for op in one]
+        # weight shapes with measured corrections (Efficiency.projection_factor), per operator
+        dims = [op.dims if eff.projection_factors else None for op in ops0]
         self._table = [
             (tuple(self._F[:, i]), tuple(self._B[:, i]), tuple(self._C[:, i]), op.count,
-             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i], op.name in FUSED_OPS, gemv[i])
+             op.kernels * eff.kernel_overhead_s, op.name in HEAD_OPS, kinds[i], op.name in FUSED_OPS, gemv[i],
+             dims[i])
             for i, op in enumerate(ops0)
         ]
+        self._eff = eff
         self._peak_w = hw.peak_flops_per_s(ctx.weights)
         self._cmp_curve, self._mem_curve, self._gemv_curve = eff.compute, eff.memory, eff.gemv_mem
         self._kernels = sum(op.kernels * op.count for op in ops0 if op.name not in HEAD_OPS)
@@ -368,7 +378,7 @@ class CostModel:
         total_s = flops_sum = bytes_sum = mem_s = 0.0
         fused = self.ctx.fused(tokens)
         for row in self._table:
-            (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind, fusable, gemv = row
+            (f0, f1, f2, f3), (b0, b1, b2, b3), (c0, c1, c2, c3), count, ovh, is_head, kind, fusable, gemv, dims = row
             if (is_head and not head) or (fused and fusable):
                 continue
             flops = f0 + f1 * tokens + f2 * logit_rows + f3 * touched
@@ -385,6 +395,8 @@ class CostModel:
                     compute = _hockney_s(cc, flops, self._peak_w) if kind == "flops" else 0.0
                     memory = _hockney_s(curve, nbytes, self._bw)
                 core = compute if compute > memory else memory
+                if dims is not None:
+                    core *= self._eff.projection_factor(*dims, logit_rows if is_head else tokens)
                 memory_bound = memory >= compute or ovh > core
             t = count * (ovh + core)
             total_s += t

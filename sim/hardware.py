@@ -87,7 +87,36 @@ class Efficiency(_Frozen):
     kernel_overhead_us: float = Field(
         ge=0, description="fixed time per kernel as the runtime issues them (back to back inside a CUDA graph)"
     )
+    projection_factors: dict[str, tuple[tuple[float, float], ...]] = Field(
+        default_factory=dict,
+        description="measured time over the curves' time of the projections of known weight shapes, keyed "
+                    "'<outputs>x<inputs>' (projection_key), as (rows, factor) pairs; interpolated in log rows. Shapes "
+                    "not listed, and rows outside a shape's measured range, are priced by the curves alone.")
     source: str = Field(description="where these numbers come from: a measurement, or 'assumed' with the reason")
+
+    @model_validator(mode="after")
+    def _factors_sorted(self) -> "Efficiency":
+        for key, pts in self.projection_factors.items():
+            rows = [p[0] for p in pts]
+            if not pts or rows[0] < 1 or any(b <= a for a, b in zip(rows, rows[1:])):
+                raise ValueError(f"projection_factors[{key}] needs (rows, factor) pairs with rows >= 1, increasing")
+            if any(not 0 < p[1] < 10 for p in pts):
+                raise ValueError(f"projection_factors[{key}] factors must lie in (0, 10)")
+        return self
+
+    def projection_factor(self, n_out: float, n_in: float, rows: float) -> float:
+        """Correction of the curves' time for a projection of this weight shape at `rows` rows (1 outside the
+        measured shapes and rows).
+
+        A two-parameter curve per roof cannot follow cuBLAS's tile choices across row counts: on the H100 the
+        calibrated curves priced the 8B model's projections 6% fast at 256 rows and 6% slow at 512 (reports/h100/
+        calibration.json), and a 256-row block step spent 13% more in its GEMMs than predicted
+        (benchmarks/pass_breakdown.py). Vidur prices operators from measured tables for the same reason (Agrawal et
+        al. 2024); here the table corrects the curves only for shapes that were measured."""
+        pts = self.projection_factors.get(projection_key(n_out, n_in))
+        if not pts or rows <= 0:
+            return 1.0
+        return _interp_log_rows(pts, rows)
 
     @property
     def attn_memory(self) -> Curve:
@@ -104,6 +133,21 @@ class Efficiency(_Frozen):
     @property
     def kernel_overhead_s(self) -> float:
         return self.kernel_overhead_us * US
+
+
+def projection_key(n_out: float, n_in: float) -> str:
+    """Key of a weight shape in Efficiency.projection_factors: '<outputs>x<inputs>' (e.g. '4096x14336')."""
+    return f"{n_out:g}x{n_in:g}"
+
+
+def _interp_log_rows(pts: tuple[tuple[float, float], ...], rows: float) -> float:
+    if rows < pts[0][0] or rows > pts[-1][0]:
+        return 1.0
+    for (r0, f0), (r1, f1) in zip(pts, pts[1:]):
+        if rows <= r1:
+            w = math.log(rows / r0) / math.log(r1 / r0)
+            return f0 + w * (f1 - f0)
+    return pts[-1][1]
 
 
 class Calibration(_Frozen):

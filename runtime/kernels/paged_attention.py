@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from runtime.forward import row_groups, rows_per_group  # noqa: F401 - with the kernel they serve
+from runtime.kernels.paged_config import TUNED, config_for, default_config  # noqa: F401 - benchmarks tune TUNED
 
 
 # Triton compiles a variant per integer argument that is 1, a multiple of 16, or neither, and per pointer that is
@@ -104,44 +105,25 @@ def _combine_kernel(pm_ptr, pl_ptr, pacc_ptr, out_ptr, n_heads, HD: tl.constexpr
     tl.store(out_ptr + (b * n_heads + h) * HD + d, o.to(out_ptr.dtype.element_ty))
 
 
-# Per batch-size bucket: the fastest of 14-20 configurations (splits x BLOCK_T x stages) measured on the H100 for
-# the Llama-3-8B shape at 512 tokens of context, 32 launches back to back in a CUDA graph (reports/h100/
-# runtime-baseline.md): batch 1: 7.1 us per layer, 8: 11.9, 32: 30.1, 64: 52.3 (2.57 TB/s), 128: 99.3, 256: 189.5.
-TUNED: dict[int, dict] = {
-    1: dict(splits=16, block_t=64, num_warps=4, num_stages=2),
-    8: dict(splits=8, block_t=32, num_warps=4, num_stages=2),
-    32: dict(splits=1, block_t=64, num_warps=4, num_stages=3),
-    64: dict(splits=1, block_t=32, num_warps=4, num_stages=2),
-    128: dict(splits=1, block_t=64, num_warps=4, num_stages=2),
-    256: dict(splits=1, block_t=64, num_warps=4, num_stages=3),
-}
-
-
-def default_config(batch: int, n_kv_heads: int) -> dict:
-    """Buckets not in TUNED: split the context only while batch x KV heads is under 256 programs, up to ~1024
-    programs in all (the measured bests: 16 splits at 8 programs, 8 at 64, none from 256 on)."""
-    programs = batch * n_kv_heads
-    splits = 1 if programs >= 256 else min(16, triton.next_power_of_2(-(-1024 // programs)))
-    return dict(splits=splits, block_t=64, num_warps=4, num_stages=2)
-
-
 def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                  context_lens: torch.Tensor, scale: float, config: dict | None = None,
-                 out: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
+                 out: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+                 splits: int | None = None) -> torch.Tensor:
     """Attention of query rows over their cached contexts (paged rows: a decode row, or one token of a verify /
     block step / chunk, which sees its own number of keys).
     q [B, h, d_h]; k_cache, v_cache [blocks, block_tokens, h_kv, d_h] (one layer); block_tables [B, max_blocks]
     int32/int64; context_lens [B] (keys each row sees). `groups` [G, 2] (first row, rows), from `row_groups`:
     consecutive rows of one sequence (same block table) that one program serves with one read of the K/V, up to
-    rows_per_group rows; None: one row per program. Every row must be in a group. Returns [B, h, d_h]."""
+    rows_per_group rows; None: one row per program. Every row must be in a group. `splits` overrides the
+    configuration's context splits (paged_config.splits_for_groups: passes of few sequences with many rows each).
+    Returns [B, h, d_h]."""
     B, H, HD = q.shape
     _, bt, n_kv, _ = k_cache.shape
     group = H // n_kv
     qb = 1 if groups is None else rows_per_group(H, n_kv)
     assert q.is_contiguous() and k_cache.is_contiguous() and block_tables.stride(1) == 1
-    tuned = TUNED.get(min(256, triton.next_power_of_2(B))) if H == 32 and n_kv == 8 and HD == 128 else None
-    cfg = config or tuned or default_config(B, n_kv)
-    splits = cfg["splits"]
+    cfg = config or config_for(B, H, n_kv, HD)
+    splits = splits or cfg["splits"]
     out = torch.empty_like(q) if out is None else out
     if splits > 1:
         pm = torch.empty(B, splits, H, dtype=torch.float32, device=q.device)

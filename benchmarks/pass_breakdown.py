@@ -1,0 +1,112 @@
+"""Where the per-pass misses of multi-row passes come from (reports/h100/validation-notes.md: verifies of 9-64 rows,
+block steps and diffusion steps of a few sequences were 6-14% slower than predicted): runs passes of `seqs`
+sequences x `rows` paged rows at `context` positions on the 8B model's shape (random weights, the runtime's own
+forward), lists the GPU time of each kernel (torch.profiler, CUDA activity) next to the cost model's operators for
+the same shape, and times the paged attention kernel alone at every split count.
+
+    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--out F.json]
+"""
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_SHAPES = ["8x5x400", "32x7x400", "1x32x300", "8x32x300", "1x128x384", "8x32x600", "64x1x600"]
+
+
+def kernel_times_us(prof, passes: int) -> dict[str, float]:
+    """GPU microseconds per pass of each kernel name (CUDA activity of the profiled passes)."""
+    out = defaultdict(float)
+    for e in prof.events():
+        if e.device_type.name == "CUDA" and e.device_time > 0:
+            out[e.name[:60]] += e.device_time / passes
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from runtime.forward import SeqInput, build_meta, forward
+    from runtime.kernels import paged_attention as pa
+    from runtime.model import Transformer
+    from sim.cost import pass_cost
+    from sim.engine import prepare
+    from sim.model import load_model
+    from validation.validate import plan_scenarios
+    from sim.passes import PassShape
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", nargs="*", default=DEFAULT_SHAPES)
+    ap.add_argument("--profile", default="hw_profiles/calibrated/h100-sxm-calibrated.yaml")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    spec = load_model("llama-3.1-8b")
+    model = Transformer.random(spec, seed=0, device="cuda", max_positions=4096)
+    # the cost context of a graph-replayed pass of memwall's runtime: an AR point of the H100 grid, calibrated
+    point = plan_scenarios(Path("examples/validation/plan-h100.yaml"))[0]
+    ctx = prepare(point.model_copy(update={"hardware": a.profile})).target_cost.ctx
+    bt = 16
+    results = []
+    for text in a.shape:
+        S, R, C = (int(x) for x in text.split("x"))
+        per = -(-C // bt)
+        cache = model.paged_cache(S * per, bt)
+        seqs = [SeqInput([1 + (j % 997) for j in range(R)], C - R, list(range(i * per, (i + 1) * per)), R)
+                for i in range(S)]
+        # fill the contexts once (a prompt of C tokens per sequence), then time the R-row passes
+        for i in range(S):
+            forward(model, cache, build_meta([SeqInput([1] * C, 0, seqs[i].block_ids, 1)], cache, "cuda", 4096))
+        meta = build_meta(seqs, cache, "cuda", 4096)
+        for _ in range(3):
+            forward(model, cache, meta)
+        torch.cuda.synchronize()
+        passes = 5
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(passes):
+                forward(model, cache, meta)
+            torch.cuda.synchronize()
+        kt = kernel_times_us(prof, passes)
+        # the attention kernel alone, one layer's call, at each split count (the runtime's choice is TUNED's)
+        q = torch.randn(S * R, spec.num_heads, spec.d_head, device="cuda", dtype=torch.bfloat16)
+        splits = {}
+        for sp in (1, 2, 4, 8, 16):
+            cfg = dict(pa.TUNED.get(min(256, 1 << (S * R - 1).bit_length()), pa.default_config(S * R, 8)))
+            cfg["splits"] = sp
+            call = lambda: pa.paged_decode(q, cache.k[0], cache.v[0], meta.block_tables, meta.context_lens,  # noqa
+                                           spec.d_head ** -0.5, config=cfg, groups=meta.groups)
+            for _ in range(3):
+                call()
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            for _ in range(50):
+                call()
+            e1.record()
+            torch.cuda.synchronize()
+            splits[sp] = e0.elapsed_time(e1) / 50 * 1e3
+        limits = [C - R + i + 1 for i in range(R)] * S
+        shape = PassShape(S * R, S * R, S, S * C, sum(limits), S * R)
+        pred = {o.name: o.time_s * 1e6 for o in pass_cost(ctx, shape).ops}
+        total = sum(kt.values())
+        rec = {"shape": text, "gpu_us_per_pass": total, "kernels_us": kt, "attention_us_by_splits": splits,
+               "predicted_ops_us": pred, "predicted_us": sum(pred.values())}
+        results.append(rec)
+        print(f"\n== {S} seqs x {R} rows at {C} positions: GPU {total:.0f} us/pass, predicted "
+              f"{rec['predicted_us']:.0f} us")
+        for k, v in list(kt.items())[:10]:
+            print(f"  {v:8.1f} us  {k}")
+        print("  paged attention, one layer, us by splits: "
+              + ", ".join(f"{k}: {v:.1f}" for k, v in splits.items()))
+        if True:
+            print("  predicted: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(pred.items(), key=lambda x: -x[1])[:8]))
+        del cache
+        torch.cuda.empty_cache()
+    if a.out:
+        Path(a.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
