@@ -73,7 +73,6 @@ class PassMeta:
     # [G, 2] (first paged row, rows): rows of one sequence that one attention program serves with one read of its
     # K/V (row_groups below); None: one program per row
     groups: torch.Tensor | None = None
-    splits: int | None = None  # context splits of the paged kernel (None: its configuration's for the row count)
 
 
 # In eager passes, spans of at most PAGED_MAX_Q new tokens attend as paged rows, one per token (see build_meta);

@@ -9,10 +9,6 @@ itself is captured over static PassMeta buffers for each bucket (1, 2, 4, ..., 2
 batch up to the next bucket, copies one int64 array of inputs into the buffers, and replays. Padded rows decode a
 dummy token at position 0 into the cache's scratch block, so they never touch a live sequence.
 
-A bucket under GRAPH_MAX_ROWS / 4 rows may have a second graph whose paged attention splits each context over
-more programs (kernels/paged_config.py): a pass of few sequences with many rows each (a verify of 8 x 5 rows, a
-block step of one sequence) has few row groups, and replays that one instead.
-
 All graphs share one memory pool: intermediates of one bucket's graph may reuse another's, which is safe because
 replays run one at a time on one stream, and each bucket's outputs (logits, next tokens) are its own tensors.
 """
@@ -26,7 +22,6 @@ import numpy as np
 import torch
 
 from runtime.forward import PassMeta, SeqInput, forward, row_groups, rows_per_group, token_limits
-from runtime.kernels.paged_config import config_for, group_split_variant, splits_for_groups
 from sim.runtime_layout import GRAPH_MAX_ROWS
 from sim.errors import UserError
 
@@ -94,11 +89,6 @@ class DecodeGraphs:
         self.buckets = tuple(sorted(buckets))
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[int, _Graph] = {}
-        self.split_graphs: dict[int, _Graph] = {}  # bucket -> its graph with more context splits, where it has one
-        self._loaded: dict[int, _Graph] = {}  # bucket -> the graph its last `load` staged (the one to replay)
-        spec = cache.spec
-        self._attn = (spec.num_heads, spec.num_kv_heads, spec.d_head)
-        self._qb = rows_per_group(spec.num_heads, spec.num_kv_heads)
         if capture:
             for b in self.buckets:
                 self.capture(b)
@@ -109,25 +99,12 @@ class DecodeGraphs:
     def _size(self, b: int) -> int:
         return 4 * b + b * self.width + 2 * b  # tokens, positions, slots, lens | block tables | row groups
 
-    def _meta(self, inputs: torch.Tensor, b: int, splits: int | None = None) -> PassMeta:
+    def _meta(self, inputs: torch.Tensor, b: int) -> PassMeta:
         tokens, positions, slots, lens = inputs[:4 * b].view(4, b)
         w = 4 * b + b * self.width
         return PassMeta(tokens=tokens, positions=positions, slots=slots, logit_rows=None, decode_rows=None,
                         block_tables=inputs[4 * b:w].view(b, self.width), context_lens=lens, num_decode=b,
-                        groups=inputs[w:].view(b, 2), splits=splits)
-
-    def split_variant(self, b: int) -> int | None:
-        """Context splits of bucket b's second graph, or None when it has none (kernels/paged_config.py)."""
-        return group_split_variant(b, self._qb, *self._attn)
-
-    def _graph_for(self, b: int, n: int, seq_rows) -> _Graph:
-        """The graph of bucket b for a pass of n rows in sequences of seq_rows rows (None: one row each): the one
-        with more context splits when its row groups are too few to fill the GPU with the bucket's own."""
-        if b not in self.split_graphs:
-            return self.graphs[b]
-        groups = n if seq_rows is None else sum(-(-int(r) // self._qb) for r in seq_rows)
-        own = config_for(b, *self._attn)["splits"]
-        return self.split_graphs[b] if splits_for_groups(groups, *self._attn) > own else self.graphs[b]
+                        groups=inputs[w:].view(b, 2))
 
     def _fill(self, g: _Graph, b: int, tokens, positions, tables, context_lens=None, seq_rows=None) -> None:
         """Write a batch (padded to b rows) into the pinned staging array and copy it to the device buffers.
@@ -145,18 +122,13 @@ class DecodeGraphs:
         g.copied.record()
 
     def capture(self, b: int) -> None:
-        """Warm up (compiles the Triton kernels) and capture the pass of bucket b, and its second graph if any."""
-        self.graphs[b] = self._capture(b, None)
-        if (splits := self.split_variant(b)) is not None:
-            self.split_graphs[b] = self._capture(b, splits)
-
-    def _capture(self, b: int, splits: int | None) -> _Graph:
+        """Warm up (compiles the Triton kernels) and capture the decode pass of bucket b."""
         size = self._size(b)
         staging = torch.zeros(size, dtype=torch.long, pin_memory=True)
         inputs = torch.zeros(size, dtype=torch.long, device=self.model.device)
         g = _Graph(torch.cuda.CUDAGraph(), staging, inputs, None, None, torch.cuda.Event())
         self._fill(g, b, [], [], [])
-        meta = self._meta(inputs, b, splits)
+        meta = self._meta(inputs, b)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -166,7 +138,7 @@ class DecodeGraphs:
         with torch.cuda.graph(g.graph, pool=self.pool):
             g.logits = forward(self.model, self.cache, meta)
             g.next_tokens = g.logits.argmax(dim=-1)
-        return g
+        self.graphs[b] = g
 
     def load(self, tokens: Sequence[int], positions: Sequence[int], tables: Sequence[Sequence[int]],
              context_lens: Sequence[int] | None = None, seq_rows: Sequence[int] | None = None) -> int:
@@ -179,8 +151,7 @@ class DecodeGraphs:
             raise ValueError(f"batch {len(tokens)} exceeds the largest captured bucket {self.buckets[-1]}")
         if b not in self.graphs:
             self.capture(b)
-        g = self._loaded[b] = self._graph_for(b, len(tokens), seq_rows)
-        self._fill(g, b, tokens, positions, tables, context_lens, seq_rows)
+        self._fill(self.graphs[b], b, tokens, positions, tables, context_lens, seq_rows)
         return b
 
     def load_seqs(self, seqs: Sequence[SeqInput]) -> tuple[int, int, torch.Tensor | None] | None:
@@ -219,7 +190,7 @@ class DecodeGraphs:
     def replay(self, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Run bucket b's graph; returns (logits [n, V], next tokens [n]) as views into the graph's outputs
         (valid until its next replay)."""
-        g = self._loaded.get(b) or self.graphs[b]
+        g = self.graphs[b]
         g.graph.replay()
         return g.logits[:n], g.next_tokens[:n]
 

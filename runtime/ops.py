@@ -154,7 +154,7 @@ def attention(q: torch.Tensor, cache, layer: int, meta, causal: bool) -> torch.T
         qd = q if meta.decode_rows is None else q.index_select(0, meta.decode_rows)
         if _fast_attention(q) and D & (D - 1) == 0:
             od = kernels()[1].paged_decode(qd.contiguous(), cache.k[layer], cache.v[layer], meta.block_tables,
-                                           meta.context_lens, D ** -0.5, groups=meta.groups, splits=meta.splits)
+                                           meta.context_lens, D ** -0.5, groups=meta.groups)
         else:
             od = torch.stack([
                 _sdpa(qd[i:i + 1], *cache.read(layer, torch.tensor(bt, device=q.device), c), c - 1, causal)[0]

@@ -27,8 +27,8 @@ import numpy as np
 from sim.hardware import Curve, HardwareProfile
 from sim.model import ModelSpec
 from sim.passes import PassShape
-from sim.runtime_layout import (FUSED_OPS, GRAPH_MAX_ROWS, PAGED_MAX_Q, RUNTIME_TRITON_MAX_ROWS,  # noqa: F401
-                                rows_per_kv_read)
+from sim.runtime_layout import (FUSED_OPS, GRAPH_LOGITS_EVERY_ROW, GRAPH_MAX_ROWS, PAGED_MAX_Q,  # noqa: F401
+                                RUNTIME_TRITON_MAX_ROWS, rows_per_kv_read)
 from sim.units import BYTES_PER_ELEMENT
 
 
@@ -135,6 +135,14 @@ class CostContext:
         if self.graphs == "paged":
             return shape.tokens > GRAPH_MAX_ROWS
         return self.graphs == "none" or shape.tokens != shape.seqs
+
+    def priced_logit_rows(self, shape: PassShape) -> int:
+        """Rows the LM head runs on: those whose logits the pass wants, or every row of a pass that replays one of
+        memwall's CUDA graphs (sim.runtime_layout.GRAPH_LOGITS_EVERY_ROW)."""
+        if (GRAPH_LOGITS_EVERY_ROW and self.graphs == "paged" and shape.logit_rows
+                and not self.eager(shape)):
+            return shape.tokens
+        return shape.logit_rows
 
     @property
     def num_layers(self) -> int:
@@ -287,7 +295,7 @@ def pass_cost(ctx: CostContext, shape: PassShape) -> PassCost:
     issuing them (kernels x launch_overhead) takes longer than the GPU work, the difference shows as a
     `host_launch` operator bound by "overhead" (the host and the GPU run as a two-stage pipeline)."""
     fused = ctx.fused(shape.tokens)
-    ops = [op for op in linear_ops(ctx, shape.tokens, shape.logit_rows) + attention_ops(ctx, shape)
+    ops = [op for op in linear_ops(ctx, shape.tokens, ctx.priced_logit_rows(shape)) + attention_ops(ctx, shape)
            if op.count > 0 and not (fused and op.name in FUSED_OPS)]
     costs = [price(op, ctx) for op in ops]
     if ctx.eager(shape):
@@ -411,7 +419,7 @@ class CostModel:
         sequence one position further each pass (sum c and attended pairs grow by `shape.seqs` per pass)."""
         if shape.tokens != shape.seqs:  # (decodes read each context once: kv_read_positions is kv_read_tokens)
             raise ValueError("repeated_times prices decode passes (one token per sequence)")
-        lin = self._linear(shape.tokens, shape.logit_rows)
+        lin = self._linear(shape.tokens, self.ctx.priced_logit_rows(shape))
         grow = np.arange(steps, dtype=float) * shape.seqs
         pairs = shape.attn_pairs + grow
         flops = self._flops_per_pair * pairs
@@ -437,7 +445,7 @@ class CostModel:
         """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""
         if shape.tokens == 0:
             return PassTime(0.0, 0.0, 0.0, 0.0)
-        lin = self._linear(shape.tokens, shape.logit_rows)
+        lin = self._linear(shape.tokens, self.ctx.priced_logit_rows(shape))
         flops = self._flops_per_pair * shape.attn_pairs
         nbytes = ((self.ctx.kv_read_positions(shape) + shape.kv_write_tokens) * self._kv_per_tok
                   + shape.tokens * self._io_per_tok)

@@ -129,6 +129,9 @@ class DecodeFastPath:
             if len(grow):  # repeatable_steps checked that the pool has these blocks
                 self._grow_rows(grow, (final_kv[grow] + bt - 1) // bt - r.held[grow])
         left = r.G[:n] - r.m[:n]  # passes each row still needs (<= 0: padding row)
+        # rows whose prompt's last chunk ran without a step get their first token in the first of these passes
+        # (a chunked prefill under a token budget; without this their TTFT was lost, NaN)
+        first = r.rid[:n][(r.m[:n] == 0) & (left > 0)].tolist()
         r.computed[:n] += steps
         r.m[:n] += steps
         if not self.static:  # every row is live, none finishes before the last pass (repeatable_steps)
@@ -136,11 +139,11 @@ class DecodeFastPath:
             finished = [(rid, steps) for rid in r.rid[ends].tolist()]
             if finished:
                 self._retire(ends)
-            return Update([], finished, np.full(steps, n, dtype=np.int64), 0, 0)
+            return Update(first, finished, np.full(steps, n, dtype=np.int64), 0, 0)
         ends = (left > 0) & (left <= steps)
         finished = list(zip(r.rid[:n][ends].tolist(), left[ends].tolist())) if ends.any() else []
         # useful tokens of pass j (1-based): rows with at least j passes left
         committed = n - np.searchsorted(np.sort(left), np.arange(1, steps + 1), side="left")
         padding = int(steps * n - committed.sum())
         self._retire(None)
-        return Update([], finished, committed.astype(np.int64), 0, padding)
+        return Update(first, finished, committed.astype(np.int64), 0, padding)

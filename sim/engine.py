@@ -28,6 +28,7 @@ from sim.cost import CostContext, CostModel
 from sim.runtime_layout import GRAPH_MAX_ROWS
 from sim.errors import UserError
 from sim.model import load_model
+from sim.passes import PassShape
 from sim.kv_blocks import KVBlockManager, activation_reserve_bytes, kv_capacity_bytes
 from sim.metrics import Recorder, summarize
 from sim.result import Result
@@ -277,7 +278,7 @@ class Engine:
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token))
                 continue
             dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens + host_s(self.setup, plan.shape.tokens, plan.shape.seqs)
+            dur = dur + send_s * plan.shape.tokens + host_s(self.setup, plan.shape)
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
@@ -307,7 +308,7 @@ class Engine:
         for role, shape in plan.passes:  # the serving loop's own host time per pass (calibrated) is added to each
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
-            t, f, b, m = (t + pt.time_s + host_s(self.setup, shape.tokens, shape.seqs), f + pt.flops, b + pt.bytes,
+            t, f, b, m = (t + pt.time_s + host_s(self.setup, shape), f + pt.flops, b + pt.bytes,
                           m + pt.memory_bound_s)
         return t, f, b, m
 
@@ -319,14 +320,18 @@ class Engine:
         return per_token / hw.link_bandwidth_bytes_per_s
 
 
-def host_s(setup: Setup, rows: int, seqs: int) -> float:
-    """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass, per row and
-    per sequence, fitted to the `host` microbenchmark (graph-replayed passes of 1-320 rows), with a fixed part per
-    strategy where its executor has one (host_pass_overhead_by_strategy_us). The row term
-    is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through one vectorized
-    build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line extrapolated past 512
-    rows priced an eager diffusion step's host at 18 ms against 2.9 measured, reports/h100/validation-notes.md)."""
-    return setup.hardware.host_pass_s(min(rows, GRAPH_MAX_ROWS), seqs, setup.scenario.strategy.kind)
+def host_s(setup: Setup, shape: PassShape) -> float:
+    """The serving loop's host time for a pass (calibrated profiles; 0 for datasheet ones): per pass, per row, per
+    sequence and per KV block of the sequences' block tables (their copy into the graph's inputs: the blocks of a
+    pass's contexts, kv_read_tokens / block tokens), fitted to the `host` microbenchmark (graph-replayed passes
+    of 1-320 rows), with a fixed part per strategy where its executor has one (host_pass_overhead_by_strategy_us).
+    The row term is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through
+    one vectorized build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line
+    extrapolated past 512 rows priced an eager diffusion step's host at 18 ms against 2.9 measured,
+    reports/h100/validation-notes.md)."""
+    blocks = shape.kv_read_tokens / setup.scenario.batching.kv_block_tokens
+    return setup.hardware.host_pass_s(min(shape.tokens, GRAPH_MAX_ROWS), shape.seqs, setup.scenario.strategy.kind,
+                                      blocks)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:

@@ -212,6 +212,10 @@ class HardwareProfile(_Frozen):
     host_seq_overhead_us: float = Field(
         default=0.0, ge=0, description="host time per pass that grows with its sequences (the executor's loop over "
                                        "them: inputs, commit rules), per sequence; fitted with host_pass_overhead_us")
+    host_block_overhead_us: float = Field(
+        default=0.0, ge=0, description="host time per pass that grows with the KV blocks of its sequences' block "
+                                       "tables (copying each table into the graph's inputs), per block; fitted with "
+                                       "host_pass_overhead_us")
     host_pass_overhead_by_strategy_us: dict[str, float] = Field(
         default_factory=dict, description="host_pass_overhead_us of the strategies whose executor has a fixed cost "
                                           "of its own (e.g. block_diffusion: its commit rules), by strategy kind")
@@ -235,11 +239,13 @@ class HardwareProfile(_Frozen):
     def hbm_capacity_bytes(self) -> float:
         return self.hbm_capacity_gb * GB
 
-    def host_pass_s(self, rows, seqs=0, strategy: str | None = None):
-        """Host time of the serving loop for one forward pass of `rows` flattened tokens of `seqs` sequences under
-        `strategy` (calibrated, affine in rows and sequences; arrays welcome)."""
+    def host_pass_s(self, rows, seqs=0, strategy: str | None = None, blocks=0):
+        """Host time of the serving loop for one forward pass of `rows` flattened tokens of `seqs` sequences whose
+        block tables hold `blocks` KV blocks in all, under `strategy` (calibrated, affine in rows, sequences and
+        blocks; arrays welcome)."""
         fixed = self.host_pass_overhead_by_strategy_us.get(strategy, self.host_pass_overhead_us)
-        return (fixed + self.host_row_overhead_us * rows + self.host_seq_overhead_us * seqs) * 1e-6
+        return (fixed + self.host_row_overhead_us * rows + self.host_seq_overhead_us * seqs
+                + self.host_block_overhead_us * blocks) * 1e-6
 
     @property
     def hbm_bandwidth_bytes_per_s(self) -> float:

@@ -10,6 +10,10 @@ from __future__ import annotations
 # GRAPH_MAX_ROWS flattened tokens, each token a paged-attention row of its own (runtime/forward.py). Decodes,
 # verifies, block-diffusion steps, small diffusion steps, prompts and chunks up to that size fall under it.
 GRAPH_MAX_ROWS = 512
+# A graph's LM head runs on every row of its bucket's passes: a capture fixes the rows, so a prefill chunk of 448
+# tokens plus 64 decodes computes 512 rows of logits where it wants 65 (runtime/graphs.py). The cost model prices
+# such passes with that many logit rows (CostContext.priced_logit_rows).
+GRAPH_LOGITS_EVERY_ROW = True
 # the elementwise operators that memwall's Triton projections fuse (CostContext.fused_epilogues)
 FUSED_OPS = frozenset({"attn_norm", "rope", "mlp_norm", "swiglu", "final_norm"})
 # Projections of at most this many rows run memwall's own Triton GEMV/GEMM kernels, larger ones cuBLAS

@@ -138,31 +138,35 @@ def test_microbench_without_cuda_is_one_sentence(app, tmp_path):
     assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_host_time_is_fixed_per_strategy_plus_rows_and_sequences():
-    """SYNTHETIC host records at 10 us per row + 40 us per sequence on a fixed part of 300 us (AR, speculative) or
-    900 us (block diffusion): AR decodes (rows = sequences, written the old way, without rows_per_pass), verifies of
-    5 rows and block steps of 16 rows per sequence give back all of it; AR records alone can only give a line in
-    rows (300 + 50 per row, the sequence term folded in)."""
+def test_host_time_is_fixed_per_strategy_plus_rows_sequences_and_blocks():
+    """SYNTHETIC host records at 10 us per row + 40 us per sequence + 0.5 us per KV block on a fixed part of 300 us
+    (AR, speculative) or 900 us (block diffusion): AR decodes (rows = sequences; short ones written the old way,
+    without rows_per_pass or blocks), verifies of 5 rows and block steps of 16 rows per sequence, at short and long
+    contexts, give back all of it; AR records of one context alone can only give a line in rows (300 + 50 per row,
+    the sequence term folded in, no block term)."""
     from validation.calibrate import fit_host
 
-    def us(rows, seqs, fixed=300):
-        return fixed + 10 * rows + 40 * seqs
+    def us(rows, seqs, blocks, fixed=300):
+        return fixed + 10 * rows + 40 * seqs + 0.5 * blocks
 
-    ar = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "median_s": us(b, b) * 1e-6} for b in (1, 8, 64)]
+    ar = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "median_s": us(b, b, 0) * 1e-6} for b in (1, 8, 64)]
+    ar_long = [{"kind": "host", "shape": {"strategy": "ar", "batch": b}, "rows_per_pass": b, "seqs_per_pass": b,
+                "blocks_per_pass": 50 * b, "median_s": us(b, b, 50 * b) * 1e-6} for b in (4, 48)]
     other = [{"kind": "host", "shape": {"strategy": s, "batch": b}, "rows_per_pass": r * b, "seqs_per_pass": b,
-              "median_s": us(r * b, b, fixed) * 1e-6}
-             for s, r, fixed in (("speculative", 5, 300), ("block_diffusion", 16, 900)) for b in (1, 8)]
-    per_pass, per_row, per_seq, by_strategy = fit_host(ar + other)
-    assert (per_pass, per_row, per_seq) == pytest.approx((300, 10, 40), rel=1e-3)
+              "blocks_per_pass": k * b, "median_s": us(r * b, b, k * b, fixed) * 1e-6}
+             for s, r, fixed in (("speculative", 5, 300), ("block_diffusion", 16, 900)) for b in (1, 8)
+             for k in (5, 60)]
+    per_pass, per_row, per_seq, per_block, by_strategy = fit_host(ar + ar_long + other)
+    assert (per_pass, per_row, per_seq, per_block) == pytest.approx((300, 10, 40, 0.5), rel=1e-3)
     # (diffusion has no records: it takes block diffusion's fixed part, calibrate.HOST_LIKE)
     assert by_strategy == pytest.approx({"speculative": 300, "block_diffusion": 900, "diffusion": 900}, rel=1e-3)
-    assert fit_host(ar)[:3] == pytest.approx((300, 50, 0), rel=1e-3) and fit_host(ar)[3] == {}
+    assert fit_host(ar)[:4] == pytest.approx((300, 50, 0, 0), rel=1e-3) and fit_host(ar)[4] == {}
     assert fit_host([{"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3}]) is None
     profile = load_profile("h100-sxm").model_copy(update={
         "host_pass_overhead_us": per_pass, "host_row_overhead_us": per_row, "host_seq_overhead_us": per_seq,
-        "host_pass_overhead_by_strategy_us": by_strategy})
-    assert profile.host_pass_s(16, 1, "block_diffusion") == pytest.approx(us(16, 1, 900) * 1e-6, rel=1e-3)
-    assert profile.host_pass_s(16, 1, "ar") == pytest.approx(us(16, 1) * 1e-6, rel=1e-3)
+        "host_block_overhead_us": per_block, "host_pass_overhead_by_strategy_us": by_strategy})
+    assert profile.host_pass_s(16, 1, "block_diffusion", 40) == pytest.approx(us(16, 1, 40, 900) * 1e-6, rel=1e-3)
+    assert profile.host_pass_s(16, 1, "ar") == pytest.approx(us(16, 1, 0) * 1e-6, rel=1e-3)
 
 
 def test_link_numbers_fitted_to_allreduce_records():

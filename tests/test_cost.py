@@ -64,8 +64,8 @@ def test_paged_rows_read_kv_once_per_row_group():
 
 def test_one_row_products_use_the_gemv_curve():
     """With a GEMV curve half as efficient as the memory curve, a one-token decode's projections and the LM head
-    of a prefill's single logit row take the GEMV price; a two-token pass's projections do not; the fast path
-    agrees with the breakdown."""
+    of an eager prefill's single logit row take the GEMV price; a two-token pass's projections do not; the fast
+    path agrees with the breakdown."""
     from sim.hardware import Curve
 
     eff = H100.efficiency
@@ -77,13 +77,27 @@ def test_one_row_products_use_the_gemv_curve():
     def op_s(ctx, shape, name):
         return next(o.time_s for o in pass_cost(ctx, shape).ops if o.name == name)
 
-    one, two, prompt = decode_shape(1, 100), decode_shape(2, 100), seq_shape(q=64, c=64, o=1)
+    one, two, prompt = decode_shape(1, 100), decode_shape(2, 100), seq_shape(q=600, c=600, o=1)  # (600: eager)
     assert op_s(gemv, one, "qkv_proj") > 1.6 * op_s(base, one, "qkv_proj")
     assert op_s(gemv, two, "qkv_proj") == pytest.approx(op_s(base, two, "qkv_proj"))
     assert op_s(gemv, prompt, "lm_head") > 1.6 * op_s(base, prompt, "lm_head")
     assert op_s(gemv, prompt, "gate_up_proj") == pytest.approx(op_s(base, prompt, "gate_up_proj"))
     for shape in (one, two, prompt):
         assert CostModel(gemv).pass_time(shape).time_s == pytest.approx(pass_cost(gemv, shape).time_s, rel=1e-9)
+
+
+def test_graph_passes_price_every_rows_logits():
+    """A 64-token prompt chunk wanting one logit row replays a graph, whose LM head runs on all 64 rows (as
+    memwall's runtime does); the same chunk launched eagerly, or under vLLM's decode-only graphs, runs it on one."""
+    model = load_model("llama-3.1-8b")
+    chunk = seq_shape(q=64, c=64, o=1)
+    ours, eager, vllm = (CostContext(model, H100, graphs=g) for g in ("paged", "none", "decode"))
+    head = {name: next(o for o in pass_cost(c, chunk).ops if o.name == "lm_head")
+            for name, c in (("ours", ours), ("eager", eager), ("vllm", vllm))}
+    assert head["ours"].flops == pytest.approx(64 * head["eager"].flops)
+    assert head["vllm"].flops == head["eager"].flops
+    assert ours.priced_logit_rows(chunk) == 64 and ours.priced_logit_rows(seq_shape(q=600, c=600, o=1)) == 1
+    assert CostModel(ours).pass_time(chunk).time_s == pytest.approx(pass_cost(ours, chunk).time_s, rel=1e-9)
 
 
 def test_bidirectional_attends_everything():

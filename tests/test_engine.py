@@ -80,6 +80,21 @@ def test_chunked_prefill_splits_long_prompts():
     assert rec.first_token_s[0] == pytest.approx(3.10)
 
 
+def test_first_token_after_a_chunk_without_a_step_is_recorded():
+    """A prompt whose last chunk leaves its final token for the next pass gets its first token there, also when
+    that pass starts a run of identical decode passes (the fast path once dropped it: TTFT NaN)."""
+    reqs = [Request(0, 0.0, 3, 6), Request(1, 1.5, 4, 3)]
+    over = ["batching.kind=continuous", "batching.chunked_prefill=true", "batching.max_tokens_per_iter=4",
+            "workload.num_requests=2"]
+    for max_repeat in (1, 1 << 20):
+        r, rec = run_with(over, reqs, max_repeat=max_repeat)
+        # 1.03: prefill r0; 2.04: decode r0; 3.08: decode r0 + 3 of r1's 4 prompt tokens; 4.10: decode r0 + r1's
+        # last prompt token, whose logits give r1's first token
+        assert [p[4] for p in rec.passes][:4] == [3, 1, 4, 2]
+        assert rec.first_token_s.tolist() == pytest.approx([1.03, 4.10])
+        assert not np.isnan(r.ttft_s.mean)
+
+
 def test_preemption_recomputes_and_still_finishes():
     # 3 blocks of 4 tokens = 12 KV positions; two requests of 4-token prompts and 6 outputs cannot both grow
     reqs = [Request(0, 0.0, 4, 6), Request(1, 0.0, 4, 6)]
@@ -114,6 +129,7 @@ def test_run_of_identical_passes_equals_pass_by_pass():
     assert fast.makespan_s == pytest.approx(slow.makespan_s, rel=1e-9)
     assert fast.e2e_s.p99 == pytest.approx(slow.e2e_s.p99, rel=1e-9)
     assert fast.itl_s.mean == pytest.approx(slow.itl_s.mean, rel=1e-9)
+    assert fast.ttft_s.mean == pytest.approx(slow.ttft_s.mean, rel=1e-9)
 
 
 def test_zero_requests_is_a_valid_empty_result():

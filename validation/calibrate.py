@@ -243,15 +243,16 @@ def _sig(v: float, digits: int = 4) -> float:
     return float(f"{v:.{digits}g}") if abs(v) > 1e-9 else 0.0  # (a bound-constrained fit leaves ~1e-15 for 0)
 
 
-def _host_point(r: dict) -> tuple[str, float, float, float] | None:
-    """(strategy, rows, sequences, us) per forward pass of a `host` record; AR records of before rows were recorded
-    are decodes of `batch` rows, one per sequence."""
+def _host_point(r: dict) -> tuple[str, float, float, float, float] | None:
+    """(strategy, rows, sequences, KV blocks, us) per forward pass of a `host` record; AR records of before rows
+    were recorded are decodes of `batch` rows, one per sequence; records of before blocks were recorded count 0."""
     sh = r["shape"]
     strategy = sh.get("strategy", "ar")
+    blocks = r.get("blocks_per_pass", 0.0)
     if "rows_per_pass" in r:
-        return strategy, r["rows_per_pass"], r["seqs_per_pass"], r["median_s"] * 1e6
+        return strategy, r["rows_per_pass"], r["seqs_per_pass"], blocks, r["median_s"] * 1e6
     if strategy == "ar":
-        return strategy, sh["batch"], sh["batch"], r["median_s"] * 1e6
+        return strategy, sh["batch"], sh["batch"], blocks, r["median_s"] * 1e6
     return None
 
 
@@ -261,15 +262,17 @@ def _host_point(r: dict) -> tuple[str, float, float, float] | None:
 HOST_LIKE = {"diffusion": "block_diffusion"}
 
 
-def fit_host(records: list[dict]) -> tuple[float, float, float, dict[str, float]] | None:
-    """(us per pass, us per row, us per sequence, {strategy: us per pass}) from the `host` records' seconds per
-    forward pass: a fixed part per strategy plus terms in the pass's mean rows and sequences, all >= 0, least squares
-    on the relative error (scipy.optimize.lsq_linear). Rows cost staging (each row's inputs), sequences the
-    executor's loop over them; the fixed part differs by executor (on the 8B model's shape: ~350-450 us for AR and
-    speculative, ~1 ms for block diffusion, whose commit rules run per pass; one plane for all left residuals of
-    -51% to +93% on its own records). The first number is AR's fixed part (the default for strategies without
-    records); the dict holds the others. Passes of one row per sequence alone cannot tell rows from sequences: then
-    the fit is a line in rows."""
+def fit_host(records: list[dict]) -> tuple[float, float, float, float, dict[str, float]] | None:
+    """(us per pass, us per row, us per sequence, us per KV block, {strategy: us per pass}) from the `host` records'
+    seconds per forward pass: a fixed part per strategy plus terms in the pass's mean rows, sequences and KV blocks
+    of its block tables, all >= 0, least squares on the relative error (scipy.optimize.lsq_linear). Rows cost
+    staging (each row's inputs), sequences the executor's loop over them, blocks the copy of each sequence's block
+    table (64 sequences of 256-384 positions spent 0.51 ms per pass there, benchmarks/host_phases.py); the fixed part
+    differs by executor (on the 8B model's shape: ~350-450 us for AR and speculative, ~1 ms for block diffusion,
+    whose commit rules run per pass; one plane for all left residuals of -51% to +93% on its own records). The
+    first number is AR's fixed part (the default for strategies without records); the dict holds the others. A
+    column that the records cannot tell from the others (rows = sequences everywhere, blocks never varied) is
+    left out and fitted as 0."""
     from scipy.optimize import lsq_linear
 
     pts = [p for p in (_host_point(r) for r in records if r["kind"] == "host" and r.get("status", "ok") == "ok")
@@ -277,24 +280,28 @@ def fit_host(records: list[dict]) -> tuple[float, float, float, dict[str, float]
     if not pts:
         return None
     kinds = sorted({p[0] for p in pts}, key=lambda k: (k != "ar", k))
-    us = np.array([p[3] for p in pts])
-    rows, seqs = (np.array([p[i] for p in pts], dtype=float) for i in (1, 2))
-    if len(set(rows)) < 2:
-        return _sig(float(np.median(us))), 0.0, 0.0, {}
+    us = np.array([p[4] for p in pts])
+    terms = [np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3)]  # rows, sequences, blocks
+    if len(set(terms[0])) < 2:
+        return _sig(float(np.median(us))), 0.0, 0.0, 0.0, {}
     dummies = np.array([[1.0 if p[0] == k else 0.0 for k in kinds] for p in pts])
-    a = np.hstack([dummies, rows[:, None], seqs[:, None]])
-    if np.linalg.matrix_rank(a) < a.shape[1]:  # rows = sequences everywhere
-        a = a[:, :-1]
+    cols, kept = [dummies], []
+    for i, t in enumerate(terms):  # each term only where it adds a direction of its own
+        trial = np.hstack(cols + [t[:, None]])
+        if np.linalg.matrix_rank(trial) == trial.shape[1]:
+            cols.append(t[:, None])
+            kept.append(i)
+    a = np.hstack(cols)
     sol = lsq_linear(a / us[:, None], np.ones_like(us), bounds=(0, np.inf)).x
     fixed = dict(zip(kinds, sol[:len(kinds)]))
-    per_row = sol[len(kinds)]
-    per_seq = sol[len(kinds) + 1] if a.shape[1] > len(kinds) + 1 else 0.0
+    per = [0.0, 0.0, 0.0]
+    for j, i in enumerate(kept):
+        per[i] = float(sol[len(kinds) + j])
     default = fixed.pop("ar", float(np.mean(list(fixed.values()))))
     for kind, like in HOST_LIKE.items():  # strategies without records of their own
         if kind not in fixed and like in fixed:
             fixed[kind] = fixed[like]
-    return (_sig(float(default)), _sig(float(per_row)), _sig(float(per_seq)),
-            {k: _sig(float(v)) for k, v in fixed.items()})
+    return (_sig(float(default)), *(_sig(v) for v in per), {k: _sig(float(v)) for k, v in fixed.items()})
 
 
 def _median_of(records: list[dict], kind: str, mode: str) -> float | None:
@@ -352,7 +359,8 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "host_pass_overhead_us": host[0] if host is not None else base.host_pass_overhead_us,
         "host_row_overhead_us": host[1] if host is not None else base.host_row_overhead_us,
         "host_seq_overhead_us": host[2] if host is not None else base.host_seq_overhead_us,
-        "host_pass_overhead_by_strategy_us": host[3] if host is not None else base.host_pass_overhead_by_strategy_us,
+        "host_block_overhead_us": host[3] if host is not None else base.host_block_overhead_us,
+        "host_pass_overhead_by_strategy_us": host[4] if host is not None else base.host_pass_overhead_by_strategy_us,
         "link_bandwidth_gb_s": link[0] if link is not None else base.link_bandwidth_gb_s,
         "link_latency_us": link[1] if link is not None else base.link_latency_us,
         "efficiency": new_eff})
@@ -373,7 +381,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
     links = ("link_bandwidth_gb_s and link_latency_us fitted to NCCL all-reduce records (validation/allreduce.py)"
              if link is not None else "link numbers are unchanged from the base profile (no all-reduce records)")
     borrowed = [f"{k} takes {v}'s" for k, v in HOST_LIKE.items()
-                if host is not None and k in host[3] and not any(r["kind"] == "host" and r["shape"].get("strategy") == k
+                if host is not None and k in host[4] and not any(r["kind"] == "host" and r["shape"].get("strategy") == k
                                                                  for r in records)]
     hosts = (f" Host time per pass fitted to the host records; {', '.join(borrowed)} fixed part (no records of its "
              "own)." if borrowed else "")
@@ -423,7 +431,7 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",
         "host_pass_overhead_us": fitted.host_pass_overhead_us, "host_row_overhead_us": fitted.host_row_overhead_us,
-        "host_seq_overhead_us": fitted.host_seq_overhead_us,
+        "host_seq_overhead_us": fitted.host_seq_overhead_us, "host_block_overhead_us": fitted.host_block_overhead_us,
         "host_pass_overhead_by_strategy_us": fitted.host_pass_overhead_by_strategy_us,
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,

@@ -99,23 +99,25 @@ def run_host(env, case: Case) -> dict:
                                         num_kv_heads=2, intermediate_size=512, vocab_size=1024,
                                         max_position_embeddings=512))
     draft_layers = max(1, model.spec.num_layers // 4)
-    b, blocks, bt = sh["batch"], 64 * sh["batch"], 16
+    bt = 16
+    b, context = sh["batch"], sh["prompt"] + sh["output"] + 64  # (+64: a block-diffusion block past the output)
+    blocks = (-(-context // bt) + 8) * sh["batch"]
     per_pass, rows, seqs = [], 0.0, 0.0
     for _ in range(3):  # the first run compiles and captures
         strat, extra = None, 0
         if sh["strategy"] == "ar":
-            ex = Executor(model, model.paged_cache(blocks, bt), max_context=256)
+            ex = Executor(model, model.paged_cache(blocks, bt), max_context=context)
             if ex.graphs is not None:  # before the clock, as `memwall run` does (capture is ~0.1 s a bucket:
                 for bucket in ex.graphs.buckets:  # on the 8B model it added ~2 ms to every pass of a run)
                     ex.graphs.capture(bucket)
         elif sh["strategy"] == "speculative":
             ex = SpeculativeExecutor(model, blocks, bt, draft_layers=draft_layers, acceptance_mode="forced",
-                                     alpha=0.8, max_context=256)
+                                     alpha=0.8, max_context=context)
             strat, extra = Speculative(SpecSpec(draft="self", draft_layers=draft_layers, k=4, alpha=0.8), 4,
                                        True), 4
         else:
             strat = BlockDiffusion(BlockSpec(block_size=sh["block"], steps_per_block=sh["steps"]))
-            ex = BlockDiffusionExecutor(model, strat, blocks, bt, b, max_context=256)  # (+ its rows' scratch)
+            ex = BlockDiffusionExecutor(model, strat, blocks, bt, b, max_context=context)  # (+ its rows' scratch)
         if hasattr(ex, "capture"):
             ex.capture()
         reqs = [Request(i, 0.0, sh["prompt"], sh["output"]) for i in range(b)]
@@ -131,7 +133,9 @@ def run_host(env, case: Case) -> dict:
         per_pass.append((wall - device_s) / passes)
         rows = float(np.mean([s[0] for s in shapes]))
         seqs = float(np.mean([s[2] for s in shapes]))
+        kv_blocks = float(np.mean([s[3] for s in shapes])) / bt  # (positions read / block size: the tables' blocks)
         del ex, served  # its graphs and cache, before the next run's are made
         if env.device == "cuda":
             env.torch.cuda.empty_cache()
-    return {**_summary(per_pass[1:], inner=1, sets=1, mode="serve"), "rows_per_pass": rows, "seqs_per_pass": seqs}
+    return {**_summary(per_pass[1:], inner=1, sets=1, mode="serve"), "rows_per_pass": rows, "seqs_per_pass": seqs,
+            "blocks_per_pass": kv_blocks}

@@ -114,6 +114,16 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
                 cases.append(Case(f"host/block_diffusion/block={block}/B={batch}/{host_model}", "host", "bf16",
                                   {"strategy": "block_diffusion", "block": block, "steps": block // 4,
                                    "batch": batch, "prompt": 16, "output": 64, "model": host_model}, 0.0, 0.0))
+        # long contexts: each sequence's block table is ~50 blocks instead of ~5, which the host copies per pass
+        # (calibrate.fit_host's block term); batch sizes and prompts of no validation point
+        long = 96 if tiny else 768
+        for strategy, batches in (("ar", (2,) if tiny else (4, 48)), ("speculative", (2,) if tiny else (4, 16)),
+                                  ("block_diffusion", (2,) if tiny else (4,))):
+            for batch in batches:
+                extra = {"block": 16, "steps": 4} if strategy == "block_diffusion" else {}
+                cases.append(Case(f"host/{strategy}/B={batch}/prompt={long}/{host_model}", "host", "bf16",
+                                  {"strategy": strategy, "batch": batch, "prompt": long, "output": 64,
+                                   "model": host_model, **extra}, 0.0, 0.0))
     if "allreduce" in kinds:
         # across every GPU of the machine (run_suite drops these on a machine with one); validation/allreduce.py
         from validation.allreduce import SIZES_BYTES

@@ -107,23 +107,20 @@ def _combine_kernel(pm_ptr, pl_ptr, pacc_ptr, out_ptr, n_heads, HD: tl.constexpr
 
 def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                  context_lens: torch.Tensor, scale: float, config: dict | None = None,
-                 out: torch.Tensor | None = None, groups: torch.Tensor | None = None,
-                 splits: int | None = None) -> torch.Tensor:
+                 out: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of query rows over their cached contexts (paged rows: a decode row, or one token of a verify /
     block step / chunk, which sees its own number of keys).
     q [B, h, d_h]; k_cache, v_cache [blocks, block_tokens, h_kv, d_h] (one layer); block_tables [B, max_blocks]
     int32/int64; context_lens [B] (keys each row sees). `groups` [G, 2] (first row, rows), from `row_groups`:
     consecutive rows of one sequence (same block table) that one program serves with one read of the K/V, up to
-    rows_per_group rows; None: one row per program. Every row must be in a group. `splits` overrides the
-    configuration's context splits (paged_config.splits_for_groups: passes of few sequences with many rows each).
-    Returns [B, h, d_h]."""
+    rows_per_group rows; None: one row per program. Every row must be in a group. Returns [B, h, d_h]."""
     B, H, HD = q.shape
     _, bt, n_kv, _ = k_cache.shape
     group = H // n_kv
     qb = 1 if groups is None else rows_per_group(H, n_kv)
     assert q.is_contiguous() and k_cache.is_contiguous() and block_tables.stride(1) == 1
     cfg = config or config_for(B, H, n_kv, HD)
-    splits = splits or cfg["splits"]
+    splits = cfg["splits"]
     out = torch.empty_like(q) if out is None else out
     if splits > 1:
         pm = torch.empty(B, splits, H, dtype=torch.float32, device=q.device)

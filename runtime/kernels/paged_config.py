@@ -1,12 +1,11 @@
 """Launch configurations of the paged attention kernel (paged_attention.py), kept apart from the kernel so that the
-choice can be tested without Triton.
+choice can be read and tested without Triton.
 
-A configuration is (context splits, BLOCK_T positions per step, warps, pipeline stages). The measured bests are
-per number of rows of a decode; a pass of *row groups* (forward.row_groups: a verify, a block step or a chunk,
-whose rows of one sequence share one program) has fewer programs than rows, and wants the splits of its group
-count instead: a verify of 8 sequences x 5 rows runs 16 groups x 8 KV heads = 128 programs, and with the splits
-of a 40-row decode (none) its attention took 23.8 us per layer against 15.6 predicted (benchmarks/
-pass_breakdown.py, H100) -- the whole context of each group walked by one program.
+A configuration is (context splits, BLOCK_T positions per step, warps, pipeline stages), chosen by the number of
+rows of the launch. (Choosing the splits by the row groups of a pass instead -- a second CUDA graph per small
+bucket for passes of few sequences with many rows each -- was tried on the H100 and dropped: verifies of 8 x 5
+rows ran no faster with 8 splits than with none, and LLaDA's 32-row diffusion steps ran 1.5 ms slower,
+reports/h100/validation-notes.md.)
 """
 
 from __future__ import annotations
@@ -42,18 +41,3 @@ def config_for(rows: int, n_heads: int, n_kv_heads: int, head_dim: int) -> dict:
     was measured on), default_config otherwise."""
     tuned = TUNED.get(min(256, _next_pow2(rows))) if (n_heads, n_kv_heads, head_dim) == (32, 8, 128) else None
     return dict(tuned or default_config(rows, n_kv_heads))
-
-
-def splits_for_groups(groups: int, n_heads: int, n_kv_heads: int, head_dim: int) -> int:
-    """Context splits for a pass whose paged rows form `groups` programs per KV head: those of a decode of as many
-    rows (a group reads its K/V once for all its rows, as a decode row does for its one)."""
-    return config_for(max(1, groups), n_heads, n_kv_heads, head_dim)["splits"]
-
-
-def group_split_variant(bucket: int, rows_per_group: int, n_heads: int, n_kv_heads: int, head_dim: int) -> int | None:
-    """Splits of the second graph of a bucket of `bucket` paged rows, for passes of few sequences with many rows
-    each; None where the bucket's own configuration already splits as much as its fewest groups want
-    (bucket / rows_per_group of them: every row of a full bucket in groups of rows_per_group)."""
-    own = config_for(bucket, n_heads, n_kv_heads, head_dim)["splits"]
-    fewest = splits_for_groups(max(1, bucket // rows_per_group), n_heads, n_kv_heads, head_dim)
-    return fewest if fewest > own else None

@@ -128,30 +128,3 @@ def test_graph_of_paged_rows_equals_eager_sdpa_pass():
             out.append(run_pass(model, cache, seqs, paged_max_q=0))
     assert out[0].shape == (14, 512) and not out[1].isnan().any()
     torch.testing.assert_close(out[1], out[0], atol=2e-2, rtol=2e-2)
-
-
-@gpu
-@needs_cuda
-def test_few_groups_replay_the_split_graph():
-    """One sequence of 100 paged rows fills bucket 128 with 25 row groups: too few programs for the bucket's own
-    configuration (no context splits), so the bucket's second graph (16 splits) replays it, with the logits of the
-    eager SDPA pass."""
-    from runtime.forward import run_pass
-    from runtime.graphs import ROW_BUCKETS, DecodeGraphs
-
-    model = Transformer.random(spec(), seed=6, device="cuda")
-    toks = random_tokens(130, seed=3, vocab=512)
-    table = list(range(9))
-    out = []
-    for graph in (False, True):
-        cache = model.paged_cache(12, 16)
-        run_pass(model, cache, [SeqInput(toks[:30], 0, table, 0)], paged_max_q=0)
-        seqs = [SeqInput(toks[30:], 30, table, 100)]
-        if graph:
-            graphs = DecodeGraphs(model, cache, max_context=144, buckets=ROW_BUCKETS, capture=False)
-            out.append(graphs.replay_logits(*graphs.load_seqs(seqs)).clone())
-            assert graphs.split_variant(128) == 16 and graphs._loaded[128] is graphs.split_graphs[128]
-        else:
-            out.append(run_pass(model, cache, seqs, paged_max_q=0))
-    assert out[0].shape == (100, 512) and not out[1].isnan().any()
-    torch.testing.assert_close(out[1], out[0], atol=2e-2, rtol=2e-2)
