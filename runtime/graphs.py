@@ -28,7 +28,7 @@ from sim.errors import UserError
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Multi-token passes (speculative verifies, block-diffusion steps) of batch x tokens-per-row paged rows: buckets
 # between the powers of two keep the padding of e.g. 64 x 5 = 320 rows small (a pass that large is compute-bound).
-ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, GRAPH_MAX_ROWS)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, GRAPH_MAX_ROWS)
 
 
 @dataclass

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 # The passes memwall's runtime replays from CUDA graphs (runtime/graphs.py imports this): every pass of at most
 # GRAPH_MAX_ROWS flattened tokens, each token a paged-attention row of its own (runtime/forward.py). Decodes,
-# verifies, block-diffusion steps, small diffusion steps, prompts and chunks up to that size fall under it.
-GRAPH_MAX_ROWS = 512
+# verifies, block-diffusion steps, small diffusion steps, prompts and chunks up to that size fall under it. (512
+# until session 4: the eager passes of 513-1,024 rows -- block steps of 32 x 32 rows, prefix-cache diffusion steps
+# of 8 x 128 -- ran at the host's pace, 11-18% off their prediction, reports/h100/validation-notes.md.)
+GRAPH_MAX_ROWS = 1024
 # A graph's LM head runs on every row of its bucket's passes: a capture fixes the rows, so a prefill chunk of 448
 # tokens plus 64 decodes computes 512 rows of logits where it wants 65 (runtime/graphs.py). The cost model prices
 # such passes with that many logit rows (CostContext.priced_logit_rows).

@@ -77,7 +77,7 @@ def test_one_row_products_use_the_gemv_curve():
     def op_s(ctx, shape, name):
         return next(o.time_s for o in pass_cost(ctx, shape).ops if o.name == name)
 
-    one, two, prompt = decode_shape(1, 100), decode_shape(2, 100), seq_shape(q=600, c=600, o=1)  # (600: eager)
+    one, two, prompt = decode_shape(1, 100), decode_shape(2, 100), seq_shape(q=1200, c=1200, o=1)  # (1,200: eager)
     assert op_s(gemv, one, "qkv_proj") > 1.6 * op_s(base, one, "qkv_proj")
     assert op_s(gemv, two, "qkv_proj") == pytest.approx(op_s(base, two, "qkv_proj"))
     assert op_s(gemv, prompt, "lm_head") > 1.6 * op_s(base, prompt, "lm_head")
@@ -96,7 +96,7 @@ def test_graph_passes_price_every_rows_logits():
             for name, c in (("ours", ours), ("eager", eager), ("vllm", vllm))}
     assert head["ours"].flops == pytest.approx(64 * head["eager"].flops)
     assert head["vllm"].flops == head["eager"].flops
-    assert ours.priced_logit_rows(chunk) == 64 and ours.priced_logit_rows(seq_shape(q=600, c=600, o=1)) == 1
+    assert ours.priced_logit_rows(chunk) == 64 and ours.priced_logit_rows(seq_shape(q=1200, c=1200, o=1)) == 1
     assert CostModel(ours).pass_time(chunk).time_s == pytest.approx(pass_cost(ours, chunk).time_s, rel=1e-9)
 
 

@@ -156,7 +156,8 @@ def test_whatif_shows_the_memory_wall_asymmetry(cli_json):
                     "--set", "batching.batch_size=1", "--set", "workload.num_requests=1")
     gain = {(r["strategy"], r["chip"].split()[-1]): r["gain"] for r in rows if " " in r["chip"]}
     assert gain[("ar", "bandwidthx2")] > 1.7 and gain[("ar", "flopsx2")] < 1.1
-    assert gain[("diffusion", "flopsx2")] > 1.5 and gain[("diffusion", "bandwidthx2")] < 1.2
+    # (diffusion's steps replay graphs that write every row's float32 logits: some HBM traffic stays in its way)
+    assert gain[("diffusion", "flopsx2")] > 1.4 and gain[("diffusion", "bandwidthx2")] < 1.25
     assert all(set(r["result"]) >= {"output_throughput_tok_s", "tpot_s", "mbu"} for r in rows)
 
 
