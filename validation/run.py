@@ -85,7 +85,13 @@ def build(s: Scenario, device: str, weights: str | None = None):
             torch.cuda.empty_cache()
         executor, blocks = make()
         return setup, model, executor, blocks, reqs
-    cache = model.paged_cache(blocks, s.batching.kv_block_tokens)
+    # The pool holds what the run's requests can use at once, when that is less than the simulator's pool: the
+    # scheduler then admits and preempts exactly as with the whole pool (every request fits), and the CUDA graphs
+    # keep room beside it (with graphs up to 1,024 rows, a batch of 64 x 1,024-token prompts next to a 90% pool
+    # ran out of memory in its eager prompt pass, 2026-11-27).
+    bt = s.batching.kv_block_tokens
+    blocks = min(blocks, sum(-(-(r.prompt_tokens + r.output_tokens) // bt) + 2 for r in reqs) + 64)
+    cache = model.paged_cache(blocks, bt)
     executor = Executor(model, cache, max_context=min(longest + 16, model.max_positions))
     if executor.graphs is not None:  # capture every bucket before the clock starts: decodes use those up to the
         for b in executor.graphs.buckets:  # batch size, mixed passes of prefill chunks and decodes any of them
