@@ -2,7 +2,7 @@
 block steps and diffusion steps of a few sequences were 6-14% slower than predicted): runs passes of `seqs`
 sequences x `rows` paged rows at `context` positions on the 8B model's shape (random weights, the runtime's own
 forward), lists the GPU time of each kernel (torch.profiler, CUDA activity) next to the cost model's operators for
-the same shape, and times the paged attention kernel alone at every split count.
+the same shape, and times the paged attention kernel alone at every split count (under a CUDA graph).
 
     python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--out F.json]
 """
@@ -24,6 +24,29 @@ def kernel_times_us(prof, passes: int) -> dict[str, float]:
         if e.device_type.name == "CUDA" and e.device_time > 0:
             out[e.name[:60]] += e.device_time / passes
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def graph_time_us(torch, fn, reps: int = 20) -> float:
+    """Median microseconds per call of `fn`, `reps` calls captured in one CUDA graph and replayed 5 times."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(5):
+        e0.record()
+        g.replay()
+        e1.record()
+        torch.cuda.synchronize()
+        times.append(e0.elapsed_time(e1) * 1e3 / reps)
+    return sorted(times)[2]
 
 
 def main() -> None:
@@ -70,23 +93,15 @@ def main() -> None:
                 forward(model, cache, meta)
             torch.cuda.synchronize()
         kt = kernel_times_us(prof, passes)
-        # the attention kernel alone, one layer's call, at each split count (the runtime's choice is TUNED's)
+        # the attention kernel alone, one layer's call, at each split count, 20 calls captured in one CUDA graph
+        # (timed eagerly, each call took ~80-170 us: the host's launch pace, not the kernel)
         q = torch.randn(S * R, spec.num_heads, spec.d_head, device="cuda", dtype=torch.bfloat16)
         splits = {}
         for sp in (1, 2, 4, 8, 16):
-            cfg = dict(pa.TUNED.get(min(256, 1 << (S * R - 1).bit_length()), pa.default_config(S * R, 8)))
-            cfg["splits"] = sp
-            call = lambda: pa.paged_decode(q, cache.k[0], cache.v[0], meta.block_tables, meta.context_lens,  # noqa
-                                           spec.d_head ** -0.5, config=cfg, groups=meta.groups)
-            for _ in range(3):
-                call()
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            for _ in range(50):
-                call()
-            e1.record()
-            torch.cuda.synchronize()
-            splits[sp] = e0.elapsed_time(e1) / 50 * 1e3
+            cfg = dict(pa.config_for(S * R, spec.num_heads, spec.num_kv_heads, spec.d_head), splits=sp)
+            splits[sp] = graph_time_us(torch, lambda c=cache, cfg=cfg: pa.paged_decode(
+                q, c.k[0], c.v[0], meta.block_tables, meta.context_lens, spec.d_head ** -0.5, config=cfg,
+                groups=meta.groups))
         limits = [C - R + i + 1 for i in range(R)] * S
         shape = PassShape(S * R, S * R, S, S * C, sum(limits), S * R)
         pred = {o.name: o.time_s * 1e6 for o in pass_cost(ctx, shape).ops}

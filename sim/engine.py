@@ -327,7 +327,7 @@ def host_s(setup: Setup, shape: PassShape) -> float:
     of 1-320 rows), with a fixed part per strategy where its executor has one (host_pass_overhead_by_strategy_us).
     The row term is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through
     one vectorized build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line
-    extrapolated past 512 rows priced an eager diffusion step's host at 18 ms against 2.9 measured,
+    extrapolated past 512 rows (then the graphs' limit) priced an eager diffusion step's host at 18 ms against 2.9 measured,
     reports/h100/validation-notes.md)."""
     blocks = shape.kv_read_tokens / setup.scenario.batching.kv_block_tokens
     return setup.hardware.host_pass_s(min(shape.tokens, GRAPH_MAX_ROWS), shape.seqs, setup.scenario.strategy.kind,

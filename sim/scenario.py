@@ -48,7 +48,7 @@ class Execution(Strict):
     """How the serving software issues a pass: what the cost model assumes of the runtime, not of the chip."""
 
     graphs: Literal["paged", "decode", "all", "none"] = Field(
-        default="paged", description="which passes replay a CUDA graph: paged = every pass of up to 512 tokens "
+        default="paged", description="which passes replay a CUDA graph: paged = every pass of up to 1,024 tokens "
                                      "(memwall's runtime), decode = one-token-per-sequence passes only (vLLM's "
                                      "default), all, none (the rest pay the host's launch time)")
     fused_epilogues: bool = Field(

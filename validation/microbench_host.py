@@ -1,5 +1,5 @@
 """The runtime's host-side costs, measured for `memwall calibrate`: the serving loop's host time per forward pass
-(kind `host`, fitted as host_pass/row/seq_overhead_us) and the host's pace issuing an eager pass (kind `launch`,
+(kind `host`, fitted as host_pass/row/seq/block_overhead_us) and the host's pace issuing an eager pass (kind `launch`,
 mode `eager_pass`, fitted as launch_overhead_us). Both run the real runtime (runtime/serve.py, runtime/forward.py),
 not a stand-in; `microbench.py` runs them as cases of the suite.
 """
@@ -73,72 +73,57 @@ def run_eager_pass(env, case: Case) -> dict:
             "pass_s": statistics.median(times[2:]) * kernels}
 
 
-def run_host(env, case: Case) -> dict:
-    """Host seconds per forward pass of the runtime's serving loop (runtime/serve.py with the real scheduler and
-    executor, graphs on CUDA): (wall - summed device time) / passes, with the passes' mean rows and sequences (the
-    host model is affine in both, calibrate.fit_host). The model is the shape's catalog model with random weights
-    (Llama-3.1-8B in the suite): with a 2-layer toy model, whose passes took 0.1 ms, the same loop measured about
-    half the host time per pass that the 8B model's 6 ms passes showed (waking from a long device wait costs the
-    host too). Speculative: self-drafting (a quarter of the layers), k = 4, FORCED acceptance at alpha 0.8 (random
-    weights); block diffusion: an even schedule of `steps` per block of `block` tokens. Every pass fits a graph
-    (<= GRAPH_MAX_ROWS rows) but the prompts', so device time is the GPU's alone and not an eager pass's launch
-    pace."""
-    from runtime.block_diffusion import BlockDiffusionExecutor
-    from runtime.executor import Executor
-    from validation.microbench import _summary
-    from runtime.serve import serve
-    from runtime.speculative import SpeculativeExecutor
-    from sim.model import ModelSpec
-    from sim.scenario import BlockDiffusion as BlockSpec, Speculative as SpecSpec, Static
-    from sim.strategies.block_diffusion import BlockDiffusion
-    from sim.strategies.speculative import Speculative
-    from sim.runtime_layout import GRAPH_MAX_ROWS
-    from sim.workload import Request
+def host_scenario(sh: dict):
+    """The Scenario of a `host` case: a static batch of `batch` requests of `prompt` + `output` tokens of catalog
+    model `model` (random weights) under `strategy` (speculative: self-drafting with a quarter of the layers, k =
+    4, FORCED acceptance at alpha 0.8; block diffusion: `steps` per block of `block`; diffusion: `steps` over
+    `output` tokens with `cache`). Batch sizes and prompt lengths differ from the validation grid's points."""
+    from sim.model import load_model
+    from sim.scenario import scenario_from_dict
 
-    sh = case.shape
-    name = sh.get("model", "tiny")
-    model = _model(env, name, ModelSpec(name="host-bench", hidden_size=256, num_layers=2, num_heads=4,
-                                        num_kv_heads=2, intermediate_size=512, vocab_size=1024,
-                                        max_position_embeddings=512))
-    draft_layers = max(1, model.spec.num_layers // 4)
-    bt = 16
-    b, context = sh["batch"], sh["prompt"] + sh["output"] + 64  # (+64: a block-diffusion block past the output)
-    blocks = (-(-context // bt) + 8) * sh["batch"]
-    per_pass, rows, seqs = [], 0.0, 0.0
-    for _ in range(3):  # the first run compiles and captures
-        strat, extra = None, 0
-        if sh["strategy"] == "ar":
-            ex = Executor(model, model.paged_cache(blocks, bt), max_context=context)
-            if ex.graphs is not None:  # before the clock, as `memwall run` does (capture is ~0.1 s a bucket:
-                for bucket in ex.graphs.buckets:  # on the 8B model it added ~2 ms to every pass of a run)
-                    ex.graphs.capture(bucket)
-        elif sh["strategy"] == "speculative":
-            ex = SpeculativeExecutor(model, blocks, bt, draft_layers=draft_layers, acceptance_mode="forced",
-                                     alpha=0.8, max_context=context)
-            strat, extra = Speculative(SpecSpec(draft="self", draft_layers=draft_layers, k=4, alpha=0.8), 4,
-                                       True), 4
-        else:
-            strat = BlockDiffusion(BlockSpec(block_size=sh["block"], steps_per_block=sh["steps"]))
-            ex = BlockDiffusionExecutor(model, strat, blocks, bt, b, max_context=context)  # (+ its rows' scratch)
-        if hasattr(ex, "capture"):
-            ex.capture()
-        reqs = [Request(i, 0.0, sh["prompt"], sh["output"]) for i in range(b)]
-        t0 = time.perf_counter()
-        served = serve(reqs, Static(batch_size=b, kv_block_tokens=bt), ex, blocks,
-                       {"scenario": "host", "hardware": "gpu", "model": "host-bench", "strategy": sh["strategy"],
-                        "batching": "static"}, strategy=strat, kv_extra=extra)
-        wall = time.perf_counter() - t0
-        log = getattr(ex, "pass_log", None)
-        shapes = getattr(ex, "pass_shapes", None) or served.pass_shapes  # (tokens, logit rows, seqs, ...)
-        device_s, passes = ((sum(t for _, _, t in log), len(log)) if log else
-                            (sum(served.device_pass_s), len(served.device_pass_s)))
-        per_pass.append((wall - device_s) / passes)
-        # rows as the engine prices the host's staging: at most GRAPH_MAX_ROWS per pass (the prompt pass is eager)
-        rows = float(np.mean([min(s[0], GRAPH_MAX_ROWS) for s in shapes]))
-        seqs = float(np.mean([s[2] for s in shapes]))
-        kv_blocks = float(np.mean([s[3] for s in shapes])) / bt  # (positions read / block size: the tables' blocks)
-        del ex, served  # its graphs and cache, before the next run's are made
+    kind = sh["strategy"]
+    strategy = {"kind": kind}
+    if kind == "speculative":
+        strategy.update(draft="self", draft_layers=max(1, load_model(sh["model"]).num_layers // 4), k=4, alpha=0.8)
+    elif kind == "block_diffusion":
+        strategy.update(block_size=sh["block"], steps_per_block=sh["steps"])
+    elif kind == "diffusion":
+        strategy.update(gen_length=sh["output"], steps=sh["steps"], cache=sh.get("cache", "none"),
+                        **({"cache_block": sh["block"]} if sh.get("cache", "none") != "none" else {}))
+    b = sh["batch"]
+    return scenario_from_dict({
+        "name": f"host-{kind}-b{b}-p{sh['prompt']}", "hardware": "h100-sxm", "model": sh["model"],
+        "strategy": strategy, "batching": {"kind": "static", "batch_size": b},
+        "workload": {"kind": "closed", "num_requests": b, "input_len": sh["prompt"], "output_len": sh["output"]},
+        "seed": 0}, where="host case")
+
+
+def run_host(env, case: Case) -> dict:
+    """Host seconds per forward pass of the serving loop exactly as `memwall validate` runs a point
+    (validation.run.run_scenario: the scheduler, the strategy's executor with its CUDA graphs captured before the
+    clock, the NVML sampler and the progress of a run), on scenarios that are not validation points: (makespan -
+    summed device time of its forward passes) / forward passes, with the passes' mean rows (at most
+    GRAPH_MAX_ROWS each, as the engine prices the staging), sequences and KV blocks of their block tables (the
+    host model is affine in all three, calibrate.fit_host). Until session 4 this ran runtime.serve on executors of
+    its own with contexts under 100 positions, and predicted 0.65-0.9 ms per pass where a batch of 64 at 256-384
+    positions spent 1.2 ms bare and 1.5 ms inside `memwall validate` (benchmarks/README.md)."""
+    from sim.runtime_layout import GRAPH_MAX_ROWS
+    from validation.microbench import _summary
+    from validation.run import run_scenario
+
+    s = host_scenario(case.shape)
+    bt = s.batching.kv_block_tokens
+    env.__dict__.pop("host_models", None)  # the eager-pass cases' model: run_scenario sizes its pool to the memory
+    if env.device == "cuda":
+        env.torch.cuda.empty_cache()
+    per_pass, fwd = [], []
+    for _ in range(case.shape.get("runs", 2)):
+        rec = run_scenario(s, env.device)
+        fwd = [p[1:] for p in rec["strategy_passes"]] or rec["passes"]  # (tokens, logit rows, seqs, kv, pairs, s)
+        per_pass.append((rec["result"]["makespan_s"] - sum(p[-1] for p in fwd)) / len(fwd))
         if env.device == "cuda":
             env.torch.cuda.empty_cache()
-    return {**_summary(per_pass[1:], inner=1, sets=1, mode="serve"), "rows_per_pass": rows, "seqs_per_pass": seqs,
-            "blocks_per_pass": kv_blocks}
+    return {**_summary(per_pass, inner=1, sets=1, mode="serve"),
+            "rows_per_pass": float(np.mean([min(p[0], GRAPH_MAX_ROWS) for p in fwd])),
+            "seqs_per_pass": float(np.mean([p[2] for p in fwd])),
+            "blocks_per_pass": float(np.mean([p[3] for p in fwd])) / bt}

@@ -79,6 +79,14 @@ def _attention(mode: str, batch: int, q: int, c: int, heads=HEADS, kv_heads=KV_H
                 flops, nbytes, {"pairs_per_seq": pairs})
 
 
+def _host(strategy: str, batch: int, prompt: int, output: int, model: str, **extra) -> Case:
+    """A `host` case (validation/microbench_host.py run_host): its key names everything that shapes the loop."""
+    tail = "".join(f"/{k}={v}" for k, v in sorted(extra.items()) if k != "runs")
+    return Case(f"host/{strategy}/B={batch}/P={prompt}/O={output}{tail}/{model}", "host", "bf16",
+                {"strategy": strategy, "batch": batch, "prompt": prompt, "output": output, "model": model, **extra},
+                0.0, 0.0)
+
+
 def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
     """The cases of the default suite (or of one kind), cheapest kinds first. `tiny` shrinks every size for a CPU
     test of the machinery; its numbers mean nothing."""
@@ -99,31 +107,22 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
                                "decodes": decodes, "layers": 2, "model": "tiny" if tiny else "llama-3.1-8b"},
                               0.0, 0.0))
     if "host" in kinds:
-        # the runtime's serving loop on a tiny model (its GPU work is ~0.1 ms a pass): wall time minus device time
-        # per forward pass is the host's own share, which the engine adds to every pass (host_pass_overhead_us)
-        host_model = "tiny" if tiny else "llama-3.1-8b"  # the served model's own pass times (see _run_host)
-        # passes of few or many rows per sequence (decodes; verifies of 5; block steps of 16 and 32), so that the
-        # fit can tell the cost of a row from the cost of a sequence (calibrate.fit_host)
-        for strategy in ("ar", "speculative"):
-            for batch in ((1, 4) if tiny else (1, 8, 64)):
-                cases.append(Case(f"host/{strategy}/B={batch}/{host_model}", "host", "bf16",
-                                  {"strategy": strategy, "batch": batch, "prompt": 16, "output": 64,
-                                   "model": host_model}, 0.0, 0.0))
-        for block, batches in ((16, (1,) if tiny else (1, 8, 16)), (32, (2,) if tiny else (1, 4, 8))):
-            for batch in batches:
-                cases.append(Case(f"host/block_diffusion/block={block}/B={batch}/{host_model}", "host", "bf16",
-                                  {"strategy": "block_diffusion", "block": block, "steps": block // 4,
-                                   "batch": batch, "prompt": 16, "output": 64, "model": host_model}, 0.0, 0.0))
-        # long contexts: each sequence's block table is ~50 blocks instead of ~5, which the host copies per pass
-        # (calibrate.fit_host's block term); batch sizes and prompts of no validation point
-        long = 96 if tiny else 768
-        for strategy, batches in (("ar", (2,) if tiny else (4, 48)), ("speculative", (2,) if tiny else (4, 16)),
-                                  ("block_diffusion", (2,) if tiny else (4,))):
-            for batch in batches:
-                extra = {"block": 16, "steps": 4} if strategy == "block_diffusion" else {}
-                cases.append(Case(f"host/{strategy}/B={batch}/prompt={long}/{host_model}", "host", "bf16",
-                                  {"strategy": strategy, "batch": batch, "prompt": long, "output": 64,
-                                   "model": host_model, **extra}, 0.0, 0.0))
+        # the serving loop's host time per forward pass, run as `memwall validate` runs a point (run_host): static
+        # batches of the served model (random weights) with batch sizes and prompts of no validation point, few
+        # or many rows per sequence (decodes; verifies of 5; block steps of 16 and 32; diffusion steps of 64), and
+        # short or long block tables, so that the fit can tell rows, sequences and blocks apart (calibrate.fit_host)
+        if tiny:
+            cases += [_host("ar", 2, 32, 8, "smollm2-135m", runs=1),
+                      _host("speculative", 2, 32, 8, "smollm2-135m", runs=1),
+                      _host("block_diffusion", 2, 32, 8, "smollm2-135m", runs=1, block=8, steps=2)]
+        else:
+            m8b, llada = "llama-3.1-8b", "llada-8b"
+            cases += [_host("ar", b, p, 64, m8b) for b, p in ((2, 512), (16, 128), (16, 768), (48, 384))]
+            cases += [_host("speculative", b, p, 64, m8b) for b, p in ((2, 512), (16, 128), (16, 768))]
+            cases += [_host("block_diffusion", b, p, 64, m8b, block=blk, steps=blk // 4)
+                      for b, p, blk in ((2, 512, 16), (16, 128, 16), (4, 768, 32), (16, 384, 32))]
+            cases += [_host("diffusion", b, p, 64, llada, steps=16, cache=c, block=32)
+                      for b, p, c in ((2, 128, "none"), (4, 384, "prefix"), (4, 128, "dual"))]
     if "allreduce" in kinds:
         # across every GPU of the machine (run_suite drops these on a machine with one); validation/allreduce.py
         from validation.allreduce import SIZES_BYTES

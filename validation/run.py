@@ -144,19 +144,18 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
     from runtime.compile_watch import CompileWatch
     from runtime.serve import serve
     from runtime.telemetry import NvmlSampler
-    from sim.cost import CostContext, pass_cost
+    from sim.cost import CostContext, CostModel
 
     setup, model, executor, blocks, reqs = build(s, device, weights)
     hw = setup.hardware
-    ctx = CostContext(setup.model, hw, s.precision.weights, s.precision.kv, s.precision.activations,
-                      **execution(s))
-    counted: dict = {}
+    costs = CostModel(CostContext(setup.model, hw, s.precision.weights, s.precision.kv, s.precision.activations,
+                                  **execution(s)))
 
-    def count(shape):  # FLOPs, bytes and memory-bound share of a pass as the cost model counts them (memoized)
-        if shape not in counted:
-            pc = pass_cost(ctx, shape)
-            counted[shape] = (pc.flops, pc.bytes, pc.memory_bound_s / pc.time_s if pc.time_s else 0.0)
-        return counted[shape]
+    def count(shape):  # FLOPs, bytes and memory-bound share of a pass as the cost model counts them, inside the
+        # serving loop's clock: the fast path (a few us), not pass_cost's breakdown (~60 us a pass, every decode
+        # pass being a new shape)
+        pt = costs.pass_time(shape)
+        return pt.flops, pt.bytes, pt.memory_bound_s / pt.time_s if pt.time_s else 0.0
 
     ar = s.strategy.kind == "ar"
     if ar:  # (strategy executors warm up their own passes)
