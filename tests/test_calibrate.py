@@ -3,6 +3,7 @@ that the cost model itself generated, bad input is one sentence, and what it wri
 microbenchmark machinery on the CPU (tiny sizes; its numbers mean nothing)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,20 @@ def test_allreduce_machinery_with_gloo_on_cpu():
     got = measure(2, [4096, 65536], cuda=False)
     assert set(got) == {4096, 65536}
     assert all(v["sum_correct"] and v["median_s"] > 0 and v["inner"] == 20 for v in got.values())
+
+
+def test_host_cases_are_no_validation_points():
+    """The host microbenchmark runs scenarios as `memwall validate` does (validation/microbench_host.py); none of
+    them may be a point of the H100 grid, whose points no fit may see."""
+    from validation.microbench_host import host_scenario
+    from validation.microbench_plan import plan
+    from validation.validate import plan_scenarios
+
+    repo = Path(__file__).resolve().parent.parent
+    grid = {(s.model, s.strategy.kind, s.batching.kind, getattr(s.batching, "batch_size", None),
+             s.workload.input_len) for s in plan_scenarios(repo / "examples" / "validation" / "plan-h100.yaml")}
+    cases = [host_scenario(c.shape) for c in plan("host")]
+    assert len(cases) >= 10
+    for s in cases:
+        assert s.batching.kind == "static"
+        assert (s.model, s.strategy.kind, "static", s.batching.batch_size, s.workload.input_len) not in grid
