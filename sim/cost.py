@@ -41,7 +41,7 @@ class Op:
     kernels: int  # kernel launches per occurrence
     flops: float
     bytes: float  # fewest bytes moved through HBM per occurrence (weights + activations + KV)
-    family: str  # "linear" | "gemv" (a one-row product) | "attention" | "elementwise" | "comm"
+    family: str  # "linear" | "gemv" (a one-row product) | "attention" | "paged_attention" | "elementwise" | "comm"
     weight_bytes: float = 0.0
     comm_s: float = 0.0  # interconnect time per occurrence (all-reduce)
     dims: tuple[float, float] | None = None  # (outputs, inputs) of a dense projection's weight, for
@@ -135,6 +135,14 @@ class CostContext:
         if self.graphs == "paged":
             return shape.tokens > GRAPH_MAX_ROWS
         return self.graphs == "none" or shape.tokens != shape.seqs
+
+    def paged_kernel(self, shape: PassShape) -> bool:
+        """Whether the pass's attention runs memwall's paged kernel (runtime/kernels/paged_attention.py), priced on
+        the paged_attention curves: every row of a graph-replayed pass, and an eager pass whose spans are paged rows
+        (at most PAGED_MAX_Q per sequence). Eager prompts attend through SDPA, the attention curves' own kernel."""
+        if self.attention_reads != "row_groups" or not shape.seqs:
+            return False
+        return not self.eager(shape) or shape.tokens <= PAGED_MAX_Q * shape.seqs
 
     def priced_logit_rows(self, shape: PassShape) -> int:
         """Rows the LM head runs on: those whose logits the pass wants, or every row of a pass that replays one of
@@ -239,7 +247,8 @@ def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
     kv_read = ctx.kv_read_positions(shape) * kv_per_token_layer
     kv_write = shape.kv_write_tokens * kv_per_token_layer
     io = 2 * shape.tokens * (m.q_dim / t) * ab  # queries in, outputs out
-    return [Op("attention", L, 1, flops, kv_read + kv_write + io, "attention")]
+    family = "paged_attention" if ctx.paged_kernel(shape) else "attention"
+    return [Op("attention", L, 1, flops, kv_read + kv_write + io, family)]
 
 
 def _allreduce(ctx: CostContext, payload_bytes: float, count: int) -> list[Op]:
@@ -263,11 +272,13 @@ def price(op: Op, ctx: CostContext) -> OpCost:
     """Time of `op` on the context's chip: overhead plus the slower of its compute and memory times."""
     hw = ctx.hardware
     eff = hw.efficiency
-    attn = op.family == "attention"
+    paged = op.family == "paged_attention"
+    attn = paged or op.family == "attention"
     peak_flops = hw.peak_flops_per_s(ctx.activations if attn else ctx.weights)
-    compute = _hockney_s(eff.attn_compute if attn else eff.compute, op.flops, peak_flops) if op.family in (
-        "linear", "gemv", "attention") else 0.0
-    mem_curve = eff.attn_memory if attn else eff.gemv_mem if op.family == "gemv" else eff.memory
+    cmp_curve = eff.paged_attn_compute if paged else eff.attn_compute if attn else eff.compute
+    compute = _hockney_s(cmp_curve, op.flops, peak_flops) if op.family in ("linear", "gemv") or attn else 0.0
+    mem_curve = (eff.paged_attn_memory if paged else eff.attn_memory if attn else eff.gemv_mem if op.family == "gemv"
+                 else eff.memory)
     memory = _hockney_s(mem_curve, op.bytes, hw.hbm_bandwidth_bytes_per_s)
     overhead = op.kernels * eff.kernel_overhead_s
     if op.family == "comm":
@@ -368,8 +379,8 @@ class CostModel:
         self._kv_per_tok = 2 * m.kv_dim / t * kvb
         self._flops_per_pair = 4.0 * m.q_dim / t
         self._io_per_tok = 2 * m.q_dim / t * ab
-        self._attn_mem = eff.attn_memory
-        self._attn_cmp = eff.attn_compute
+        self._attn_curves = {False: (eff.attn_compute, eff.attn_memory),
+                             True: (eff.paged_attn_compute, eff.paged_attn_memory)}  # by ctx.paged_kernel
         self._bw = hw.hbm_bandwidth_bytes_per_s
         self._peak = hw.peak_flops_per_s(ctx.activations)
         self._overhead = eff.kernel_overhead_s
@@ -424,8 +435,9 @@ class CostModel:
         pairs = shape.attn_pairs + grow
         flops = self._flops_per_pair * pairs
         nbytes = (shape.kv_read_tokens + grow + shape.kv_write_tokens) * self._kv_per_tok + shape.tokens * self._io_per_tok
-        compute = self._attn_cmp.time_s(flops, self._peak)
-        memory = self._attn_mem.time_s(nbytes, self._bw)
+        attn_cmp, attn_mem = self._attn_curves[self.ctx.paged_kernel(shape)]
+        compute = attn_cmp.time_s(flops, self._peak)
+        memory = attn_mem.time_s(nbytes, self._bw)
         core = np.maximum(compute, memory)
         attn_s = (self._overhead + core) * self._L
         mem_s = np.where((memory >= compute) | (self._overhead > core), attn_s, 0.0)
@@ -449,8 +461,9 @@ class CostModel:
         flops = self._flops_per_pair * shape.attn_pairs
         nbytes = ((self.ctx.kv_read_positions(shape) + shape.kv_write_tokens) * self._kv_per_tok
                   + shape.tokens * self._io_per_tok)
-        compute = _hockney_s(self._attn_cmp, flops, self._peak)
-        memory = _hockney_s(self._attn_mem, nbytes, self._bw)
+        attn_cmp, attn_mem = self._attn_curves[self.ctx.paged_kernel(shape)]
+        compute = _hockney_s(attn_cmp, flops, self._peak)
+        memory = _hockney_s(attn_mem, nbytes, self._bw)
         core = compute if compute > memory else memory
         attn_s = (self._overhead + core) * self._L
         mem_s = attn_s if memory >= compute or self._overhead > core else 0.0

@@ -84,6 +84,11 @@ class Efficiency(_Frozen):
     attention_compute: Curve | None = Field(default=None, description="attention math; defaults to compute")
     gemv_memory: Curve | None = Field(default=None, description="one-row products (GEMV kernels, e.g. batch-1 "
                                                                 "decode projections); defaults to memory")
+    paged_attention_memory: Curve | None = Field(
+        default=None, description="KV reads of memwall's paged attention kernel (every row of a graph-replayed "
+                                  "pass); defaults to attention_memory")
+    paged_attention_compute: Curve | None = Field(
+        default=None, description="attention math of that kernel; defaults to attention_compute")
     kernel_overhead_us: float = Field(
         ge=0, description="fixed time per kernel as the runtime issues them (back to back inside a CUDA graph)"
     )
@@ -129,6 +134,14 @@ class Efficiency(_Frozen):
     @property
     def gemv_mem(self) -> Curve:
         return self.gemv_memory or self.memory
+
+    @property
+    def paged_attn_memory(self) -> Curve:
+        return self.paged_attention_memory or self.attn_memory
+
+    @property
+    def paged_attn_compute(self) -> Curve:
+        return self.paged_attention_compute or self.attn_compute
 
     @property
     def kernel_overhead_s(self) -> float:

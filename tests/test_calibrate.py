@@ -21,12 +21,18 @@ from validation.calibrate import (
     write_profile,
 )
 from validation.microbench import microbench_command, run_suite
-from validation.microbench_plan import _attention, _gemm
+from validation.microbench_plan import _attention, _gemm, _paged
 
 TRUE = {"memory": Curve(max_fraction=0.88, half_size=3.0e6), "compute": Curve(max_fraction=0.78, half_size=8.0e8),
         "attention_memory": Curve(max_fraction=0.8, half_size=1.0e7),
         "attention_compute": Curve(max_fraction=0.6, half_size=2.0e9)}
 TRUE_OVERHEAD_US = 1.5
+TRUE_PAGED = {"paged_attention_memory": Curve(max_fraction=0.7, half_size=2.0e7),
+              "paged_attention_compute": Curve(max_fraction=0.3, half_size=1.0e9)}
+# paged-kernel cases of the suite's kinds: decodes, verifies, block steps (memory-bound) and chunks
+PAGED = ([_paged(s, 1, c) for s in (1, 8, 32, 128) for c in (512, 2048, 8192)]
+         + [_paged(s, r, c) for r in (5, 32) for s in (1, 8, 32) for c in (512, 2048)]
+         + [_paged(s, 128, c) for s in (1, 4) for c in (256, 1024)])
 
 
 def synthetic_records() -> list[dict]:
@@ -34,7 +40,7 @@ def synthetic_records() -> list[dict]:
     device measured them), over the same kinds of shapes the real suite times."""
     base = load_profile("h100-sxm")
     truth = base.model_copy(update={"efficiency": base.efficiency.model_copy(
-        update={**TRUE, "kernel_overhead_us": TRUE_OVERHEAD_US})})
+        update={**TRUE, **TRUE_PAGED, "kernel_overhead_us": TRUE_OVERHEAD_US})})
     cases = [_gemm(m, n, k, "bf16", ["synthetic"]) for n, k in ((4096, 4096), (28672, 4096), (128256, 4096))
              for m in (1, 4, 16, 64, 256, 1024, 4096, 16384)]
     cases += [_attention("decode", b, 1, c) for b in (1, 16, 256) for c in (512, 4096)]
@@ -42,6 +48,8 @@ def synthetic_records() -> list[dict]:
     records = [{"key": c.key, "kind": c.kind, "dtype": c.dtype, "shape": c.shape, "flops": c.flops,
                 "bytes": c.bytes, "status": "ok", "synthetic": True, "device": "synthetic (cost model)",
                 "date": "2026-01-01"} for c in cases]
+    records += [{"key": c.key, "kind": c.kind, "dtype": c.dtype, "shape": c.shape, "flops": c.flops, "bytes": c.bytes,
+                 "status": "ok", "synthetic": True} for c in PAGED]
     records += [{"key": f"stream/read/bytes={n}", "kind": "stream", "dtype": "bf16", "shape": {"op": "read"},
                  "flops": n / 2, "bytes": n, "status": "ok", "synthetic": True} for n in (1e6, 1e7, 1e8, 1e9)]
     for r in records:
@@ -76,7 +84,20 @@ def test_fit_recovers_known_curves_from_synthetic_records():
         assert got.max_fraction == pytest.approx(true.max_fraction, rel=0.02), name
         assert got.half_size == pytest.approx(true.half_size, rel=0.1), name
     assert report["residuals"]["memory"]["max"] < 1e-3 and report["residuals"]["compute"]["max"] < 1e-3
-    assert set(profile.provenance.calibration.measured) >= set(TRUE)
+    assert set(profile.provenance.calibration.measured) >= set(TRUE) | set(TRUE_PAGED)
+    # memwall's paged kernel gets a pair of its own; its records are memory-bound, so the memory half is the one
+    # they pin down (the compute half only has to keep them on the memory roof)
+    got = eff.paged_attention_memory
+    assert got.max_fraction == pytest.approx(0.7, rel=0.02) and got.half_size == pytest.approx(2.0e7, rel=0.1)
+    assert report["residuals"]["paged_attention_memory"]["max"] < 1e-3
+
+
+def test_without_paged_records_graph_passes_keep_the_attention_curves():
+    records = [r for r in synthetic_records() if r["kind"] != "paged"]
+    profile, _ = calibrate(records, load_profile("h100-sxm"), "synthetic")
+    eff = profile.efficiency
+    assert eff.paged_attention_memory is None and eff.paged_attn_memory == eff.attn_memory
+    assert "paged_attention_memory" not in profile.provenance.calibration.measured
 
 
 @pytest.fixture

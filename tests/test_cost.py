@@ -172,3 +172,32 @@ def test_never_faster_than_the_datasheet_roofline(batch, context):
     pc = pass_cost(CostContext(m, H100), decode_shape(batch, context))
     assert pc.time_s >= pc.bytes / H100.hbm_bandwidth_bytes_per_s
     assert pc.time_s >= pc.flops / H100.peak_flops_per_s("bf16")
+
+
+def test_graph_passes_price_attention_on_the_paged_kernel_curves():
+    """With paged-kernel curves half as fast as the attention curves, a graph-replayed decode and verify take them,
+    an eager 2,048-token prompt (SDPA) does not, vLLM-style settings never do, and the fast path agrees."""
+    from sim.hardware import Curve
+
+    eff = H100.efficiency
+    slow = H100.model_copy(update={"efficiency": eff.model_copy(update={
+        "paged_attention_memory": Curve(max_fraction=eff.attn_memory.max_fraction / 2,
+                                        half_size=eff.attn_memory.half_size),
+        "paged_attention_compute": Curve(max_fraction=eff.attn_compute.max_fraction / 2,
+                                         half_size=eff.attn_compute.half_size)})})
+    model = load_model("llama-3.1-8b")
+    ours, plain = CostContext(model, slow), CostContext(model, H100)
+    vllm = CostContext(model, slow, graphs="decode", attention_reads="sequence")
+
+    def attn_s(ctx, shape):
+        return next(o.time_s for o in pass_cost(ctx, shape).ops if o.name == "attention")
+
+    decode, verify, prompt = decode_shape(64, 4000), seq_shape(5, 4000, 5), seq_shape(2048, 2048, 1)
+    for shape in (decode, verify):
+        assert ours.paged_kernel(shape) and attn_s(ours, shape) > 1.6 * attn_s(plain, shape)
+        assert not vllm.paged_kernel(shape) and attn_s(vllm, shape) < attn_s(ours, shape)
+    assert not ours.paged_kernel(prompt) and attn_s(ours, prompt) == pytest.approx(attn_s(plain, prompt))
+    for shape in (decode, verify, prompt):
+        assert CostModel(ours).pass_time(shape).time_s == pytest.approx(pass_cost(ours, shape).time_s, rel=1e-9)
+    steps = CostModel(ours).repeated_times(decode, 3)[0]
+    assert steps[0] == pytest.approx(CostModel(ours).pass_time(decode).time_s, rel=1e-9)

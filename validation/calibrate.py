@@ -15,6 +15,10 @@ For every record the cost model prices the very operator that was timed (its FLO
   streaming reads. Each record lands on whichever roof binds it under the fitted curves, and the residuals are
   reported per roof.
 - `attention_memory` and `attention_compute`: the SDPA records (prefill, decode, verify, bidirectional, block).
+- `paged_attention_memory` and `paged_attention_compute`: the records of memwall's paged attention kernel (kind
+  `paged`: decodes, verifies, block steps and prefill chunks as CUDA graph buckets launch them), which the cost
+  model uses for every graph-replayed pass (`CostContext.paged_kernel`); without such records they stay unset and
+  those passes take the attention curves.
 - `projection_factors`: after the curves, each measured projection shape and row count keeps its measured time as
   a factor on the curves' time (interpolated in log rows for the rows between; shapes never measured use the curves
   alone). The curves' residuals are reported without them.
@@ -48,7 +52,8 @@ from validation.clikit import user_errors
 SOFT_L1_SCALE = 0.05
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATED_H100 = REPO / "hw_profiles" / "calibrated" / "h100-sxm-calibrated.yaml"
-FITTED = ("memory", "compute", "attention_memory", "attention_compute", "gemv_memory", "projection_factors",
+FITTED = ("memory", "compute", "attention_memory", "attention_compute", "paged_attention_memory",
+          "paged_attention_compute", "gemv_memory", "projection_factors",
           "kernel_overhead_us", "launch_overhead_us", "host_pass_overhead_us")
 
 
@@ -107,7 +112,7 @@ def group_of(rec: dict) -> str | None:
         return "gemv" if rec["shape"].get("M") == 1 else "linear"
     if kind == "stream":
         return "linear" if rec["shape"]["op"] == "read" else "copy"
-    if kind in ("attention", "fp8"):
+    if kind in ("attention", "fp8", "paged"):
         return kind
     return None
 
@@ -115,7 +120,8 @@ def group_of(rec: dict) -> str | None:
 def _family(rec: dict) -> str:
     if rec["kind"] in ("gemm", "fp8") and rec["shape"].get("M") == 1:
         return "gemv"
-    return {"gemm": "linear", "fp8": "linear", "attention": "attention"}.get(rec["kind"], "elementwise")
+    return {"gemm": "linear", "fp8": "linear", "attention": "attention", "paged": "paged_attention"}.get(
+        rec["kind"], "elementwise")
 
 
 def predict_records(records: list[dict], profile: HardwareProfile) -> list[dict]:
@@ -156,6 +162,8 @@ def curve_of(row: dict) -> str:
         return "gemv_memory"
     if row["group"] == "attention":
         return "attention_compute" if row["bound"] == "compute" else "attention_memory"
+    if row["group"] == "paged":
+        return "paged_attention_compute" if row["bound"] == "compute" else "paged_attention_memory"
     return f"checked:{row['group']}"
 
 
@@ -337,6 +345,14 @@ def calibrate(records: list[dict], base: HardwareProfile,
             measured += [cn, mn]
         else:
             carried += [cn, mn]
+    # memwall's paged kernel: its own pair where it was measured, else unset (the attention curves price it)
+    flops, nbytes, meas = _arrays(records, "paged")
+    if len(meas) >= 4:
+        curves["paged_attention_compute"], curves["paged_attention_memory"] = fit_pair(
+            flops, nbytes, meas, bf16, bw, overhead_s, (curves["attention_compute"], curves["attention_memory"]))
+        measured += ["paged_attention_compute", "paged_attention_memory"]
+    elif eff.paged_attention_memory is not None:
+        carried += ["paged_attention_compute", "paged_attention_memory"]
     # one-row products run a GEMV kernel of their own (memwall's Triton GEMV; cuBLAS picks GEMV kernels too): its
     # memory curve is fitted alone (they are memory-bound; the compute half of the pair is dropped)
     flops, nbytes, meas = _arrays(records, "gemv")
@@ -416,12 +432,16 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
         "attention_memory": scaled(f_eff.attn_memory, bw_ratio),
         "attention_compute": scaled(f_eff.attn_compute, fl_ratio),
         "gemv_memory": scaled(f_eff.gemv_mem, bw_ratio),
+        **({"paged_attention_memory": scaled(f_eff.paged_attention_memory, bw_ratio),
+            "paged_attention_compute": scaled(f_eff.paged_attn_compute, fl_ratio)}
+           if f_eff.paged_attention_memory is not None else {}),
         "source": f"carried over from {fitted.name} (measured on {fitted.provenance.calibration.device}); "
                   "not measured on this chip"})
     cal = fitted.provenance.calibration
     calibration = Calibration(device=f"{cal.device} (curves carried over; nothing measured on this chip)",
                               driver=cal.driver, torch=cal.torch, cuda=cal.cuda, date=cal.date, residuals={},
-                              measured=[], carried_over=[c for c in FITTED if c != "launch_overhead_us"],
+                              measured=[], carried_over=[c for c in FITTED if c != "launch_overhead_us" and (
+                                  not c.startswith("paged_") or f_eff.paged_attention_memory is not None)],
                               records=cal.records)
     notes = (f"{target.provenance.notes or ''} Efficiency curves carried over from {fitted.name}: max_fraction "
              f"kept, half_size scaled by this chip's peak over the H100's (memory x{bw_ratio:.3f}, compute "

@@ -209,6 +209,43 @@ def _run_attention(env: _Env, case: Case) -> dict:
     return {**_time_graph(env, fn, sets), "gqa": gqa}
 
 
+def _run_paged(env: _Env, case: Case) -> dict:
+    """memwall's paged attention kernel (runtime/kernels/paged_attention.py) on the inputs a CUDA graph bucket
+    stages for such a pass (runtime.graphs.staging_array: the rows padded to the bucket, row groups, block tables
+    of randomly placed blocks), one layer's call, timed back to back inside a CUDA graph."""
+    torch = env.torch
+    if env.device != "cuda":
+        raise NotImplementedError("the paged attention kernel needs a CUDA GPU and Triton")
+    import numpy as np
+
+    from runtime.forward import rows_per_group
+    from runtime.graphs import ROW_BUCKETS, staging_array
+    from runtime.kernels.paged_attention import paged_decode
+
+    sh = case.shape
+    S, R, C, H, KVH, D = sh["seqs"], sh["rows"], sh["context"], sh["heads"], sh["kv_heads"], sh["head_dim"]
+    bt = 16
+    per = -(-C // bt)
+    k = _randn(env, S * per + 1, bt, KVH, D)
+    v = _randn(env, S * per + 1, bt, KVH, D)
+    order = np.random.default_rng(0).permutation(S * per)
+    tables = [order[i * per:(i + 1) * per].tolist() for i in range(S)]
+    n = S * R
+    b = next(x for x in ROW_BUCKETS if x >= n)
+    positions = [C - R + j for _ in range(S) for j in range(R)]
+    a = staging_array(b, per, bt, S * per, [0] * n, positions, tables, [p + 1 for p in positions], [R] * S,
+                      rows_per_group(H, KVH))
+    inputs = torch.from_numpy(a).to(env.device)
+    tables_t = inputs[4 * b:4 * b + b * per].view(b, per)
+    lens, groups = inputs[3 * b:4 * b], inputs[4 * b + b * per:].view(b, 2)
+    q = _randn(env, b, H, D)
+
+    def fn(i):
+        paged_decode(q, k, v, tables_t, lens, D ** -0.5, groups=groups)
+
+    return {**_time_graph(env, fn, 1), "bucket_rows": b}
+
+
 def _run_stream(env: _Env, case: Case) -> dict:
     torch = env.torch
     n = case.shape["tensor_bytes"] // 2
@@ -293,6 +330,8 @@ def run_case(env: _Env, case: Case, weights: _Weights) -> dict:
             timing = _run_gemm(env, case, weights)
         elif case.kind == "attention":
             timing = _run_attention(env, case)
+        elif case.kind == "paged":
+            timing = _run_paged(env, case)
         elif case.kind == "stream":
             timing = _run_stream(env, case)
         elif case.kind == "host":

@@ -9,7 +9,7 @@ from typing import Optional
 
 from sim.runtime_layout import RUNTIME_TRITON_MAX_ROWS
 
-KINDS = ("launch", "host", "allreduce", "stream", "gemm", "attention", "fp8")
+KINDS = ("launch", "host", "allreduce", "stream", "gemm", "attention", "paged", "fp8")
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 # The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.
@@ -87,6 +87,26 @@ def _host(strategy: str, batch: int, prompt: int, output: int, model: str, **ext
                 0.0, 0.0)
 
 
+def _paged(seqs: int, rows: int, context: int) -> Case:
+    """memwall's paged attention kernel over `seqs` sequences of `rows` paged rows each (causal, the last row seeing
+    `context` positions), launched as a CUDA graph bucket launches it (microbench.py `_run_paged`). FLOPs and bytes
+    are those the cost model gives the pass's attention (sim.cost.attention_ops, Llama-3.1-8B, K/V read once per
+    row group), so that the fit prices what the model will price."""
+    from sim.cost import CostContext, attention_ops
+    from sim.hardware import load_profile
+    from sim.model import load_model
+    from sim.passes import PassShape
+
+    n = seqs * rows
+    pairs = seqs * sum(context - rows + i + 1 for i in range(rows))
+    op = attention_ops(CostContext(load_model("llama-3.1-8b"), load_profile("h100-sxm")),
+                       PassShape(n, n, seqs, seqs * context, pairs, n))[0]
+    mode = "decode" if rows == 1 else "verify" if rows <= 8 else "block" if rows <= 32 else "chunk"
+    return Case(f"paged/{mode}/S={seqs}/r={rows}/c={context}", "paged", "bf16",
+                {"mode": mode, "seqs": seqs, "rows": rows, "context": context, "heads": HEADS,
+                 "kv_heads": KV_HEADS, "head_dim": HEAD_DIM}, op.flops, op.bytes)
+
+
 def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
     """The cases of the default suite (or of one kind), cheapest kinds first. `tiny` shrinks every size for a CPU
     test of the machinery; its numbers mean nothing."""
@@ -161,6 +181,12 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
             cases += [_attention("bidirectional", b, c, c) for c in (256, 512, 1024, 2048, 4096) for b in (1, 4)]
             # a block-diffusion step: a 32-token block against a cached prefix
             cases += [_attention("block", b, 32, c) for c in (1024, 4096) for b in (1, 16)]
+    if "paged" in kinds and not tiny:  # (Triton on a GPU only)
+        # decodes, verifies of k + 1 rows, block steps and prefill chunks as the graphs run them (<= 1,024 rows)
+        cases += [_paged(s, 1, c) for s in (1, 8, 32, 128) for c in (512, 2048, 8192)]
+        cases += [_paged(s, r, c) for r in (3, 5, 8) for s in (1, 8, 32) for c in (512, 2048)]
+        cases += [_paged(s, r, c) for r in (16, 32) for s in (1, 8, 32) for c in (512, 2048)]
+        cases += [_paged(s, 128, c) for s in (1, 4) for c in (256, 1024)]
     if "fp8" in kinds and not tiny:
         # torch._scaled_mm wants every dimension a multiple of 16; the 8B model's four projections
         for (N, K), models in projection_shapes().items():
