@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULT_SHAPES = ["8x5x400", "32x7x400", "1x32x300", "8x32x300", "1x128x384", "8x32x600", "64x1x600"]
 
@@ -26,30 +27,8 @@ def kernel_times_us(prof, passes: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def graph_time_us(torch, fn, reps: int = 20) -> float:
-    """Median microseconds per call of `fn`, `reps` calls captured in one CUDA graph and replayed 5 times."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(5):
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1) * 1e3 / reps)
-    return sorted(times)[2]
-
-
 def main() -> None:
+    from cuda_timing import graph_time_us
     import torch
     from torch.profiler import ProfilerActivity, profile
 

@@ -1,7 +1,7 @@
 """The residual projections (O and down, `h += x W^T`) as cuBLAS addmm_ (beta = 1, the add in the GEMM's epilogue)
-against mm + add_ (two kernels), over the row counts the runtime runs them at. A profile of a 256-row block step
-(benchmarks/pass_breakdown.py) found the down projection's addmm_ at 80 us against 57 us for the plain matmul of the
-same shape in the GEMM microbenchmark: cuBLAS picks another kernel when beta = 1.
+against mm + add_ (two kernels) and mm alone, over the row counts the runtime runs them at: whether beta = 1 makes
+cuBLAS pick slower kernels (a profile of a 256-row block step, benchmarks/pass_breakdown.py, showed its residual
+GEMMs 22% over the prediction). It does not: addmm_ is as fast as mm (reports/h100/pass-check/).
 
 Each variant is captured 20 times in one CUDA graph and replayed, so the host's pace does not enter.
 
@@ -9,37 +9,17 @@ Each variant is captured 20 times in one CUDA graph and replayed, so the host's 
 """
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROWS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 768, 1024, 2048)
 SHAPES = {"o": (4096, 4096), "down": (4096, 14336)}  # (N, K) of Llama-3-8B
 
 
-def graph_time_us(torch, fn, reps: int = 20) -> float:
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(5):
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1) * 1e3 / reps)
-    return sorted(times)[len(times) // 2]
-
-
 def main() -> None:
+    from cuda_timing import graph_time_us
     import torch
 
     ap = argparse.ArgumentParser()

@@ -166,7 +166,7 @@ def test_host_time_is_fixed_per_strategy_plus_rows_sequences_and_blocks():
     without rows_per_pass or blocks), verifies of 5 rows and block steps of 16 rows per sequence, at short and long
     contexts, give back all of it; AR records of one context alone can only give a line in rows (300 + 50 per row,
     the sequence term folded in, no block term)."""
-    from validation.calibrate import fit_host
+    from validation.host_fit import fit_host
 
     def us(rows, seqs, blocks, fixed=300):
         return fixed + 10 * rows + 40 * seqs + 0.5 * blocks
@@ -180,7 +180,7 @@ def test_host_time_is_fixed_per_strategy_plus_rows_sequences_and_blocks():
              for k in (5, 60)]
     per_pass, per_row, per_seq, per_block, by_strategy = fit_host(ar + ar_long + other)
     assert (per_pass, per_row, per_seq, per_block) == pytest.approx((300, 10, 40, 0.5), rel=1e-3)
-    # (diffusion has no records: it takes block diffusion's fixed part, calibrate.HOST_LIKE)
+    # (diffusion has no records: it takes block diffusion's fixed part, host_fit.HOST_LIKE)
     assert by_strategy == pytest.approx({"speculative": 300, "block_diffusion": 900, "diffusion": 900}, rel=1e-3)
     assert fit_host(ar)[:4] == pytest.approx((300, 50, 0, 0), rel=1e-3) and fit_host(ar)[4] == {}
     assert fit_host([{"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3}]) is None

@@ -104,7 +104,7 @@ def run_host(env, case: Case) -> dict:
     clock, the NVML sampler and the progress of a run), on scenarios that are not validation points: (makespan -
     summed device time of its forward passes) / forward passes, with the passes' mean rows (at most
     GRAPH_MAX_ROWS each, as the engine prices the staging), sequences and KV blocks of their block tables (the
-    host model is affine in all three, calibrate.fit_host). Until session 4 this ran runtime.serve on executors of
+    host model is affine in all three, host_fit.fit_host). Until session 4 this ran runtime.serve on executors of
     its own with contexts under 100 positions, and predicted 0.65-0.9 ms per pass where a batch of 64 at 256-384
     positions spent 1.2 ms bare and 1.5 ms inside `memwall validate` (benchmarks/README.md)."""
     from sim.runtime_layout import GRAPH_MAX_ROWS

@@ -130,7 +130,7 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
         # the serving loop's host time per forward pass, run as `memwall validate` runs a point (run_host): static
         # batches of the served model (random weights) with batch sizes and prompts of no validation point, few
         # or many rows per sequence (decodes; verifies of 5; block steps of 16 and 32; diffusion steps of 64), and
-        # short or long block tables, so that the fit can tell rows, sequences and blocks apart (calibrate.fit_host)
+        # short or long block tables, so that the fit can tell rows, sequences and blocks apart (host_fit.fit_host)
         if tiny:
             cases += [_host("ar", 2, 32, 8, "smollm2-135m", runs=1),
                       _host("speculative", 2, 32, 8, "smollm2-135m", runs=1),
