@@ -70,3 +70,17 @@ def test_out_of_range_field_names_its_path():
     data["efficiency"]["memory"]["max_fraction"] = 1.5
     with pytest.raises(UserError, match=r"efficiency\.memory\.max_fraction: Input should be less than or equal to 1"):
         profile_from_dict(data)
+
+
+def test_projection_factors_checked_and_interpolated():
+    data = load_profile("h100-sxm").model_dump()
+    data["efficiency"]["projection_factors"] = {"4096x14336": [[256, 1.2], [128, 1.1]]}
+    with pytest.raises(UserError, match=r"projection_factors\[4096x14336\] needs \(rows, factor\) pairs"):
+        profile_from_dict(data)
+    data["efficiency"]["projection_factors"] = {"4096x14336": [[128, 1.1], [512, 0.9]]}
+    eff = profile_from_dict(data).efficiency
+    # log-rows interpolation between the measured rows; 1 outside them and for shapes never measured
+    assert eff.projection_factor(4096, 14336, 256) == pytest.approx(1.0)
+    assert eff.projection_factor(4096, 14336, 128) == pytest.approx(1.1)
+    assert eff.projection_factor(4096, 14336, 64) == 1.0 and eff.projection_factor(4096, 14336, 1024) == 1.0
+    assert eff.projection_factor(4096, 4096, 256) == 1.0
