@@ -53,3 +53,22 @@ def test_markdown_and_self_contained_html(report):
     page = (report / "validation.html").read_text()
     assert page.count("data:image/png;base64,") == 2
     assert "src=\"http" not in page and "validation-calibration.png\"" not in page.replace('alt="validation', "")
+
+
+def test_a_failed_attempt_measured_again_is_not_unfinished(tmp_path):
+    """An out-of-memory attempt followed by a successful one of the same point: the report uses the success and
+    lists the attempt apart, not among the unfinished runs."""
+    from validation.validation_report import build
+
+    for f in FIXTURES.glob("*.jsonl"):
+        shutil.copy(f, tmp_path)
+    runs = tmp_path / "runs.jsonl"
+    ok = json.loads(runs.read_text().splitlines()[0])
+    failed = {**ok, "status": "oom", "error": "CUDA out of memory (SYNTHETIC)"}
+    failed.pop("result", None)
+    runs.write_text(json.dumps(failed) + "\n" + runs.read_text())
+    blocks, summary = build(tmp_path, "h100-sxm")
+    text = "\n".join(b[1] for b in blocks if b[0] == "p")
+    assert "measured again (the successful record is used): synthetic-fixture (oom)" in text
+    assert "did not finish: synthetic-oom (oom)." in text
+    assert summary["ar"]["pass_time_s"]["n"] == 8

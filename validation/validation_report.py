@@ -262,8 +262,12 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
         blocks.append(("p", "No microbenchmark records in this folder."))
     # end to end
     blocks.append(("h", "End-to-end validation runs"))
-    ok = [r for r in data["runs"] if r.get("status") == "ok"]
-    failed = [r for r in data["runs"] if r.get("status") != "ok"]
+    # the last successful record of each scenario key (a rerun's wins, as in validate.read_runs); a failed attempt
+    # counts as unfinished only while no attempt of its key succeeded
+    ok = list({r.get("key"): r for r in data["runs"] if r.get("status") == "ok"}.values())
+    done = {r.get("key") for r in ok}
+    failed = [r for r in data["runs"] if r.get("status") != "ok" and r.get("key") not in done]
+    retried = [r for r in data["runs"] if r.get("status") != "ok" and r.get("key") in done]
     preds = [predict_run(r, profile_ref) for r in ok]
     summary = summarize(preds)
     if preds:
@@ -286,6 +290,9 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
     if failed:
         blocks.append(("p", "Runs that did not finish: " + ", ".join(
             f"{r['scenario'].get('name')} ({r.get('status')})" for r in failed) + "."))
+    if retried:
+        blocks.append(("p", "Attempts that failed and were measured again (the successful record is used): " + ", ".join(
+            f"{r['scenario'].get('name')} ({r.get('status')})" for r in retried) + "."))
     # telemetry
     blocks.append(("h", "Telemetry (NVML)"))
     trows = []
