@@ -22,13 +22,10 @@ import numpy as np
 import torch
 
 from runtime.forward import PassMeta, SeqInput, forward, row_groups, rows_per_group, token_limits
-from sim.runtime_layout import GRAPH_MAX_ROWS
+from sim.runtime_layout import GRAPH_MAX_ROWS, ROW_BUCKETS  # noqa: F401 - the buckets live with the layout
 from sim.errors import UserError
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-# Multi-token passes (speculative verifies, block-diffusion steps) of batch x tokens-per-row paged rows: buckets
-# between the powers of two keep the padding of e.g. 64 x 5 = 320 rows small (a pass that large is compute-bound).
-ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, GRAPH_MAX_ROWS)
 
 
 @dataclass

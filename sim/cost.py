@@ -26,6 +26,7 @@ import numpy as np
 
 from sim.hardware import Curve, HardwareProfile
 from sim.model import ModelSpec
+from sim.paged_launch import PagedLaunch, paged_launch
 from sim.passes import PassShape
 from sim.runtime_layout import (FUSED_OPS, GRAPH_LOGITS_EVERY_ROW, GRAPH_MAX_ROWS, PAGED_MAX_Q,  # noqa: F401
                                 RUNTIME_TRITON_MAX_ROWS, rows_per_kv_read)
@@ -47,6 +48,7 @@ class Op:
     dims: tuple[float, float] | None = None  # (outputs, inputs) of a dense projection's weight, for
     #                                          Efficiency.projection_factor (None: curves alone, e.g. MoE experts)
     rows: float = 0.0  # rows of that projection
+    launch: PagedLaunch | None = None  # the paged kernel's programs (family "paged_attention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,8 @@ class CostContext:
         kv = shape.kv_read_tokens
         if self.attention_reads != "row_groups" or not shape.seqs or shape.tokens <= shape.seqs:
             return kv
+        if self.hardware.efficiency.paged_attention_programs is not None and self.paged_kernel(shape):
+            return kv  # HBM reads each context once; the groups' re-reads (from L2) are the programs' walk
         rows = shape.tokens / shape.seqs
         if self.eager(shape) and rows > PAGED_MAX_Q:
             return kv
@@ -247,8 +251,17 @@ def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
     kv_read = ctx.kv_read_positions(shape) * kv_per_token_layer
     kv_write = shape.kv_write_tokens * kv_per_token_layer
     io = 2 * shape.tokens * (m.q_dim / t) * ab  # queries in, outputs out
-    family = "paged_attention" if ctx.paged_kernel(shape) else "attention"
-    return [Op("attention", L, 1, flops, kv_read + kv_write + io, family)]
+    paged = ctx.paged_kernel(shape)
+    launch = paged_launch_of(ctx, shape) if paged else None
+    return [Op("attention", L, 1, flops, kv_read + kv_write + io, "paged_attention" if paged else "attention",
+               launch=launch)]
+
+
+def paged_launch_of(ctx: CostContext, shape: PassShape) -> PagedLaunch:
+    """The paged kernel's launch for the pass (per GPU: heads split by tensor parallelism)."""
+    m, t = ctx.model, ctx.tp
+    return paged_launch(shape.tokens, shape.seqs, shape.attn_pairs, max(1, m.num_heads // t),
+                        max(1, m.num_kv_heads // t), m.d_head)
 
 
 def _allreduce(ctx: CostContext, payload_bytes: float, count: int) -> list[Op]:
@@ -280,6 +293,9 @@ def price(op: Op, ctx: CostContext) -> OpCost:
     mem_curve = (eff.paged_attn_memory if paged else eff.attn_memory if attn else eff.gemv_mem if op.family == "gemv"
                  else eff.memory)
     memory = _hockney_s(mem_curve, op.bytes, hw.hbm_bandwidth_bytes_per_s)
+    if op.launch is not None and eff.paged_attention_programs is not None:  # the programs' walk bounds it too
+        memory = max(memory, eff.paged_attention_programs.time_s(op.launch.programs, op.launch.positions,
+                                                                 op.launch.config))
     overhead = op.kernels * eff.kernel_overhead_s
     if op.family == "comm":
         core, bound = op.comm_s, "link"
@@ -384,6 +400,7 @@ class CostModel:
         self._bw = hw.hbm_bandwidth_bytes_per_s
         self._peak = hw.peak_flops_per_s(ctx.activations)
         self._overhead = eff.kernel_overhead_s
+        self._programs = eff.paged_attention_programs  # the paged kernel's walk (None: roofs alone)
 
     def _linear_uncached(self, tokens: int, logit_rows: int) -> PassTime:
         # plain floats over ~15 operators: faster than numpy at this size, and called once per new (Q, O). The
@@ -438,11 +455,23 @@ class CostModel:
         attn_cmp, attn_mem = self._attn_curves[self.ctx.paged_kernel(shape)]
         compute = attn_cmp.time_s(flops, self._peak)
         memory = attn_mem.time_s(nbytes, self._bw)
+        if self._programs is not None and self.ctx.paged_kernel(shape):  # decode rows: contexts grow by one
+            la = paged_launch_of(self.ctx, shape)
+            ns = self._programs.position_ns.get(la.config)
+            if ns is not None:
+                positions = np.ceil(np.ceil(pairs / shape.tokens / la.splits) / la.block_t) * la.block_t
+                walk = (max(1.0, la.programs / self._programs.resident)
+                        * (self._programs.program_overhead_us * 1e-6 + positions * ns * 1e-9))
+                memory = np.maximum(memory, walk)
         core = np.maximum(compute, memory)
         attn_s = (self._overhead + core) * self._L
         mem_s = np.where((memory >= compute) | (self._overhead > core), attn_s, 0.0)
         return (lin.time_s + attn_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L,
                 lin.memory_bound_s + mem_s)
+
+    def _walk_s(self, shape: PassShape) -> float:
+        launch = paged_launch_of(self.ctx, shape)
+        return self._programs.time_s(launch.programs, launch.positions, launch.config)
 
     def kernels(self, shape: PassShape) -> int:
         """Kernels the cost model counts for one pass (what an eager pass's host issues; the `launch` microbenchmark
@@ -464,6 +493,9 @@ class CostModel:
         attn_cmp, attn_mem = self._attn_curves[self.ctx.paged_kernel(shape)]
         compute = _hockney_s(attn_cmp, flops, self._peak)
         memory = _hockney_s(attn_mem, nbytes, self._bw)
+        if self._programs is not None and self.ctx.paged_kernel(shape):
+            walk = self._walk_s(shape)
+            memory = walk if walk > memory else memory
         core = compute if compute > memory else memory
         attn_s = (self._overhead + core) * self._L
         mem_s = attn_s if memory >= compute or self._overhead > core else 0.0

@@ -75,6 +75,27 @@ class Curve(_Frozen):
         return np.where(np.asarray(size) > 0, (size + self.half_size) / (peak_per_s * self.max_fraction), 0.0)
 
 
+class PagedPrograms(_Frozen):
+    """The walk of memwall's paged attention programs over their contexts (sim/paged_launch.py): a program takes
+    program_overhead_us plus position_ns per context position of its share, and a launch with more programs than
+    `resident` takes proportionally longer. Fitted to the paged-kernel microbenchmarks (validation/calibrate.py);
+    priced next to the HBM and compute roofs, whichever is slowest."""
+
+    resident: float = Field(gt=0, description="programs the GPU runs at once")
+    program_overhead_us: float = Field(ge=0, description="fixed time of one program (loads, softmax, stores)")
+    position_ns: dict[str, float] = Field(
+        description="ns per context position of one program's walk, by launch configuration "
+                    "('<heads>x<kv heads>x<head dim>/<BLOCK_T>x<stages>', sim.paged_launch.config_key); a "
+                    "configuration not listed is priced by the roofs alone")
+
+    def time_s(self, programs: float, positions: float, config: str) -> float:
+        """Seconds of one launch's walk (0 for an unmeasured configuration)."""
+        ns = self.position_ns.get(config)
+        if ns is None or programs <= 0:
+            return 0.0
+        return max(1.0, programs / self.resident) * (self.program_overhead_us * US + positions * ns * 1e-9)
+
+
 class Efficiency(_Frozen):
     """The curves that turn peak rates into what kernels achieve, per roof and operator family."""
 
@@ -89,6 +110,9 @@ class Efficiency(_Frozen):
                                   "pass); defaults to attention_memory")
     paged_attention_compute: Curve | None = Field(
         default=None, description="attention math of that kernel; defaults to attention_compute")
+    paged_attention_programs: PagedPrograms | None = Field(
+        default=None, description="the paged kernel's programs (launch-aware price, with paged_attention_memory "
+                                  "on the pass's unique K/V bytes); unset: row-group bytes on the curves alone")
     kernel_overhead_us: float = Field(
         ge=0, description="fixed time per kernel as the runtime issues them (back to back inside a CUDA graph)"
     )

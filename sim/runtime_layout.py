@@ -16,6 +16,10 @@ GRAPH_MAX_ROWS = 1024
 # tokens plus 64 decodes computes 512 rows of logits where it wants 65 (runtime/graphs.py). The cost model prices
 # such passes with that many logit rows (CostContext.priced_logit_rows).
 GRAPH_LOGITS_EVERY_ROW = True
+# The row counts of the runtime's graphs (runtime/graphs.py imports them): a pass replays the smallest that holds its
+# rows. Buckets between the powers of two keep the padding of multi-token passes (speculative verifies,
+# block-diffusion steps: e.g. 64 x 5 = 320 rows) small.
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, GRAPH_MAX_ROWS)
 # the elementwise operators that memwall's Triton projections fuse (CostContext.fused_epilogues)
 FUSED_OPS = frozenset({"attn_norm", "rope", "mlp_norm", "swiglu", "final_norm"})
 # Projections of at most this many rows run memwall's own Triton GEMV/GEMM kernels, larger ones cuBLAS
@@ -33,3 +37,8 @@ PAGED_TILE_ROWS = 16
 def rows_per_kv_read(num_heads: int, num_kv_heads: int) -> int:
     """Rows of one sequence that share one read of its K/V in a paged-row attention (see PAGED_TILE_ROWS)."""
     return max(1, PAGED_TILE_ROWS // max(1, num_heads // num_kv_heads))
+
+
+def graph_bucket(rows: int) -> int:
+    """Rows of the graph a pass of `rows` rows replays (its own row count past GRAPH_MAX_ROWS: an eager pass)."""
+    return next((b for b in ROW_BUCKETS if b >= rows), rows)

@@ -3,8 +3,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.cost import CostContext, CostModel, attention_ops, experts_touched, linear_ops, pass_cost
-from sim.hardware import load_profile
+from sim.hardware import PagedPrograms, load_profile
 from sim.model import ModelSpec, load_model
+from sim.paged_launch import paged_launch
 from sim.passes import batch_shape, decode_shape, prefill_shape, seq_shape
 
 TINY = ModelSpec(name="tiny", hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=16,
@@ -201,3 +202,64 @@ def test_graph_passes_price_attention_on_the_paged_kernel_curves():
         assert CostModel(ours).pass_time(shape).time_s == pytest.approx(pass_cost(ours, shape).time_s, rel=1e-9)
     steps = CostModel(ours).repeated_times(decode, 3)[0]
     assert steps[0] == pytest.approx(CostModel(ours).pass_time(decode).time_s, rel=1e-9)
+
+
+# a profile whose paged kernel has a programs' walk (numbers of the size the H100 fit gives; made up for the test)
+WALK = H100.model_copy(update={"efficiency": H100.efficiency.model_copy(update={
+    "paged_attention_programs": PagedPrograms(resident=250.0, program_overhead_us=3.0,
+                                              position_ns={"32x8x128/64x2": 40.0, "32x8x128/32x2": 55.0,
+                                                           "32x8x128/64x3": 30.0})})})
+
+
+def test_paged_launch_counts_programs_and_positions_by_hand():
+    """Llama-3.1-8B (32 heads, 8 KV heads, d 128; 4 rows per program). A block step of 32 rows whose last row sees
+    576 keys replays the 32-row graph (paged_config.TUNED[32]: 1 split, BLOCK_T 64, 3 stages): 8 groups x 8 KV
+    heads = 64 programs, each walking the mean 560.5 keys rounded up to 9 steps of 64 = 576 positions. One decode at
+    512 keys (TUNED[1]: 16 splits of BLOCK_T 64): 8 x 16 = 128 programs of 32 keys, one step of 64."""
+    block = paged_launch(32, 1, sum(range(545, 577)), 32, 8, 128)
+    assert (block.programs, block.positions, block.config) == (64, 576, "32x8x128/64x3")
+    one = paged_launch(1, 1, 512, 32, 8, 128)
+    assert (one.programs, one.positions, one.config, one.splits) == (128, 64, "32x8x128/64x2", 16)
+
+
+def test_walk_price_by_hand():
+    """250 programs at once, 3 us + 40 ns per position: 125 programs of 100 positions take 3 + 4 = 7 us; 1,000
+    take 4 rounds of that, 28 us; a configuration never measured adds nothing."""
+    walk = WALK.efficiency.paged_attention_programs
+    assert walk.time_s(125, 100, "32x8x128/64x2") == pytest.approx(7e-6)
+    assert walk.time_s(1000, 100, "32x8x128/64x2") == pytest.approx(28e-6)
+    assert walk.time_s(1000, 100, "32x32x128/64x2") == 0.0
+
+
+def test_walk_bounds_attention_and_bytes_become_unique():
+    """With a walk, a 32-row block step reads its context once from HBM (not once per row group) and its
+    attention takes the slower of bytes and walk: here the walk, 64 programs x (3 us + 576 x 30 ns) per layer."""
+    model = load_model("llama-3.1-8b")
+    shape = seq_shape(32, 576, 1)
+    walk_ctx, plain = CostContext(model, WALK), CostContext(model, H100)
+    assert walk_ctx.kv_read_positions(shape) == 576
+    assert plain.kv_read_positions(shape) > 576 * 7
+    att = next(o for o in pass_cost(walk_ctx, shape).ops if o.name == "attention")
+    per_layer = att.time_s / model.num_layers - WALK.efficiency.kernel_overhead_s
+    assert per_layer == pytest.approx(3e-6 + 576 * 30e-9, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seqs=st.lists(st.tuples(st.integers(1, 64), st.integers(0, 3000)), min_size=1, max_size=12),
+       tp=st.sampled_from([1, 2]))
+def test_fast_path_equals_breakdown_with_a_walk(seqs, tp):
+    ctx = CostContext(load_model("llama-3.1-8b"), WALK, tp=tp)
+    shape = batch_shape([(q, q + c, 1) for q, c in seqs])
+    full, fast = pass_cost(ctx, shape), CostModel(ctx).pass_time(shape)
+    assert fast.time_s == pytest.approx(full.time_s, rel=1e-9)
+    assert fast.memory_bound_s == pytest.approx(full.memory_bound_s, rel=1e-9)
+
+
+@given(batch=st.integers(1, 200), context=st.integers(1, 5000), steps=st.integers(1, 40))
+@settings(max_examples=40, deadline=None)
+def test_repeated_decodes_price_each_step_as_a_pass(batch, context, steps):
+    """The vectorized decode run (the engine's fast path) prices step i as a decode pass i positions further."""
+    cm = CostModel(CostContext(load_model("llama-3.1-8b"), WALK))
+    times = cm.repeated_times(decode_shape(batch, context), steps)[0]
+    for i in (0, steps - 1):
+        assert times[i] == pytest.approx(cm.pass_time(decode_shape(batch, context + i)).time_s, rel=1e-9)

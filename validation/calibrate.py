@@ -15,10 +15,12 @@ For every record the cost model prices the very operator that was timed (its FLO
   streaming reads. Each record lands on whichever roof binds it under the fitted curves, and the residuals are
   reported per roof.
 - `attention_memory` and `attention_compute`: the SDPA records (prefill, decode, verify, bidirectional, block).
-- `paged_attention_memory` and `paged_attention_compute`: the records of memwall's paged attention kernel (kind
-  `paged`: decodes, verifies, block steps and prefill chunks as CUDA graph buckets launch them), which the cost
-  model uses for every graph-replayed pass (`CostContext.paged_kernel`); without such records they stay unset and
-  those passes take the attention curves.
+- `paged_attention_memory`, `paged_attention_compute` and `paged_attention_programs`: the records of memwall's
+  paged attention kernel (kind `paged`: decodes, verifies, block steps, chunks and LLaDA's bidirectional steps as
+  CUDA graph buckets launch them), which the cost model uses for every graph-replayed pass
+  (`CostContext.paged_kernel`): two curves on FLOPs and unique K/V bytes and the programs' walk per launch
+  configuration (validation/paged_fit.py); without such records they stay unset and those passes take the
+  attention curves on row-group bytes.
 - `projection_factors`: after the curves, each measured projection shape and row count keeps its measured time as
   a factor on the curves' time (interpolated in log rows for the rows between; shapes never measured use the curves
   alone). The curves' residuals are reported without them.
@@ -48,13 +50,14 @@ from sim.errors import UserError
 from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
 from validation.allreduce import fit_link
 from validation.host_fit import HOST_LIKE, fit_host, round_sig
+from validation.paged_fit import fit_paged, paged_op
 from validation.clikit import user_errors
 
 SOFT_L1_SCALE = 0.05
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATED_H100 = REPO / "hw_profiles" / "calibrated" / "h100-sxm-calibrated.yaml"
 FITTED = ("memory", "compute", "attention_memory", "attention_compute", "paged_attention_memory",
-          "paged_attention_compute", "gemv_memory", "projection_factors",
+          "paged_attention_compute", "paged_attention_programs", "gemv_memory", "projection_factors",
           "kernel_overhead_us", "launch_overhead_us", "host_pass_overhead_us")
 
 
@@ -140,7 +143,9 @@ def predict_records(records: list[dict], profile: HardwareProfile) -> list[dict]
         ctx = CostContext(model, profile, weights=rec["dtype"], activations="bf16")
         family = _family(rec)
         flops = rec["flops"] if family != "elementwise" else 0.0
-        cost = price(Op(rec["key"], 1, 1, flops, rec["bytes"], family), ctx)
+        # a paged launch is priced from its shape (programs, unique bytes), as the cost model prices a pass's
+        op = paged_op(rec, profile) if group == "paged" else Op(rec["key"], 1, 1, flops, rec["bytes"], family)
+        cost = price(op, ctx)
         meas = rec["median_s"]
         rows.append({"key": rec["key"], "group": group, "measured_s": meas, "predicted_s": cost.time_s,
                      "rel_error": cost.time_s / meas - 1.0, "bound": cost.bound})
@@ -281,14 +286,15 @@ def calibrate(records: list[dict], base: HardwareProfile,
             measured += [cn, mn]
         else:
             carried += [cn, mn]
-    # memwall's paged kernel: its own pair where it was measured, else unset (the attention curves price it)
-    flops, nbytes, meas = _arrays(records, "paged")
-    if len(meas) >= 4:
-        curves["paged_attention_compute"], curves["paged_attention_memory"] = fit_pair(
-            flops, nbytes, meas, bf16, bw, overhead_s, (curves["attention_compute"], curves["attention_memory"]))
-        measured += ["paged_attention_compute", "paged_attention_memory"]
+    # memwall's paged kernel: its own pair and programs' walk where it was measured, else unset (the attention
+    # curves price it on row-group bytes)
+    paged = fit_paged([r for r in records if group_of(r) == "paged"], base, overhead_s)
+    programs = None
+    if paged is not None:
+        curves["paged_attention_compute"], curves["paged_attention_memory"], programs = paged
+        measured += ["paged_attention_compute", "paged_attention_memory", "paged_attention_programs"]
     elif eff.paged_attention_memory is not None:
-        carried += ["paged_attention_compute", "paged_attention_memory"]
+        carried += ["paged_attention_compute", "paged_attention_memory", "paged_attention_programs"]
     # one-row products run a GEMV kernel of their own (memwall's Triton GEMV; cuBLAS picks GEMV kernels too): its
     # memory curve is fitted alone (they are memory-bound; the compute half of the pair is dropped)
     flops, nbytes, meas = _arrays(records, "gemv")
@@ -302,6 +308,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
     source = records_path or "records"
     new_eff = eff.model_copy(update={
         **curves, "kernel_overhead_us": round_sig(overhead_s * 1e6),
+        **({"paged_attention_programs": programs} if programs is not None else {}),
         "source": f"fitted by 'memwall calibrate' to {len(records)} microbenchmark records ({source}) measured on "
                   f"{first.get('device')} on {str(first.get('date', ''))[:10]}"})
     profile = base.model_copy(update={
@@ -382,7 +389,8 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
     notes = (f"{target.provenance.notes or ''} Efficiency curves carried over from {fitted.name}: max_fraction "
              f"kept, half_size scaled by this chip's peak over the H100's (memory x{bw_ratio:.3f}, compute "
              f"x{fl_ratio:.3f}) so that fixed times carry; projection_factors (measured over curve time per H100 projection "
-             "shape) carried unchanged, an assumption; launch_overhead_us is this profile's own; "
+             "shape) and paged_attention_programs (the paged kernel's per-program walk, a property of the SMs, which the H200 "
+             "shares) carried unchanged, assumptions; launch_overhead_us is this profile's own; "
              "host_pass_overhead_us (the serving loop's host time per pass) carried as measured.").strip()
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",

@@ -87,24 +87,28 @@ def _host(strategy: str, batch: int, prompt: int, output: int, model: str, **ext
                 0.0, 0.0)
 
 
-def _paged(seqs: int, rows: int, context: int) -> Case:
-    """memwall's paged attention kernel over `seqs` sequences of `rows` paged rows each (causal, the last row seeing
-    `context` positions), launched as a CUDA graph bucket launches it (microbench.py `_run_paged`). FLOPs and bytes
-    are those the cost model gives the pass's attention (sim.cost.attention_ops, Llama-3.1-8B, K/V read once per
-    row group), so that the fit prices what the model will price."""
+def _paged(seqs: int, rows: int, context: int, model: str = "llama-3.1-8b", causal: bool = True) -> Case:
+    """memwall's paged attention kernel over `seqs` sequences of `rows` paged rows each (causal: the last row sees
+    `context` positions; bidirectional, as LLaDA's diffusion steps: every row sees them all), launched as a CUDA
+    graph bucket launches it (microbench.py `_run_paged`), for catalog model `model`'s attention shape. FLOPs and
+    bytes are those the cost model gives the pass's attention (sim.cost.attention_ops); the calibration recomputes
+    what it fits from the shape (validation/calibrate.py)."""
     from sim.cost import CostContext, attention_ops
     from sim.hardware import load_profile
     from sim.model import load_model
     from sim.passes import PassShape
 
+    spec = load_model(model)
     n = seqs * rows
-    pairs = seqs * sum(context - rows + i + 1 for i in range(rows))
-    op = attention_ops(CostContext(load_model("llama-3.1-8b"), load_profile("h100-sxm")),
-                       PassShape(n, n, seqs, seqs * context, pairs, n))[0]
+    pairs = seqs * (rows * context if not causal else sum(context - rows + i + 1 for i in range(rows)))
+    op = attention_ops(CostContext(spec, load_profile("h100-sxm")),
+                       PassShape(n, n, seqs, seqs * context, pairs, n, "causal" if causal else "bidirectional"))[0]
     mode = "decode" if rows == 1 else "verify" if rows <= 8 else "block" if rows <= 32 else "chunk"
-    return Case(f"paged/{mode}/S={seqs}/r={rows}/c={context}", "paged", "bf16",
-                {"mode": mode, "seqs": seqs, "rows": rows, "context": context, "heads": HEADS,
-                 "kv_heads": KV_HEADS, "head_dim": HEAD_DIM}, op.flops, op.bytes)
+    tail = ("" if causal else "/bidirectional") + ("" if model == "llama-3.1-8b" else f"/{model}")
+    return Case(f"paged/{mode}/S={seqs}/r={rows}/c={context}{tail}", "paged", "bf16",
+                {"mode": mode, "seqs": seqs, "rows": rows, "context": context, "causal": causal, "model": model,
+                 "heads": spec.num_heads, "kv_heads": spec.num_kv_heads, "head_dim": spec.d_head},
+                op.flops, op.bytes)
 
 
 def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
@@ -187,6 +191,16 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
         cases += [_paged(s, r, c) for r in (3, 5, 8) for s in (1, 8, 32) for c in (512, 2048)]
         cases += [_paged(s, r, c) for r in (16, 32) for s in (1, 8, 32) for c in (512, 2048)]
         cases += [_paged(s, 128, c) for s in (1, 4) for c in (256, 1024)]
+        # the mixes of continuous batching's small graphs: a few block steps or verifies, decodes of a big bucket
+        cases += [_paged(s, r, c) for s, r in ((2, 32), (4, 32), (2, 16), (4, 5), (16, 5)) for c in (512, 1024)]
+        cases += [_paged(s, 1, 1024) for s in (64, 256, 512)]
+        # LLaDA's diffusion steps (multi-head attention: 16 rows per K/V read), bidirectional: dual-cache steps of
+        # one 32-position block, refreshes and prefix-cache steps of a whole response
+        cases += [_paged(s, r, c, "llada-8b", causal=False) for s, r, c in
+                  ((1, 32, 256), (2, 32, 256), (4, 32, 256), (8, 32, 256), (1, 32, 1024), (8, 32, 1024),
+                   (1, 128, 640), (4, 128, 640), (1, 256, 256), (2, 256, 256), (4, 256, 256), (1, 64, 1152))]
+        # the 1B draft's decodes (head_dim 64: launch configurations of its own, paged_config.default_config)
+        cases += [_paged(s, 1, c, "llama-3.2-1b") for s in (1, 8, 32) for c in (512, 1024)]
     if "fp8" in kinds and not tiny:
         # torch._scaled_mm wants every dimension a multiple of 16; the 8B model's four projections
         for (N, K), models in projection_shapes().items():
