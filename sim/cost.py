@@ -457,11 +457,11 @@ class CostModel:
         memory = attn_mem.time_s(nbytes, self._bw)
         if self._programs is not None and self.ctx.paged_kernel(shape):  # decode rows: contexts grow by one
             la = paged_launch_of(self.ctx, shape)
-            ns = self._programs.position_ns.get(la.config)
-            if ns is not None:
+            w = self._programs.by_config.get(la.config)
+            if w is not None:
                 positions = np.ceil(np.ceil(pairs / shape.tokens / la.splits) / la.block_t) * la.block_t
-                walk = (max(1.0, la.programs / self._programs.resident)
-                        * (self._programs.program_overhead_us * 1e-6 + positions * ns * 1e-9))
+                walk = (max(1.0, la.programs / w.resident)
+                        * (w.program_overhead_us * 1e-6 + positions * w.position_ns * 1e-9))
                 memory = np.maximum(memory, walk)
         core = np.maximum(compute, memory)
         attn_s = (self._overhead + core) * self._L

@@ -75,25 +75,29 @@ class Curve(_Frozen):
         return np.where(np.asarray(size) > 0, (size + self.half_size) / (peak_per_s * self.max_fraction), 0.0)
 
 
-class PagedPrograms(_Frozen):
-    """The walk of memwall's paged attention programs over their contexts (sim/paged_launch.py): a program takes
-    program_overhead_us plus position_ns per context position of its share, and a launch with more programs than
-    `resident` takes proportionally longer. Fitted to the paged-kernel microbenchmarks (validation/calibrate.py);
-    priced next to the HBM and compute roofs, whichever is slowest."""
+class PagedWalk(_Frozen):
+    """The walk of one launch configuration's programs: each takes program_overhead_us plus position_ns per context
+    position of its share, and a launch with more programs than `resident` takes proportionally longer."""
 
-    resident: float = Field(gt=0, description="programs the GPU runs at once")
+    resident: float = Field(gt=0, description="programs of this configuration the GPU runs at once")
     program_overhead_us: float = Field(ge=0, description="fixed time of one program (loads, softmax, stores)")
-    position_ns: dict[str, float] = Field(
-        description="ns per context position of one program's walk, by launch configuration "
-                    "('<heads>x<kv heads>x<head dim>/<BLOCK_T>x<stages>', sim.paged_launch.config_key); a "
-                    "configuration not listed is priced by the roofs alone")
+    position_ns: float = Field(ge=0, description="time per context position of one program's walk")
+
+
+class PagedPrograms(_Frozen):
+    """The walk of memwall's paged attention programs over their contexts (sim/paged_launch.py), per launch
+    configuration ('<heads>x<kv heads>x<head dim>/<BLOCK_T>x<stages>', sim.paged_launch.config_key). Fitted to the
+    paged-kernel microbenchmarks (validation/paged_fit.py); priced next to the HBM and compute roofs, whichever is
+    slowest. A configuration not listed is priced by the roofs alone."""
+
+    by_config: dict[str, PagedWalk] = Field(description="the walk of each measured launch configuration")
 
     def time_s(self, programs: float, positions: float, config: str) -> float:
         """Seconds of one launch's walk (0 for an unmeasured configuration)."""
-        ns = self.position_ns.get(config)
-        if ns is None or programs <= 0:
+        w = self.by_config.get(config)
+        if w is None or programs <= 0:
             return 0.0
-        return max(1.0, programs / self.resident) * (self.program_overhead_us * US + positions * ns * 1e-9)
+        return max(1.0, programs / w.resident) * (w.program_overhead_us * US + positions * w.position_ns * 1e-9)
 
 
 class Efficiency(_Frozen):

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.cost import CostContext, CostModel, attention_ops, experts_touched, linear_ops, pass_cost
-from sim.hardware import PagedPrograms, load_profile
+from sim.hardware import PagedPrograms, PagedWalk, load_profile
 from sim.model import ModelSpec, load_model
 from sim.paged_launch import paged_launch
 from sim.passes import batch_shape, decode_shape, prefill_shape, seq_shape
@@ -206,9 +206,10 @@ def test_graph_passes_price_attention_on_the_paged_kernel_curves():
 
 # a profile whose paged kernel has a programs' walk (numbers of the size the H100 fit gives; made up for the test)
 WALK = H100.model_copy(update={"efficiency": H100.efficiency.model_copy(update={
-    "paged_attention_programs": PagedPrograms(resident=250.0, program_overhead_us=3.0,
-                                              position_ns={"32x8x128/64x2": 40.0, "32x8x128/32x2": 55.0,
-                                                           "32x8x128/64x3": 30.0})})})
+    "paged_attention_programs": PagedPrograms(by_config={
+        "32x8x128/64x2": PagedWalk(resident=250.0, program_overhead_us=3.0, position_ns=40.0),
+        "32x8x128/32x2": PagedWalk(resident=300.0, program_overhead_us=3.5, position_ns=55.0),
+        "32x8x128/64x3": PagedWalk(resident=250.0, program_overhead_us=3.0, position_ns=30.0)})})})
 
 
 def test_paged_launch_counts_programs_and_positions_by_hand():

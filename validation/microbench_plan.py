@@ -194,6 +194,9 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
         # the mixes of continuous batching's small graphs: a few block steps or verifies, decodes of a big bucket
         cases += [_paged(s, r, c) for s, r in ((2, 32), (4, 32), (2, 16), (4, 5), (16, 5)) for c in (512, 1024)]
         cases += [_paged(s, 1, 1024) for s in (64, 256, 512)]
+        # decodes of the buckets between (2-16 sequences: 16 runs 8 splits of its own configuration), at the
+        # contexts of continuous batching
+        cases += [_paged(s, 1, c) for s in (2, 4, 16) for c in (256, 640, 1024)]
         # LLaDA's diffusion steps (multi-head attention: 16 rows per K/V read), bidirectional: dual-cache steps of
         # one 32-position block, refreshes and prefix-cache steps of a whole response
         cases += [_paged(s, r, c, "llada-8b", causal=False) for s, r, c in

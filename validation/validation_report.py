@@ -259,11 +259,11 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
                             "device copies (inside a CUDA graph a copy may run on the copy engines, not as a kernel)."))
         walk = eff.paged_attention_programs
         if walk is not None:
-            per = ", ".join(f"{k} {v:g} ns" for k, v in sorted(walk.position_ns.items()))
-            blocks.append(("p", f"Paged attention kernel, programs' walk (sim/paged_launch.py; its records count under "
-                                f"paged_attention_memory, whichever of HBM and walk binds them): {walk.resident:g} "
-                                f"programs at once, {walk.program_overhead_us:g} us per program, per context position "
-                                f"by launch configuration (heads x KV heads x head dim / BLOCK_T x stages): {per}."))
+            per = "; ".join(f"{k}: {w.resident:g} at once, {w.program_overhead_us:g} us + {w.position_ns:g} ns per "
+                            "position" for k, w in sorted(walk.by_config.items()))
+            blocks.append(("p", f"Paged attention kernel, programs' walk per launch configuration (heads x KV heads "
+                                f"x head dim / BLOCK_T x stages; sim/paged_launch.py; its records count under "
+                                f"paged_attention_memory, whichever of HBM and walk binds them): {per}."))
         blocks.append(("img", "validation-calibration.png", calibration_plot(rows, data["microbench"], profile)))
     else:
         blocks.append(("p", "No microbenchmark records in this folder."))
