@@ -154,6 +154,14 @@ class CostContext:
             return shape.tokens
         return shape.logit_rows
 
+    def walk_priced(self, shape: PassShape) -> bool:
+        """Whether the pass's paged kernel has a measured walk (Efficiency.paged_attention_programs lists its launch
+        configuration): then its HBM bytes are each context once and the walk prices the rest; otherwise (an
+        unmeasured shape, tensor-parallel heads, a datasheet profile) the row-group bytes on the curves do."""
+        progs = self.hardware.efficiency.paged_attention_programs
+        return (progs is not None and self.paged_kernel(shape)
+                and paged_launch_of(self, shape).config in progs.by_config)
+
     @property
     def num_layers(self) -> int:
         return self.layers if self.layers is not None else self.model.num_layers
@@ -168,7 +176,7 @@ class CostContext:
         kv = shape.kv_read_tokens
         if self.attention_reads != "row_groups" or not shape.seqs or shape.tokens <= shape.seqs:
             return kv
-        if self.hardware.efficiency.paged_attention_programs is not None and self.paged_kernel(shape):
+        if self.walk_priced(shape):
             return kv  # HBM reads each context once; the groups' re-reads (from L2) are the programs' walk
         rows = shape.tokens / shape.seqs
         if self.eager(shape) and rows > PAGED_MAX_Q:
@@ -253,8 +261,8 @@ def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
     io = 2 * shape.tokens * (m.q_dim / t) * ab  # queries in, outputs out
     paged = ctx.paged_kernel(shape)
     launch = paged_launch_of(ctx, shape) if paged else None
-    return [Op("attention", L, 1, flops, kv_read + kv_write + io, "paged_attention" if paged else "attention",
-               launch=launch)]
+    return [Op("attention", L, launch.kernels if launch else 1, flops, kv_read + kv_write + io,
+               "paged_attention" if paged else "attention", launch=launch)]
 
 
 def paged_launch_of(ctx: CostContext, shape: PassShape) -> PagedLaunch:
@@ -452,26 +460,29 @@ class CostModel:
         pairs = shape.attn_pairs + grow
         flops = self._flops_per_pair * pairs
         nbytes = (shape.kv_read_tokens + grow + shape.kv_write_tokens) * self._kv_per_tok + shape.tokens * self._io_per_tok
-        attn_cmp, attn_mem = self._attn_curves[self.ctx.paged_kernel(shape)]
+        paged = self.ctx.paged_kernel(shape)
+        attn_cmp, attn_mem = self._attn_curves[paged]
         compute = attn_cmp.time_s(flops, self._peak)
         memory = attn_mem.time_s(nbytes, self._bw)
-        if self._programs is not None and self.ctx.paged_kernel(shape):  # decode rows: contexts grow by one
-            la = paged_launch_of(self.ctx, shape)
-            w = self._programs.by_config.get(la.config)
-            if w is not None:
-                positions = np.ceil(np.ceil(pairs / shape.tokens / la.splits) / la.block_t) * la.block_t
-                walk = (max(1.0, la.programs / w.resident)
-                        * (w.program_overhead_us * 1e-6 + positions * w.position_ns * 1e-9))
-                memory = np.maximum(memory, walk)
+        la = paged_launch_of(self.ctx, shape) if paged else None
+        if la is not None and self._programs is not None and la.config in self._programs.by_config:
+            w = self._programs.by_config[la.config]  # decode rows: contexts grow by one a pass
+            keys = pairs / shape.tokens
+            per = np.ceil(np.ceil(keys / la.splits) / la.block_t) * la.block_t
+            programs = la.lanes * np.minimum(la.splits, np.ceil(keys / per))
+            walk = (np.maximum(1.0, programs / w.resident)
+                    * (w.program_overhead_us * 1e-6 + per * w.position_ns * 1e-9))
+            memory = np.maximum(memory, walk)
         core = np.maximum(compute, memory)
-        attn_s = (self._overhead + core) * self._L
-        mem_s = np.where((memory >= compute) | (self._overhead > core), attn_s, 0.0)
-        return (lin.time_s + attn_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L,
-                lin.memory_bound_s + mem_s)
-
-    def _walk_s(self, shape: PassShape) -> float:
-        launch = paged_launch_of(self.ctx, shape)
-        return self._programs.time_s(launch.programs, launch.positions, launch.config)
+        overhead = self._overhead * (la.kernels if la is not None else 1)
+        attn_s = (overhead + core) * self._L
+        mem_s = np.where((memory >= compute) | (overhead > core), attn_s, 0.0)
+        time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
+        if self.ctx.eager(shape):  # as pass_time: the host issuing kernels one by one may set the pace
+            launch_s = host_launch_s(self.ctx, self.kernels(shape))
+            mem_s = np.where(launch_s > time_s, mem_s + launch_s - time_s, mem_s)
+            time_s = np.maximum(time_s, launch_s)
+        return time_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, mem_s
 
     def kernels(self, shape: PassShape) -> int:
         """Kernels the cost model counts for one pass (what an eager pass's host issues; the `launch` microbenchmark
@@ -490,15 +501,20 @@ class CostModel:
         flops = self._flops_per_pair * shape.attn_pairs
         nbytes = ((self.ctx.kv_read_positions(shape) + shape.kv_write_tokens) * self._kv_per_tok
                   + shape.tokens * self._io_per_tok)
-        attn_cmp, attn_mem = self._attn_curves[self.ctx.paged_kernel(shape)]
+        paged = self.ctx.paged_kernel(shape)
+        attn_cmp, attn_mem = self._attn_curves[paged]
         compute = _hockney_s(attn_cmp, flops, self._peak)
         memory = _hockney_s(attn_mem, nbytes, self._bw)
-        if self._programs is not None and self.ctx.paged_kernel(shape):
-            walk = self._walk_s(shape)
-            memory = walk if walk > memory else memory
+        overhead = self._overhead
+        if paged:
+            la = paged_launch_of(self.ctx, shape)
+            overhead *= la.kernels
+            if self._programs is not None:
+                walk = self._programs.time_s(la.programs, la.positions, la.config)
+                memory = walk if walk > memory else memory
         core = compute if compute > memory else memory
-        attn_s = (self._overhead + core) * self._L
-        mem_s = attn_s if memory >= compute or self._overhead > core else 0.0
+        attn_s = (overhead + core) * self._L
+        mem_s = attn_s if memory >= compute or overhead > core else 0.0
         time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
         if self.ctx.eager(shape):  # the host issuing kernels one by one may be the slower pipeline stage
             launch_s = host_launch_s(self.ctx, self.kernels(shape))

@@ -23,11 +23,16 @@ from sim.runtime_layout import graph_bucket, rows_per_kv_read
 class PagedLaunch:
     """One layer's launch of the paged kernel for a pass."""
 
-    programs: float  # programs with work: row groups x KV heads x context splits
+    programs: float  # programs with work: row groups x KV heads x context splits that reach into the context
     positions: float  # context positions one program walks (its share, rounded up to whole BLOCK_T steps)
     config: str  # key of the walk's price: '<heads>x<kv heads>x<head dim>/<BLOCK_T>x<stages>' (config_key)
-    splits: int  # context splits of every sequence
+    splits: int  # context splits the launch is configured for (> 1: a second kernel merges the splits)
     block_t: int  # positions per step of the walk
+    lanes: float  # row groups x KV heads (programs = lanes x the splits that reach into the context)
+
+    @property
+    def kernels(self) -> int:
+        return 2 if self.splits > 1 else 1
 
 
 def config_key(heads: int, kv_heads: int, head_dim: int, block_t: int, stages: int) -> str:
@@ -40,6 +45,7 @@ def _config(bucket: int, heads: int, kv_heads: int, head_dim: int) -> tuple[int,
     return cfg["splits"], cfg["block_t"], config_key(heads, kv_heads, head_dim, cfg["block_t"], cfg["num_stages"])
 
 
+@lru_cache(maxsize=1 << 16)  # the engine prices the same pass shapes over and over
 def paged_launch(tokens: int, seqs: int, attn_pairs: float, heads: int, kv_heads: int,
                  head_dim: int) -> PagedLaunch:
     """The launch for a pass of `tokens` paged rows over `seqs` sequences attending `attn_pairs` (query, key) pairs
@@ -50,4 +56,8 @@ def paged_launch(tokens: int, seqs: int, attn_pairs: float, heads: int, kv_heads
     groups = seqs * math.ceil(rows / rows_per_kv_read(heads, kv_heads))
     keys = attn_pairs / tokens  # mean keys per row
     steps = math.ceil(math.ceil(keys / splits) / block_t)
-    return PagedLaunch(groups * kv_heads * splits, steps * block_t, key, splits, block_t)
+    per = steps * block_t
+    # a split starts at s * per: those past the context walk nothing (a decode at 512 keys in 16 splits of 64
+    # positions keeps 8 busy), as do the graph's padding programs, which are not counted either
+    working = min(splits, math.ceil(keys / per)) if per else 0
+    return PagedLaunch(groups * kv_heads * working, per, key, splits, block_t, groups * kv_heads)

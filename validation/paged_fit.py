@@ -54,9 +54,11 @@ def fit_paged(records: list[dict], base: HardwareProfile,
 
     if len(records) < 8:
         return None
-    # features under a profile whose paged kernel has a walk, so that bytes are unique K/V bytes
+    # features under a profile with a walk for every configuration met, so that bytes are unique K/V bytes
+    met = {paged_op(r, base).launch.config for r in records}
     probe = base.model_copy(update={"efficiency": base.efficiency.model_copy(update={
-        "paged_attention_programs": PagedPrograms(by_config={})})})
+        "paged_attention_programs": PagedPrograms(by_config={
+            c: PagedWalk(resident=1.0, program_overhead_us=0.0, position_ns=0.0) for c in met})})})
     ops = [paged_op(r, probe) for r in records]
     counts: dict[str, int] = {}
     for op in ops:
@@ -70,6 +72,7 @@ def fit_paged(records: list[dict], base: HardwareProfile,
     programs = np.array([op.launch.programs for op in ops])
     positions = np.array([op.launch.positions for op in ops])
     cfg = np.array([configs.index(op.launch.config) for op in ops])
+    fixed_s = overhead_s * np.array([op.kernels for op in ops])  # split launches add the kernel that merges them
     peak_f, peak_b = base.peak_flops_per_s("bf16"), base.hbm_bandwidth_bytes_per_s
     k = len(configs)
 
@@ -79,7 +82,7 @@ def fit_paged(records: list[dict], base: HardwareProfile,
         compute = (flops + h_c) / (peak_f * m_c)
         memory = (nbytes + h_m) / (peak_b * m_m)
         walk = np.maximum(1.0, programs / 10 ** resident) * (t0_us * 1e-6 + positions * ns * 1e-9)
-        return overhead_s + np.maximum(np.maximum(compute, memory), walk)
+        return fixed_s + np.maximum(np.maximum(compute, memory), walk)
 
     def residual(x):
         return model(x) / meas - 1.0
