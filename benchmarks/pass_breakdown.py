@@ -4,10 +4,11 @@ sequences x `rows` paged rows at `context` positions on the 8B model's shape (ra
 forward), lists the GPU time of each kernel (torch.profiler, CUDA activity) next to the cost model's operators for
 the same shape, and times the paged attention kernel alone at every split count (under a CUDA graph).
 
-    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--out F.json]
+    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--model NAME] [--out F.json]
 """
 import argparse
 import json
+from dataclasses import replace
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -44,13 +45,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", nargs="*", default=DEFAULT_SHAPES)
     ap.add_argument("--profile", default="hw_profiles/calibrated/h100-sxm-calibrated.yaml")
+    ap.add_argument("--model", default="llama-3.1-8b", help="catalog model whose shape the passes run")
     ap.add_argument("--out")
     a = ap.parse_args()
-    spec = load_model("llama-3.1-8b")
+    spec = load_model(a.model)
     model = Transformer.random(spec, seed=0, device="cuda", max_positions=4096)
     # the cost context of a graph-replayed pass of memwall's runtime: an AR point of the H100 grid, calibrated
     point = plan_scenarios(Path("examples/validation/plan-h100.yaml"))[0]
-    ctx = prepare(point.model_copy(update={"hardware": a.profile})).target_cost.ctx
+    ctx = replace(prepare(point.model_copy(update={"hardware": a.profile})).target_cost.ctx, model=spec)
     bt = 16
     results = []
     for text in a.shape:
