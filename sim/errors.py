@@ -7,6 +7,8 @@ sentence: the dotted path of the first bad field and the constraint it broke, or
 
 from __future__ import annotations
 
+import typing
+
 from difflib import get_close_matches
 from typing import Iterable
 
@@ -37,15 +39,24 @@ def _members(ann) -> list[type[BaseModel]]:
     return found
 
 
+def _is_dict(annotation) -> bool:
+    """Whether a field holds a dict (through Optional): its error locations carry the key next."""
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(typing.get_origin(a) is dict for a in typing.get_args(annotation))
+
+
 def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
     """Follow an error location through nested models: the field names on the way (union tags and pydantic's
     type labels such as 'constrained-int' dropped) and the model that holds the last field."""
     names: list[str] = []
     current = model
     pending: list[type[BaseModel]] = []
+    key_next = False  # the last field was a dict: this part is one of its keys
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or key_next:
             names.append(str(part))
+            key_next = False
             continue
         if current is None and not pending:
             if model is None:
@@ -64,6 +75,7 @@ def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[list[str], type[Ba
         if field is None:
             continue  # a type label such as 'constrained-int'
         names.append(part)
+        key_next = _is_dict(field.annotation)
         members = _members(field.annotation)
         if len(members) > 1:
             current, pending = None, members

@@ -84,3 +84,13 @@ def test_projection_factors_checked_and_interpolated():
     assert eff.projection_factor(4096, 14336, 128) == pytest.approx(1.1)
     assert eff.projection_factor(4096, 14336, 64) == 1.0 and eff.projection_factor(4096, 14336, 1024) == 1.0
     assert eff.projection_factor(4096, 4096, 256) == 1.0
+
+
+def test_bad_paged_walk_names_its_configuration():
+    """A dict of models in a profile (the paged kernel's walk per launch configuration): the message names the key."""
+    data = load_profile("h100-sxm").model_dump()
+    data["efficiency"]["paged_attention_programs"] = {
+        "by_config": {"32x8x128/64x2": {"resident": -5, "program_overhead_us": 3.0, "position_ns": 40.0}}}
+    with pytest.raises(UserError, match=r"efficiency\.paged_attention_programs\.by_config\.32x8x128/64x2\.resident: "
+                                        r"Input should be greater than 0"):
+        profile_from_dict(data)
