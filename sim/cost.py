@@ -26,7 +26,7 @@ import numpy as np
 
 from sim.hardware import Curve, HardwareProfile
 from sim.model import ModelSpec
-from sim.paged_launch import PagedLaunch, paged_launch
+from sim.paged_launch import PagedLaunch, paged_launch, split_walk
 from sim.passes import PassShape
 from sim.runtime_layout import (FUSED_OPS, GRAPH_LOGITS_EVERY_ROW, GRAPH_MAX_ROWS, PAGED_MAX_Q,  # noqa: F401
                                 RUNTIME_TRITON_MAX_ROWS, rows_per_kv_read)
@@ -466,13 +466,8 @@ class CostModel:
         memory = attn_mem.time_s(nbytes, self._bw)
         la = paged_launch_of(self.ctx, shape) if paged else None
         if la is not None and self._programs is not None and la.config in self._programs.by_config:
-            w = self._programs.by_config[la.config]  # decode rows: contexts grow by one a pass
-            keys = pairs / shape.tokens
-            per = np.ceil(np.ceil(keys / la.splits) / la.block_t) * la.block_t
-            programs = la.lanes * np.minimum(la.splits, np.ceil(keys / per))
-            walk = (np.maximum(1.0, programs / w.resident)
-                    * (w.program_overhead_us * 1e-6 + per * w.position_ns * 1e-9))
-            memory = np.maximum(memory, walk)
+            working, per = split_walk(pairs / shape.tokens, la.splits, la.block_t)  # contexts grow by one a pass
+            memory = np.maximum(memory, self._programs.by_config[la.config].time_s(la.lanes * working, per))
         core = np.maximum(compute, memory)
         overhead = self._overhead * (la.kernels if la is not None else 1)
         attn_s = (overhead + core) * self._L

@@ -83,6 +83,11 @@ class PagedWalk(_Frozen):
     program_overhead_us: float = Field(ge=0, description="fixed time of one program (loads, softmax, stores)")
     position_ns: float = Field(ge=0, description="time per context position of one program's walk")
 
+    def time_s(self, programs, positions):
+        """Seconds of a launch of `programs` programs walking `positions` each (floats or arrays)."""
+        return np.maximum(1.0, programs / self.resident) * (self.program_overhead_us * US
+                                                            + positions * self.position_ns * 1e-9)
+
 
 class PagedPrograms(_Frozen):
     """The walk of memwall's paged attention programs over their contexts (sim/paged_launch.py), per launch
@@ -95,9 +100,7 @@ class PagedPrograms(_Frozen):
     def time_s(self, programs: float, positions: float, config: str) -> float:
         """Seconds of one launch's walk (0 for an unmeasured configuration)."""
         w = self.by_config.get(config)
-        if w is None or programs <= 0:
-            return 0.0
-        return max(1.0, programs / w.resident) * (w.program_overhead_us * US + positions * w.position_ns * 1e-9)
+        return 0.0 if w is None or programs <= 0 else float(w.time_s(programs, positions))
 
 
 class Efficiency(_Frozen):

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from runtime.kernels.paged_config import config_for
 from sim.runtime_layout import graph_bucket, rows_per_kv_read
 
@@ -55,9 +57,14 @@ def paged_launch(tokens: int, seqs: int, attn_pairs: float, heads: int, kv_heads
     rows = tokens / seqs
     groups = seqs * math.ceil(rows / rows_per_kv_read(heads, kv_heads))
     keys = attn_pairs / tokens  # mean keys per row
-    steps = math.ceil(math.ceil(keys / splits) / block_t)
-    per = steps * block_t
-    # a split starts at s * per: those past the context walk nothing (a decode at 512 keys in 16 splits of 64
-    # positions keeps 8 busy), as do the graph's padding programs, which are not counted either
-    working = min(splits, math.ceil(keys / per)) if per else 0
-    return PagedLaunch(groups * kv_heads * working, per, key, splits, block_t, groups * kv_heads)
+    working, per = split_walk(keys, splits, block_t)
+    return PagedLaunch(groups * kv_heads * float(working), float(per), key, splits, block_t, groups * kv_heads)
+
+
+def split_walk(keys, splits: int, block_t: int):
+    """(splits with work, positions each walks) for rows of `keys` keys (floats or arrays): each split's share
+    rounded up to whole BLOCK_T steps. A split starts at s * share: those past the context walk nothing (a decode
+    at 512 keys in 16 splits of 64 positions keeps 8 busy), as do the graph's padding programs, not counted either."""
+    per = np.ceil(np.ceil(np.asarray(keys, dtype=float) / splits) / block_t) * block_t
+    working = np.where(per > 0, np.minimum(splits, np.ceil(keys / np.maximum(per, 1.0))), 0.0)
+    return working, per
