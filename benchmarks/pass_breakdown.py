@@ -4,7 +4,10 @@ sequences x `rows` paged rows at `context` positions on the 8B model's shape (ra
 forward), lists the GPU time of each kernel (torch.profiler, CUDA activity) next to the cost model's operators for
 the same shape, and times the paged attention kernel alone at every split count (under a CUDA graph).
 
-    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--model NAME] [--out F.json]
+    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--model NAME] [--graph] [--out F.json]
+
+`--graph` also captures each pass in one CUDA graph and reports the replay's time, its kernels' sum and the gaps
+between kernels (from the profiler's kernel timeline).
 """
 import argparse
 import json
@@ -28,6 +31,53 @@ def kernel_times_us(prof, passes: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def graph_timeline(torch, fn, out_dir: Path | None = None) -> dict:
+    """`fn` (one forward pass) captured in one CUDA graph: the replay's time (CUDA events, median of 10) and, from
+    one profiled replay's kernel timeline, the kernels' summed time and the gaps between consecutive kernels (the
+    cost model's `kernel_overhead_us` stands for a kernel's fixed time plus this gap), by the kernel before the gap."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        e0.record()
+        g.replay()
+        e1.record()
+        torch.cuda.synchronize()
+        times.append(e0.elapsed_time(e1) * 1e3)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        g.replay()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        trace = json.loads(path.read_text())
+    ks = sorted(((e["ts"], e["dur"], e["name"][:60]) for e in trace.get("traceEvents", [])
+                 if e.get("cat") == "kernel" and "dur" in e), key=lambda k: k[0])
+    gaps = [(b[0] - (a[0] + a[1]), a[2]) for a, b in zip(ks, ks[1:])]
+    by_name: dict = defaultdict(list)
+    for gap, name in gaps:
+        by_name[name].append(gap)
+    med = lambda x: sorted(x)[len(x) // 2] if x else None  # noqa: E731
+    return {"graph_us_per_pass": med(times), "kernels": len(ks), "kernel_sum_us": sum(k[1] for k in ks),
+            "span_us": (ks[-1][0] + ks[-1][1] - ks[0][0]) if ks else None,
+            "gap_median_us": med([g for g, _ in gaps]), "gap_sum_us": sum(g for g, _ in gaps),
+            "gap_after_us": {n: {"n": len(v), "median": med(v), "sum": sum(v)} for n, v in
+                             sorted(by_name.items(), key=lambda kv: -sum(kv[1]))},
+            "kernel_us": {n: sum(k[1] for k in ks if k[2] == n) for n in by_name}}
+
+
 def main() -> None:
     from cuda_timing import graph_time_us
     import torch
@@ -46,6 +96,8 @@ def main() -> None:
     ap.add_argument("--shape", nargs="*", default=DEFAULT_SHAPES)
     ap.add_argument("--profile", default="hw_profiles/calibrated/h100-sxm-calibrated.yaml")
     ap.add_argument("--model", default="llama-3.1-8b", help="catalog model whose shape the passes run")
+    ap.add_argument("--graph", action="store_true", help="also replay each pass as one CUDA graph and list the gaps "
+                    "between its kernels")
     ap.add_argument("--out")
     a = ap.parse_args()
     spec = load_model(a.model)
@@ -89,6 +141,11 @@ def main() -> None:
         total = sum(kt.values())
         rec = {"shape": text, "gpu_us_per_pass": total, "kernels_us": kt, "attention_us_by_splits": splits,
                "predicted_ops_us": pred, "predicted_us": sum(pred.values())}
+        if a.graph:
+            try:
+                rec["graph"] = graph_timeline(torch, lambda c=cache, m=meta: forward(model, c, m))
+            except Exception as e:  # a pass that cannot be captured as built here: say so, keep the eager numbers
+                rec["graph"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         results.append(rec)
         print(f"\n== {S} seqs x {R} rows at {C} positions: GPU {total:.0f} us/pass, predicted "
               f"{rec['predicted_us']:.0f} us")
@@ -96,6 +153,13 @@ def main() -> None:
             print(f"  {v:8.1f} us  {k}")
         print("  paged attention, one layer, us by splits: "
               + ", ".join(f"{k}: {v:.1f}" for k, v in splits.items()))
+        gr = rec.get("graph", {})
+        if "graph_us_per_pass" in gr:
+            print(f"  graph replay {gr['graph_us_per_pass']:.0f} us: {gr['kernels']} kernels {gr['kernel_sum_us']:.0f} us"
+                  f" + gaps {gr['gap_sum_us']:.0f} us (median {gr['gap_median_us']:.2f} us); largest gaps after: "
+                  + ", ".join(f"{k[:30]} {v['n']}x{v['median']:.2f}" for k, v in list(gr["gap_after_us"].items())[:4]))
+        elif gr:
+            print(f"  graph: {gr['error']}")
         if True:
             print("  predicted: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(pred.items(), key=lambda x: -x[1])[:8]))
         del cache

@@ -4,7 +4,9 @@ workload generator the simulator uses. The result has the simulator's schema (si
 measured runs compare field by field.
 
 Timestamps (arrival, first token, finish) are wall-clock seconds since the run started, as a client would see
-them; each pass's device time (CUDA events) is kept too, for per-pass comparison with the cost model. A
+them; each pass's device time (CUDA events) is kept too, for per-pass comparison with the cost model, and its host
+time (the wall time since the previous pass ended, waits for arrivals excluded, that its device time does not
+cover), for the host model (validation/host_fit.py). A
 `VirtualClock` replaces the wall clock in tests: it advances by each pass's reported time and jumps to the next
 arrival when idle, so a CPU test replays a workload in no time.
 """
@@ -82,6 +84,10 @@ class Served:
     pass_shapes: list[tuple] = field(default_factory=list)  # (tokens, logit rows, seqs, sum c, pairs) per pass
     committed_per_pass: list[int] = field(default_factory=list)  # useful tokens committed by each iteration
     wasted_positions: int = 0  # positions computed by steps but not committed (rejected drafts, masks)
+    # wall seconds of each pass outside its device time: since the previous pass ended (scheduler, recorder,
+    # admissions; waits for arrivals excluded) plus its own staging and synchronization
+    host_pass_s: list[float] = field(default_factory=list)
+    forwards_per_pass: list[int] = field(default_factory=list)  # forward passes of each iteration (pass_log entries)
 
 
 def serve(requests: list[Request], batching, executor, num_blocks: int, base: dict, *, seed: int = 0,
@@ -103,6 +109,9 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
     t0 = clock.now()
     passes = 0
     done: list[int] = []
+    prev_end, idle = 0.0, 0.0  # the last pass's end; time spent waiting for arrivals since
+    log = getattr(executor, "pass_log", None)
+    logged = len(log) if log is not None else 0
     while nxt < len(pending) or not sched.idle:
         now = clock.now() - t0
         while nxt < len(pending) and pending[nxt].arrival_s <= now:
@@ -113,7 +122,9 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
         plan = sched.plan()
         if plan is None:
             if nxt < len(pending):
+                before = clock.now()
                 clock.sleep_until(t0 + pending[nxt].arrival_s)
+                idle += clock.now() - before
                 continue
             break  # nothing running or admissible, nothing left to arrive
         start = clock.now() - t0
@@ -150,6 +161,11 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
                         kv.used_blocks, sched.num_running, sched.num_waiting, np.array([flops]), np.array([nbytes]),
                         np.array([(end - start) * mem_frac]), len(upd.first_token))
         served.device_pass_s.append(device_s)
+        served.host_pass_s.append(max(0.0, (start - prev_end - idle) + (end - start - device_s)))
+        prev_end, idle = end, 0.0  # the bookkeeping after a pass counts toward the next one's host time
+        if log is not None:
+            served.forwards_per_pass.append(len(log) - logged)
+            logged = len(log)
         served.pass_shapes.append((sh.tokens, sh.logit_rows, sh.seqs, sh.kv_read_tokens, sh.attn_pairs))
         passes += 1
         if on_pass:

@@ -29,7 +29,7 @@ from sim.model import ModelSpec
 from sim.paged_launch import PagedLaunch, paged_launch, split_walk
 from sim.passes import PassShape
 from sim.runtime_layout import (FUSED_OPS, GRAPH_LOGITS_EVERY_ROW, GRAPH_MAX_ROWS, PAGED_MAX_Q,  # noqa: F401
-                                RUNTIME_TRITON_MAX_ROWS, rows_per_kv_read)
+                                RUNTIME_TRITON_MAX_ROWS, graph_bucket, rows_per_kv_read)
 from sim.units import BYTES_PER_ELEMENT
 
 
@@ -146,12 +146,22 @@ class CostContext:
             return False
         return not self.eager(shape) or shape.tokens <= PAGED_MAX_Q * shape.seqs
 
+    def replayed(self, shape: PassShape) -> bool:
+        """Whether the pass replays one of memwall's CUDA graphs (runtime/graphs.py; MoE models run eagerly there)."""
+        return self.graphs == "paged" and not self.eager(shape) and not self.model.is_moe
+
+    def priced_rows(self, shape: PassShape) -> int:
+        """Rows the projections run on: the pass's tokens, or the rows of the graph it replays, which a pass pads
+        up to (sim.runtime_layout.graph_bucket: a prompt chunk of 384 rows plus 3 decodes runs the 512-row graph's
+        GEMMs, 12.9 ms measured against 11.2 for the 384-row chunk alone, H100, benchmarks/plans/host-diag.yaml).
+        Attention is priced on the pass's own rows: a padded row attends one position of a scratch block."""
+        return graph_bucket(shape.tokens) if shape.tokens and self.replayed(shape) else shape.tokens
+
     def priced_logit_rows(self, shape: PassShape) -> int:
         """Rows the LM head runs on: those whose logits the pass wants, or every row of a pass that replays one of
-        memwall's CUDA graphs (sim.runtime_layout.GRAPH_LOGITS_EVERY_ROW)."""
-        if (GRAPH_LOGITS_EVERY_ROW and self.graphs == "paged" and shape.logit_rows
-                and not self.eager(shape)):
-            return shape.tokens
+        memwall's CUDA graphs (sim.runtime_layout.GRAPH_LOGITS_EVERY_ROW), padding included."""
+        if GRAPH_LOGITS_EVERY_ROW and shape.logit_rows and self.replayed(shape):
+            return self.priced_rows(shape)
         return shape.logit_rows
 
     def walk_priced(self, shape: PassShape) -> bool:
@@ -329,8 +339,9 @@ def pass_cost(ctx: CostContext, shape: PassShape) -> PassCost:
     An eagerly launched pass (see CostContext.graphs) cannot finish before the host has issued its kernels: when
     issuing them (kernels x launch_overhead) takes longer than the GPU work, the difference shows as a
     `host_launch` operator bound by "overhead" (the host and the GPU run as a two-stage pipeline)."""
-    fused = ctx.fused(shape.tokens)
-    ops = [op for op in linear_ops(ctx, shape.tokens, ctx.priced_logit_rows(shape)) + attention_ops(ctx, shape)
+    rows = ctx.priced_rows(shape)
+    fused = ctx.fused(rows)
+    ops = [op for op in linear_ops(ctx, rows, ctx.priced_logit_rows(shape)) + attention_ops(ctx, shape)
            if op.count > 0 and not (fused and op.name in FUSED_OPS)]
     costs = [price(op, ctx) for op in ops]
     if ctx.eager(shape):
@@ -455,7 +466,7 @@ class CostModel:
         sequence one position further each pass (sum c and attended pairs grow by `shape.seqs` per pass)."""
         if shape.tokens != shape.seqs:  # (decodes read each context once: kv_read_positions is kv_read_tokens)
             raise ValueError("repeated_times prices decode passes (one token per sequence)")
-        lin = self._linear(shape.tokens, self.ctx.priced_logit_rows(shape))
+        lin = self._linear(self.ctx.priced_rows(shape), self.ctx.priced_logit_rows(shape))
         grow = np.arange(steps, dtype=float) * shape.seqs
         pairs = shape.attn_pairs + grow
         flops = self._flops_per_pair * pairs
@@ -484,7 +495,7 @@ class CostModel:
         divides a measured eager pass by this count to get launch_overhead_us)."""
         head = shape.logit_rows and self.ctx.lm_head
         kernels = self._kernels + self._L + (self._head_kernels if head else 0)
-        if self.ctx.fused(shape.tokens):
+        if self.ctx.fused(self.ctx.priced_rows(shape)):
             kernels -= self._fused_kernels + (self._fused_head_kernels if head else 0)
         return kernels
 
@@ -492,7 +503,7 @@ class CostModel:
         """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""
         if shape.tokens == 0:
             return PassTime(0.0, 0.0, 0.0, 0.0)
-        lin = self._linear(shape.tokens, self.ctx.priced_logit_rows(shape))
+        lin = self._linear(self.ctx.priced_rows(shape), self.ctx.priced_logit_rows(shape))
         flops = self._flops_per_pair * shape.attn_pairs
         nbytes = ((self.ctx.kv_read_positions(shape) + shape.kv_write_tokens) * self._kv_per_tok
                   + shape.tokens * self._io_per_tok)

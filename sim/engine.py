@@ -328,10 +328,13 @@ def host_s(setup: Setup, shape: PassShape) -> float:
     The row term is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through
     one vectorized build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line
     extrapolated past 512 rows (then the graphs' limit) priced an eager diffusion step's host at 18 ms against 2.9 measured,
-    reports/h100/validation-notes.md)."""
+    reports/h100/validation-notes.md). Profiles fitted per iteration (session 6 on) price eager passes with terms of
+    their own (host_eager_pass_s: ~2 ms plus ~0.2 us per row on the H100 machines)."""
+    hw = setup.hardware
+    if hw.host_eager_pass_overhead_us is not None and setup.target_cost.ctx.eager(shape):
+        return hw.host_eager_pass_s(shape.tokens)
     blocks = shape.kv_read_tokens / setup.scenario.batching.kv_block_tokens
-    return setup.hardware.host_pass_s(min(shape.tokens, GRAPH_MAX_ROWS), shape.seqs, setup.scenario.strategy.kind,
-                                      blocks)
+    return hw.host_pass_s(min(shape.tokens, GRAPH_MAX_ROWS), shape.seqs, setup.scenario.strategy.kind, blocks)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:

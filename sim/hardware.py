@@ -263,6 +263,12 @@ class HardwareProfile(_Frozen):
     host_pass_overhead_by_strategy_us: dict[str, float] = Field(
         default_factory=dict, description="host_pass_overhead_us of the strategies whose executor has a fixed cost "
                                           "of its own (e.g. block_diffusion: its commit rules), by strategy kind")
+    host_eager_pass_overhead_us: float | None = Field(
+        default=None, ge=0, description="host time of the serving loop for a pass that runs without a CUDA graph (a "
+                                        "prompt past the graphs' rows: its token lists and metadata built once), "
+                                        "fixed part; unset: such passes take the graph passes' terms")
+    host_eager_row_overhead_us: float = Field(
+        default=0.0, ge=0, description="host time of an eager pass per row; fitted with host_eager_pass_overhead_us")
     tdp_w: float = Field(gt=0)
     price_per_gpu_hour_usd: float | None = Field(default=None, gt=0)
     price_source: str | None = None
@@ -290,6 +296,13 @@ class HardwareProfile(_Frozen):
         fixed = self.host_pass_overhead_by_strategy_us.get(strategy, self.host_pass_overhead_us)
         return (fixed + self.host_row_overhead_us * rows + self.host_seq_overhead_us * seqs
                 + self.host_block_overhead_us * blocks) * 1e-6
+
+    def host_eager_pass_s(self, rows):
+        """Host time of the serving loop for one eager forward pass of `rows` flattened tokens (calibrated; None
+        where the profile has no eager terms)."""
+        if self.host_eager_pass_overhead_us is None:
+            return None
+        return (self.host_eager_pass_overhead_us + self.host_eager_row_overhead_us * rows) * 1e-6
 
     @property
     def hbm_bandwidth_bytes_per_s(self) -> float:

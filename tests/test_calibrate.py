@@ -2,6 +2,7 @@
 that the cost model itself generated, bad input is one sentence, and what it writes loads as a profile. Also the
 microbenchmark machinery on the CPU (tiny sizes; its numbers mean nothing)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -188,17 +189,67 @@ def test_host_time_is_fixed_per_strategy_plus_rows_sequences_and_blocks():
               "blocks_per_pass": k * b, "median_s": us(r * b, b, k * b, fixed) * 1e-6}
              for s, r, fixed in (("speculative", 5, 300), ("block_diffusion", 16, 900)) for b in (1, 8)
              for k in (5, 60)]
-    per_pass, per_row, per_seq, per_block, by_strategy = fit_host(ar + ar_long + other)
-    assert (per_pass, per_row, per_seq, per_block) == pytest.approx((300, 10, 40, 0.5), rel=1e-3)
+    fit = fit_host(ar + ar_long + other)
+    terms = ("host_pass_overhead_us", "host_row_overhead_us", "host_seq_overhead_us", "host_block_overhead_us")
+    assert [fit[t] for t in terms] == pytest.approx((300, 10, 40, 0.5), rel=1e-3)
+    assert fit["method"] == "runs" and fit["host_eager_pass_overhead_us"] is None  # per-run means: no eager terms
     # (diffusion has no records: it takes block diffusion's fixed part, host_fit.HOST_LIKE)
-    assert by_strategy == pytest.approx({"speculative": 300, "block_diffusion": 900, "diffusion": 900}, rel=1e-3)
-    assert fit_host(ar)[:4] == pytest.approx((300, 50, 0, 0), rel=1e-3) and fit_host(ar)[4] == {}
+    assert fit["host_pass_overhead_by_strategy_us"] == pytest.approx(
+        {"speculative": 300, "block_diffusion": 900, "diffusion": 900}, rel=1e-3)
+    ar_only = fit_host(ar)
+    assert [ar_only[t] for t in terms] == pytest.approx((300, 50, 0, 0), rel=1e-3)
+    assert ar_only["host_pass_overhead_by_strategy_us"] == {}
     assert fit_host([{"kind": "host", "shape": {"strategy": "speculative", "batch": 8}, "median_s": 5e-3}]) is None
-    profile = load_profile("h100-sxm").model_copy(update={
-        "host_pass_overhead_us": per_pass, "host_row_overhead_us": per_row, "host_seq_overhead_us": per_seq,
-        "host_block_overhead_us": per_block, "host_pass_overhead_by_strategy_us": by_strategy})
+    profile = load_profile("h100-sxm").model_copy(update={k: v for k, v in fit.items() if k.startswith("host_")})
     assert profile.host_pass_s(16, 1, "block_diffusion", 40) == pytest.approx(us(16, 1, 40, 900) * 1e-6, rel=1e-3)
     assert profile.host_pass_s(16, 1, "ar") == pytest.approx(us(16, 1, 0) * 1e-6, rel=1e-3)
+
+
+def test_host_time_fitted_per_iteration_with_eager_passes_apart():
+    """SYNTHETIC host records carrying every iteration (as microbench_host.run_host writes them): graph passes at
+    300 us (AR) or 900 us (block diffusion) + 2 us per row + 0.5 us per KV block, eager prefills (past
+    GRAPH_MAX_ROWS rows) at 2,000 us + 0.2 us per row; a speculative iteration is 4 drafts and a verify, each
+    paying the fixed part. The fit gives back every term, and the engine prices an eager prefill with the eager
+    terms and a decode with the graph terms; a run's mean no longer folds its prefill into the decodes."""
+    from sim.engine import host_s, prepare
+    from sim.passes import PassShape
+    from validation.host_fit import fit_host
+
+    def graph(tokens, seqs, kv, fixed):
+        return fixed + 2 * tokens + 0.5 * kv / 16
+
+    def record(strategy, batch, prompt, fixed, forwards):
+        its = [[[batch * prompt, batch, batch * prompt]]]  # the prefill
+        its += [[(t, batch, batch * (prompt + i)) for t in forwards] for i in range(1, 40)]
+        host = [(2000 + 0.2 * it[0][0] if it[0][0] > 1024 else sum(graph(*f, fixed) for f in it)) * 1e-6
+                for it in its]
+        return {"kind": "host", "key": f"host/{strategy}/B={batch}/P={prompt}", "median_s": 1e-3,
+                "shape": {"strategy": strategy, "batch": batch}, "kv_block_tokens": 16,
+                "iterations": [{"host_s": host, "forwards": its}]}
+
+    recs = [record("ar", b, p, 300, [b]) for b, p in ((2, 1024), (16, 128), (48, 384), (8, 96))]
+    recs += [record("speculative", b, p, 300, [b] * 4 + [5 * b]) for b, p in ((2, 1024), (16, 256))]
+    recs += [record("block_diffusion", b, p, 900, [16 * b]) for b, p in ((2, 768), (16, 128))]
+    fit = fit_host(recs)
+    assert fit["method"] == "iterations"
+    got = [fit[t] for t in ("host_pass_overhead_us", "host_row_overhead_us", "host_seq_overhead_us",
+                            "host_block_overhead_us", "host_eager_pass_overhead_us", "host_eager_row_overhead_us")]
+    assert got == pytest.approx((300, 2, 0, 0.5, 2000, 0.2), rel=1e-3, abs=1e-3)
+    assert fit["host_pass_overhead_by_strategy_us"] == pytest.approx(
+        {"speculative": 300, "block_diffusion": 900, "diffusion": 900}, rel=1e-3)
+    assert fit["residuals"]["max"] < 1e-3
+    from sim.scenario import scenario_from_dict
+
+    profile = load_profile("h100-sxm").model_copy(update={k: v for k, v in fit.items() if k.startswith("host_")})
+    s = scenario_from_dict({"name": "t", "hardware": "h100-sxm", "model": "llama-3.1-8b", "strategy": {"kind": "ar"},
+                            "batching": {"kind": "static", "batch_size": 8},
+                            "workload": {"kind": "closed", "num_requests": 8, "input_len": 512, "output_len": 8}})
+    setup = prepare(s)
+    setup = dataclasses.replace(setup, hardware=profile)
+    prefill = PassShape(4096, 8, 8, 4096, 8 * 512 * 513 // 2, 4096)
+    decode = PassShape(8, 8, 8, 8 * 600, 8 * 600, 8)
+    assert host_s(setup, prefill) == pytest.approx((2000 + 0.2 * 4096) * 1e-6)
+    assert host_s(setup, decode) == pytest.approx(graph(8, 8, 8 * 600, 300) * 1e-6)
 
 
 def test_link_numbers_fitted_to_allreduce_records():
@@ -241,11 +292,18 @@ def test_host_cases_are_no_validation_points():
     from validation.microbench_plan import plan
     from validation.validate import plan_scenarios
 
+    def point(s):  # what tells two scenarios' serving loops apart
+        b = s.batching
+        size = b.batch_size if b.kind == "static" else b.max_batch
+        return (s.model, s.strategy.kind, b.kind, size, s.workload.kind, s.workload.num_requests, s.workload.input_len)
+
     repo = Path(__file__).resolve().parent.parent
-    grid = {(s.model, s.strategy.kind, s.batching.kind, getattr(s.batching, "batch_size", None),
-             s.workload.input_len) for s in plan_scenarios(repo / "examples" / "validation" / "plan-h100.yaml")}
+    grid = {point(s) for s in plan_scenarios(repo / "examples" / "validation" / "plan-h100.yaml")}
     cases = [host_scenario(c.shape) for c in plan("host")]
-    assert len(cases) >= 10
+    assert len(cases) >= 10 and {s.batching.kind for s in cases} == {"static", "continuous"}
     for s in cases:
-        assert s.batching.kind == "static"
-        assert (s.model, s.strategy.kind, "static", s.batching.batch_size, s.workload.input_len) not in grid
+        assert s.workload.kind == "closed"
+        assert point(s) not in grid
+        if s.batching.kind == "static":  # no grid point has the batch size and prompt of a static case either
+            assert (s.model, s.strategy.kind, s.batching.batch_size, s.workload.input_len) not in {
+                (g[0], g[1], g[3], g[6]) for g in grid if g[2] == "static"}

@@ -281,3 +281,28 @@ def test_repeated_decodes_price_each_step_as_a_pass(batch, context, steps):
     times = cm.repeated_times(decode_shape(batch, context), steps)[0]
     for i in (0, steps - 1):
         assert times[i] == pytest.approx(cm.pass_time(decode_shape(batch, context + i)).time_s, rel=1e-9)
+
+
+def test_graph_passes_price_their_projections_at_the_bucket_rows():
+    """A pass replaying one of memwall's CUDA graphs runs the graph's rows (runtime/graphs.py pads up to the next
+    bucket): a 384-row prompt chunk plus 3 decodes prices its projections as a 512-row pass and its attention on its
+    own rows; a decode batch of 9 runs the 16-row graph; an eager pass (past GRAPH_MAX_ROWS, or graphs = none) is
+    priced on its own rows."""
+    m = load_model("llama-3.1-8b")
+    prof = load_profile("h100-sxm")
+    ctx, eager = CostContext(m, prof), CostContext(m, prof, graphs="none")
+    mixed = batch_shape([(384, 384, 1)] + [(1, 700, 1)] * 3)
+    assert (ctx.priced_rows(mixed), ctx.priced_logit_rows(mixed)) == (512, 512)
+    assert (eager.priced_rows(mixed), eager.priced_logit_rows(mixed)) == (387, 4)
+    lin = {o.name: o for o in pass_cost(ctx, mixed).ops}
+    full = {o.name: o for o in pass_cost(ctx, batch_shape([(512, 512, 1)])).ops}
+    assert lin["gate_up_proj"].flops == full["gate_up_proj"].flops
+    assert lin["attention"].flops < full["attention"].flops  # attention keeps the pass's own rows
+    assert ctx.priced_rows(decode_shape(9, 300)) == 16 and ctx.priced_rows(decode_shape(16, 300)) == 16
+    big = batch_shape([(2048, 2048, 1)])
+    assert ctx.priced_rows(big) == 2048
+    cm = CostModel(ctx)
+    for shape in (mixed, decode_shape(9, 300), big):  # the fast path prices the same rows
+        assert cm.pass_time(shape).time_s == pytest.approx(pass_cost(ctx, shape).time_s, rel=1e-9)
+    t, *_ = cm.repeated_times(decode_shape(9, 300), 3)
+    assert t[0] == pytest.approx(cm.pass_time(decode_shape(9, 300)).time_s, rel=1e-9)

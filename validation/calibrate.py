@@ -49,7 +49,7 @@ from sim.runtime_layout import RUNTIME_TRITON_MAX_ROWS
 from sim.errors import UserError
 from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
 from validation.allreduce import fit_link
-from validation.host_fit import HOST_LIKE, fit_host, round_sig
+from validation.host_fit import FIELDS as HOST_FIELDS, HOST_LIKE, fit_host, round_sig
 from validation.paged_fit import fit_paged, paged_op
 from validation.clikit import user_errors
 
@@ -315,11 +315,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
         "name": f"{base.name}-calibrated",
         "description": f"{base.description}; efficiency curves fitted to microbenchmarks",
         "launch_overhead_us": round_sig(launch_s * 1e6) if launch_s is not None else base.launch_overhead_us,
-        "host_pass_overhead_us": host[0] if host is not None else base.host_pass_overhead_us,
-        "host_row_overhead_us": host[1] if host is not None else base.host_row_overhead_us,
-        "host_seq_overhead_us": host[2] if host is not None else base.host_seq_overhead_us,
-        "host_block_overhead_us": host[3] if host is not None else base.host_block_overhead_us,
-        "host_pass_overhead_by_strategy_us": host[4] if host is not None else base.host_pass_overhead_by_strategy_us,
+        **{f: host[f] if host is not None else getattr(base, f) for f in HOST_FIELDS},
         "link_bandwidth_gb_s": link[0] if link is not None else base.link_bandwidth_gb_s,
         "link_latency_us": link[1] if link is not None else base.link_latency_us,
         "efficiency": new_eff})
@@ -340,10 +336,12 @@ def calibrate(records: list[dict], base: HardwareProfile,
     links = ("link_bandwidth_gb_s and link_latency_us fitted to NCCL all-reduce records (validation/allreduce.py)"
              if link is not None else "link numbers are unchanged from the base profile (no all-reduce records)")
     borrowed = [f"{k} takes {v}'s" for k, v in HOST_LIKE.items()
-                if host is not None and k in host[4] and not any(r["kind"] == "host" and r["shape"].get("strategy") == k
+                if host is not None and k in host["host_pass_overhead_by_strategy_us"] and not any(r["kind"] == "host" and r["shape"].get("strategy") == k
                                                                  for r in records)]
     hosts = (f" Host time per pass fitted to the host records; {', '.join(borrowed)} fixed part (no records of its "
              "own)." if borrowed else "")
+    if host is not None and host["host_eager_pass_overhead_us"] is not None:
+        hosts += (" Eager passes' host time has terms of its own (fitted per iteration, validation/host_fit.py).")
     notes = (f"{base.provenance.notes or ''} Calibrated: efficiency curves, kernel_overhead_us and launch_overhead_us "
              f"measured (see calibration); capacity, bandwidth and peaks are the datasheet's; {links}.{hosts}").strip()
     profile = profile.model_copy(update={"provenance": base.provenance.model_copy(
@@ -352,7 +350,7 @@ def calibrate(records: list[dict], base: HardwareProfile,
               "device": calibration.device, "driver": calibration.driver, "torch": calibration.torch,
               "cuda": calibration.cuda, "date": calibration.date,
               "kernel_overhead_us": new_eff.kernel_overhead_us, "launch_overhead_us": profile.launch_overhead_us,
-              "curves": {k: v.model_dump(exclude_none=True) for k, v in curves.items()},
+              "host": host, "curves": {k: v.model_dump(exclude_none=True) for k, v in curves.items()},
               "projection_factors": {"shapes": len(factors), "points": sum(len(v) for v in factors.values()),
                                      "min": min((f for v in factors.values() for _, f in v), default=None),
                                      "max": max((f for v in factors.values() for _, f in v), default=None)},
@@ -394,9 +392,7 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
              "host_pass_overhead_us (the serving loop's host time per pass) carried as measured.").strip()
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",
-        "host_pass_overhead_us": fitted.host_pass_overhead_us, "host_row_overhead_us": fitted.host_row_overhead_us,
-        "host_seq_overhead_us": fitted.host_seq_overhead_us, "host_block_overhead_us": fitted.host_block_overhead_us,
-        "host_pass_overhead_by_strategy_us": fitted.host_pass_overhead_by_strategy_us,
+        **{f: getattr(fitted, f) for f in HOST_FIELDS},
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,
         "provenance": target.provenance.model_copy(update={"notes": notes, "calibration": calibration})})
@@ -455,3 +451,11 @@ def calibrate_command(
     console.print(t)
     console.print(f"kernel_overhead_us {rep['kernel_overhead_us']} (in a CUDA graph), launch_overhead_us "
                   f"{rep['launch_overhead_us']} (eager); wrote {', '.join(written)}, {report_path}")
+    if rep.get("host"):
+        h = rep["host"]
+        res = h.get("residuals") or {}
+        console.print("host per pass (fitted per " + ("iteration" if h["method"] == "iterations" else "run") + "): "
+                      + ", ".join(f"{k.removeprefix('host_').removesuffix('_us')} {v}" for k, v in h.items()
+                                  if k in HOST_FIELDS and v not in (None, 0.0, {}))
+                      + (f"; runs' mean |rel err| median {res['median']:.1%}, p90 {res['p90']:.1%} (n = {res['n']})"
+                         if res else ""))

@@ -1,14 +1,122 @@
-"""The serving loop's host time per forward pass, fitted to the `host` microbenchmark records (validation/
-microbench_host.py) for `memwall calibrate`: a fixed part per strategy plus terms in the pass's rows, sequences and
-KV blocks (sim.hardware.HardwareProfile.host_pass_s prices it; sim.engine.host_s adds it to every pass)."""
+"""The serving loop's host time, fitted to the `host` microbenchmark records (validation/microbench_host.py) for
+`memwall calibrate`: per forward pass replayed from a CUDA graph, a fixed part per strategy plus terms in its rows,
+sequences and KV blocks; per eager pass (a prompt past the graphs' rows), a fixed part plus a term in its rows
+(sim.hardware.HardwareProfile.host_pass_s / host_eager_pass_s price them; sim.engine.host_s adds them to every
+pass)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from sim.runtime_layout import GRAPH_MAX_ROWS
+
 
 def round_sig(v: float, digits: int = 4) -> float:
     return float(f"{v:.{digits}g}") if abs(v) > 1e-9 else 0.0  # (a bound-constrained fit leaves ~1e-15 for 0)
+
+
+# A strategy without host records takes the fixed part of the executor it works like: the diffusion executor runs
+# the block-diffusion executor's per-pass steps (confidences on the device, one transfer, commit rules per row).
+# The host microbenchmark has diffusion cases since session 4; records measured before have none (an assumption
+# then, not a measurement; said in the calibrated profile).
+HOST_LIKE = {"diffusion": "block_diffusion"}
+FIELDS = ("host_pass_overhead_us", "host_row_overhead_us", "host_seq_overhead_us", "host_block_overhead_us",
+          "host_pass_overhead_by_strategy_us", "host_eager_pass_overhead_us", "host_eager_row_overhead_us")
+
+
+def _ok_host(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["kind"] == "host" and r.get("status", "ok") == "ok"]
+
+
+def fit_host(records: list[dict]) -> dict | None:
+    """The host model's profile fields (FIELDS) fitted to the `host` records, with `residuals` (median, p90 of
+    |pred / meas - 1| of each run's mean host time per iteration) and `method`; None without host records.
+
+    Records carrying `iterations` (session 6 on: every iteration's own host time and its forward passes' shapes)
+    are fitted per iteration (`fit_iterations`); older records, which hold one mean per run, by `fit_runs`."""
+    recs = _ok_host(records)
+    with_iterations = [r for r in recs if r.get("iterations")]
+    fit = fit_iterations(with_iterations) if with_iterations else fit_runs(recs)
+    if fit is None:
+        return None
+    fixed = fit["host_pass_overhead_by_strategy_us"]
+    for kind, like in HOST_LIKE.items():  # strategies without records of their own
+        if kind not in fixed and like in fixed:
+            fixed[kind] = fixed[like]
+    return fit
+
+
+def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[tuple[str, int]]]:
+    """One row per iteration: the sums over its forward passes of [one per strategy (graph passes), rows, sequences,
+    KV blocks (graph passes), one (eager passes), rows (eager passes)]; the measured us; each run's mean us (the
+    rows' scale); column names; (record key, run) of each row."""
+    kinds = sorted({r["shape"].get("strategy", "ar") for r in recs}, key=lambda k: (k != "ar", k))
+    n = len(kinds)
+    names = [*kinds, "row", "seq", "block", "eager", "eager_row"]
+    rows, us, scale, tags = [], [], [], []
+    for r in recs:
+        k = kinds.index(r["shape"].get("strategy", "ar"))
+        bt = r.get("kv_block_tokens", 16)
+        for run, it in enumerate(r["iterations"]):
+            host = np.asarray(it["host_s"], dtype=float) * 1e6
+            if not len(host):
+                continue
+            for h, forwards in zip(host, it["forwards"]):
+                x = np.zeros(len(names))
+                for tokens, seqs, kv in forwards:
+                    if tokens <= GRAPH_MAX_ROWS:
+                        x[k] += 1
+                        x[n:n + 3] += (tokens, seqs, kv / bt)
+                    else:
+                        x[n + 3:] += (1, tokens)
+                rows.append(x)
+                us.append(h)
+                scale.append(host.mean())
+                tags.append((r["key"], run))
+    return np.array(rows), np.array(us), np.array(scale), names, tags
+
+
+def fit_iterations(recs: list[dict]) -> dict | None:
+    """Least squares over every iteration of every run (scipy.optimize.lsq_linear, all terms >= 0): an iteration's
+    host time is the sum of its forward passes' (a draft pass and a verify both pay the strategy's fixed part).
+    Each iteration's residual is scaled by its run's mean, so that runs of 0.4 and 3 ms per iteration weigh alike;
+    a plain mean (not a median) is fitted, because throughput pays the host's occasional slow passes too.
+
+    Why per iteration and not a mean per run (fit_runs, until session 5): a run's mean spreads its eager prefill's
+    host time (2-11 ms on the H100 machines, for 1-36k prompt tokens) over its decodes, which the per-sequence
+    term then absorbed (8.5 us per sequence per pass, fitted at 12:06 UTC in session 5), pricing the decodes of
+    continuous batching under Poisson load 0.5 ms slow (reports/h100/validation-notes.md). A column that the
+    iterations cannot tell from the others (no eager pass, rows = sequences everywhere) is left out (fitted 0)."""
+    from scipy.optimize import lsq_linear
+
+    a, us, scale, names, tags = _design(recs)
+    if not len(us):
+        return None
+    kinds = names[:-5]
+    keep = []
+    for j in range(a.shape[1]):  # each column only where it adds a direction of its own
+        trial = a[:, keep + [j]]
+        if a[:, j].any() and np.linalg.matrix_rank(trial) == trial.shape[1]:
+            keep.append(j)
+    sol = np.zeros(a.shape[1])
+    sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
+    pred = a @ sol
+    errs = []
+    for tag in dict.fromkeys(tags):  # per run: mean predicted over mean measured host time per iteration
+        m = np.array([t == tag for t in tags])
+        errs.append(abs(pred[m].mean() / us[m].mean() - 1))
+    fixed = {k: round_sig(float(sol[i])) for i, k in enumerate(kinds)}
+    default = fixed.pop("ar", round_sig(float(np.mean(list(fixed.values())))) if fixed else 0.0)
+    n = len(kinds)
+    eager = n + 3 in keep
+    return {"host_pass_overhead_us": default, "host_row_overhead_us": round_sig(float(sol[n])),
+            "host_seq_overhead_us": round_sig(float(sol[n + 1])), "host_block_overhead_us": round_sig(float(sol[n + 2])),
+            "host_pass_overhead_by_strategy_us": fixed,
+            "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])) if eager else None,
+            "host_eager_row_overhead_us": round_sig(float(sol[n + 4])) if eager else 0.0,
+            "method": "iterations", "iterations": int(len(us)),
+            "residuals": {"median": float(np.median(errs)), "p90": float(np.percentile(errs, 90)),
+                          "max": float(max(errs)), "n": len(errs)}}
 
 
 def _host_point(r: dict) -> tuple[str, float, float, float, float] | None:
@@ -24,35 +132,24 @@ def _host_point(r: dict) -> tuple[str, float, float, float, float] | None:
     return None
 
 
-# A strategy without host records takes the fixed part of the executor it works like: the diffusion executor runs
-# the block-diffusion executor's per-pass steps (confidences on the device, one transfer, commit rules per row).
-# The host microbenchmark has diffusion cases since session 4; records measured before have none (an assumption
-# then, not a measurement; said in the calibrated profile).
-HOST_LIKE = {"diffusion": "block_diffusion"}
-
-
-def fit_host(records: list[dict]) -> tuple[float, float, float, float, dict[str, float]] | None:
-    """(us per pass, us per row, us per sequence, us per KV block, {strategy: us per pass}) from the `host` records'
-    seconds per forward pass: a fixed part per strategy plus terms in the pass's mean rows, sequences and KV blocks
-    of its block tables, all >= 0, least squares on the relative error (scipy.optimize.lsq_linear). Rows cost
-    staging (each row's inputs), sequences the executor's loop over them, blocks the copy of each sequence's block
-    table (64 sequences of 256-384 positions spent 0.51 ms per pass there, benchmarks/host_phases.py); the fixed part
-    differs by executor (on the 8B model's shape: ~350-450 us for AR and speculative, ~1 ms for block diffusion,
-    whose commit rules run per pass; one plane for all left residuals of -51% to +93% on its own records). The
-    first number is AR's fixed part (the default for strategies without records); the dict holds the others. A
-    column that the records cannot tell from the others (rows = sequences everywhere, blocks never varied) is
-    left out and fitted as 0."""
+def fit_runs(recs: list[dict]) -> dict | None:
+    """The host model of records without `iterations`: each run's mean host time per forward pass ((makespan -
+    device time) / passes) against its passes' mean rows, sequences and KV blocks, a fixed part per strategy plus
+    the three terms, least squares on the relative error (scipy.optimize.lsq_linear, all >= 0); eager passes
+    take the same formula. A column that the records cannot tell from the others is left out (fitted 0)."""
     from scipy.optimize import lsq_linear
 
-    pts = [p for p in (_host_point(r) for r in records if r["kind"] == "host" and r.get("status", "ok") == "ok")
-           if p is not None]
+    pts = [p for p in (_host_point(r) for r in recs) if p is not None]
     if not pts:
         return None
     kinds = sorted({p[0] for p in pts}, key=lambda k: (k != "ar", k))
     us = np.array([p[4] for p in pts])
     terms = [np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3)]  # rows, sequences, blocks
+    base = {"host_eager_pass_overhead_us": None, "host_eager_row_overhead_us": 0.0, "method": "runs"}
     if len(set(terms[0])) < 2:
-        return round_sig(float(np.median(us))), 0.0, 0.0, 0.0, {}
+        return {"host_pass_overhead_us": round_sig(float(np.median(us))), "host_row_overhead_us": 0.0,
+                "host_seq_overhead_us": 0.0, "host_block_overhead_us": 0.0, "host_pass_overhead_by_strategy_us": {},
+                **base, "residuals": None}
     dummies = np.array([[1.0 if p[0] == k else 0.0 for k in kinds] for p in pts])
     cols, kept = [dummies], []
     for i, t in enumerate(terms):  # each term only where it adds a direction of its own
@@ -62,12 +159,14 @@ def fit_host(records: list[dict]) -> tuple[float, float, float, float, dict[str,
             kept.append(i)
     a = np.hstack(cols)
     sol = lsq_linear(a / us[:, None], np.ones_like(us), bounds=(0, np.inf)).x
+    errs = np.abs(a @ sol / us - 1)
     fixed = dict(zip(kinds, sol[:len(kinds)]))
     per = [0.0, 0.0, 0.0]
     for j, i in enumerate(kept):
         per[i] = float(sol[len(kinds) + j])
     default = fixed.pop("ar", float(np.mean(list(fixed.values()))))
-    for kind, like in HOST_LIKE.items():  # strategies without records of their own
-        if kind not in fixed and like in fixed:
-            fixed[kind] = fixed[like]
-    return (round_sig(float(default)), *(round_sig(v) for v in per), {k: round_sig(float(v)) for k, v in fixed.items()})
+    return {"host_pass_overhead_us": round_sig(float(default)), "host_row_overhead_us": round_sig(per[0]),
+            "host_seq_overhead_us": round_sig(per[1]), "host_block_overhead_us": round_sig(per[2]),
+            "host_pass_overhead_by_strategy_us": {k: round_sig(float(v)) for k, v in fixed.items()}, **base,
+            "residuals": {"median": float(np.median(errs)), "p90": float(np.percentile(errs, 90)),
+                          "max": float(errs.max()), "n": len(errs)}}

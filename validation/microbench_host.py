@@ -77,7 +77,8 @@ def host_scenario(sh: dict):
     """The Scenario of a `host` case: a static batch of `batch` requests of `prompt` + `output` tokens of catalog
     model `model` (random weights) under `strategy` (speculative: self-drafting with a quarter of the layers, k =
     4, FORCED acceptance at alpha 0.8; block diffusion: `steps` per block of `block`; diffusion: `steps` over
-    `output` tokens with `cache`). Batch sizes and prompt lengths differ from the validation grid's points."""
+    `output` tokens with `cache`); with `cont`, continuous batching of at most `cont` running at 512 tokens per
+    pass. Batch sizes and prompt lengths differ from the validation grid's points."""
     from sim.model import load_model
     from sim.scenario import scenario_from_dict
 
@@ -91,9 +92,12 @@ def host_scenario(sh: dict):
         strategy.update(gen_length=sh["output"], steps=sh["steps"], cache=sh.get("cache", "none"),
                         **({"cache_block": sh["block"]} if sh.get("cache", "none") != "none" else {}))
     b = sh["batch"]
+    batching = {"kind": "static", "batch_size": b}
+    if sh.get("cont"):  # continuous batching of `batch` requests there at once, at most `cont` running
+        batching = {"kind": "continuous", "max_batch": sh["cont"], "max_tokens_per_iter": 512, "chunked_prefill": True}
     return scenario_from_dict({
         "name": f"host-{kind}-b{b}-p{sh['prompt']}", "hardware": "h100-sxm", "model": sh["model"],
-        "strategy": strategy, "batching": {"kind": "static", "batch_size": b},
+        "strategy": strategy, "batching": batching,
         "workload": {"kind": "closed", "num_requests": b, "input_len": sh["prompt"], "output_len": sh["output"]},
         "seed": 0}, where="host case")
 
@@ -103,8 +107,9 @@ def run_host(env, case: Case) -> dict:
     (validation.run.run_scenario: the scheduler, the strategy's executor with its CUDA graphs captured before the
     clock, the NVML sampler and the progress of a run), on scenarios that are not validation points: (makespan -
     summed device time of its forward passes) / forward passes, with the passes' mean rows (at most
-    GRAPH_MAX_ROWS each, as the engine prices the staging), sequences and KV blocks of their block tables (the
-    host model is affine in all three, host_fit.fit_host). Until session 4 this ran runtime.serve on executors of
+    GRAPH_MAX_ROWS each, as the engine prices the staging), sequences and KV blocks of their block tables; and, per
+    run, each iteration's own host time with the shapes of its forward passes (`iterations`), which the host model
+    is fitted to (host_fit.fit_host) where records have them. Until session 4 this ran runtime.serve on executors of
     its own with contexts under 100 positions, and predicted 0.65-0.9 ms per pass where a batch of 64 at 256-384
     positions spent 1.2 ms bare and 1.5 ms inside `memwall validate` (benchmarks/README.md)."""
     from sim.runtime_layout import GRAPH_MAX_ROWS
@@ -116,14 +121,32 @@ def run_host(env, case: Case) -> dict:
     env.__dict__.pop("host_models", None)  # the eager-pass cases' model: run_scenario sizes its pool to the memory
     if env.device == "cuda":
         env.torch.cuda.empty_cache()
-    per_pass, fwd = [], []
+    per_pass, fwd, iterations = [], [], []
     for _ in range(case.shape.get("runs", 2)):
         rec = run_scenario(s, env.device)
         fwd = [p[1:] for p in rec["strategy_passes"]] or rec["passes"]  # (tokens, logit rows, seqs, kv, pairs, s)
         per_pass.append((rec["result"]["makespan_s"] - sum(p[-1] for p in fwd)) / len(fwd))
+        iterations.append(_iterations(rec))
         if env.device == "cuda":
             env.torch.cuda.empty_cache()
     return {**_summary(per_pass, inner=1, sets=1, mode="serve"),
             "rows_per_pass": float(np.mean([min(p[0], GRAPH_MAX_ROWS) for p in fwd])),
             "seqs_per_pass": float(np.mean([p[2] for p in fwd])),
-            "blocks_per_pass": float(np.mean([p[3] for p in fwd])) / bt}
+            "blocks_per_pass": float(np.mean([p[3] for p in fwd])) / bt,
+            "kv_block_tokens": bt, "iterations": iterations}
+
+
+def _iterations(rec: dict) -> dict:
+    """One run's host seconds per iteration of the serving loop and the (tokens, sequences, KV read tokens) of each
+    forward pass it ran (one for AR; drafts, verify or steps for the others), for host_fit.fit_host."""
+    host = rec.get("pass_host_s") or []
+    if rec["strategy_passes"]:
+        counts = rec.get("forwards_per_pass") or []
+        flat = [[p[1], p[3], p[4]] for p in rec["strategy_passes"]]
+        shapes, i = [], 0
+        for n in counts:
+            shapes.append(flat[i:i + n])
+            i += n
+    else:
+        shapes = [[[p[0], p[2], p[3]]] for p in rec["passes"]]
+    return {"host_s": host, "forwards": shapes}

@@ -138,7 +138,8 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
         if tiny:
             cases += [_host("ar", 2, 32, 8, "smollm2-135m", runs=1),
                       _host("speculative", 2, 32, 8, "smollm2-135m", runs=1),
-                      _host("block_diffusion", 2, 32, 8, "smollm2-135m", runs=1, block=8, steps=2)]
+                      _host("block_diffusion", 2, 32, 8, "smollm2-135m", runs=1, block=8, steps=2),
+                      _host("ar", 3, 32, 8, "smollm2-135m", runs=1, cont=2)]
         else:
             m8b, llada = "llama-3.1-8b", "llada-8b"
             cases += [_host("ar", b, p, 64, m8b) for b, p in ((2, 512), (16, 128), (16, 768), (48, 384))]
@@ -147,6 +148,14 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
                       for b, p, blk in ((2, 512, 16), (16, 128, 16), (4, 768, 32), (16, 384, 32))]
             cases += [_host("diffusion", b, p, 64, llada, steps=16, cache=c, block=32)
                       for b, p, c in ((2, 128, "none"), (4, 384, "prefix"), (4, 128, "dual"))]
+            # one large eager prefill (40 prompts of 896 tokens) before a few decodes; and continuous batching (all
+            # requests there at once, `cont` = max_batch, 512 tokens per pass), whose passes mix prompt chunks with
+            # decodes, verifies and steps, as under Poisson load
+            cases += [_host("ar", 40, 896, 16, m8b),
+                      _host("ar", 40, 384, 64, m8b, cont=16),
+                      _host("speculative", 24, 256, 64, m8b, cont=12),
+                      _host("block_diffusion", 24, 256, 64, m8b, cont=12, block=32, steps=8),
+                      _host("diffusion", 12, 96, 64, llada, cont=6, steps=16, cache="dual", block=32)]
     if "allreduce" in kinds:
         # across every GPU of the machine (run_suite drops these on a machine with one); validation/allreduce.py
         from validation.allreduce import SIZES_BYTES

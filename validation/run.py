@@ -187,6 +187,9 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
             "device": device_info(device), "kv_blocks": blocks, "result": result.model_dump(mode="json"),
             "passes": [[*shape, round(t, 9)] for shape, t in zip(served.pass_shapes, served.device_pass_s)],
             "pass_columns": ["tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs", "device_s"],
+            # host seconds of each pass (runtime.serve.Served.host_pass_s) and the forward passes of each iteration
+            "pass_host_s": [round(t, 7) for t in served.host_pass_s],
+            **({"forwards_per_pass": served.forwards_per_pass} if served.forwards_per_pass else {}),
             # every forward pass of a non-AR iteration (draft, verify, diffusion/block step) with its own shape
             "strategy_passes": [[r, *shape, round(t, 9)] for (r, _, t), shape in
                                 zip(getattr(executor, "pass_log", []), getattr(executor, "pass_shapes", []))],
