@@ -4,8 +4,9 @@ the modes interleaved, each run's mean and median host time per iteration (runti
 
     python3 benchmarks/host_noise.py [--case ar/16/128/64] [--runs 4] [--pin 2,3] [--out F.json]
 
-Modes: `free` (the scheduler places the process's threads) and `pinned` (os.sched_setaffinity to the --pin cores
-for the whole process, NVML sampler thread included).
+Modes: `free` (the scheduler places the process's threads) and `pinned` (os.sched_setaffinity to the --pin cores:
+the main thread and the threads it starts afterwards, the NVML sampler included; threads started during the
+warm-up keep their placement).
 """
 import argparse
 import json
@@ -29,11 +30,18 @@ def main() -> None:
     ap.add_argument("--pin", default="2,3")
     ap.add_argument("--out")
     a = ap.parse_args()
-    kind, b, p, o = a.case.split("/")
-    s = host_scenario({"strategy": kind, "batch": int(b), "prompt": int(p), "output": int(o),
-                       "model": "llama-3.1-8b", "block": 32, "steps": 8})
+    try:
+        kind, b, p, o = a.case.split("/")
+        shape = {"strategy": kind, "batch": int(b), "prompt": int(p), "output": int(o), "model": "llama-3.1-8b",
+                 "block": 32, "steps": 8}
+        pinned = {int(c) for c in a.pin.split(",")}
+    except ValueError:
+        sys.exit("--case must be strategy/batch/prompt/output (e.g. ar/16/128/64) and --pin a list of core numbers "
+                 "(e.g. 2,3)")
     free = os.sched_getaffinity(0)
-    pinned = {int(c) for c in a.pin.split(",")}
+    if a.runs < 1 or shape["output"] < 3 or not pinned <= free:
+        sys.exit(f"--runs must be at least 1, the output at least 3 tokens, and --pin among cores {sorted(free)}")
+    s = host_scenario(shape)
     out = []
     run_scenario(s, "cuda")  # warm-up: graphs, kernels, allocator
     for i in range(a.runs):

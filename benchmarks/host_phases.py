@@ -59,18 +59,8 @@ def instrument(acc: dict):
 
         setattr(owner, name, wrap())
         undo.append((owner, name, orig))
-    # each pass's wall window (start, duration) as the serving loop records it, for host time per pass
-    orig_done = vars(me.Recorder)["passes_done"]
-
-    def passes_done(self, i, start, dur, *a, **k):
-        acc.setdefault("windows", []).append((float(start[0]), float(dur[0])))
-        return orig_done(self, i, start, dur, *a, **k)
-
-    me.Recorder.passes_done = passes_done
-    undo.append((me.Recorder, "passes_done", orig_done))
-
     def restore():
-        for owner, name, orig in undo:
+        for owner, name, orig in reversed(undo):
             setattr(owner, name, orig)
     return restore
 
@@ -93,7 +83,7 @@ def run_point(s, mode: str, device: str = "cuda") -> dict:
             restore()
         wall_total = time.perf_counter() - t0
         makespan = rec["result"]["makespan_s"]
-        device_by_pass = [p[-1] for p in rec["passes"]]
+        device_by_pass, host_by_pass = [p[-1] for p in rec["passes"]], rec.get("pass_host_s", [])
         device = sum(device_by_pass)
         passes = len(rec["passes"])
         fwd = len(rec["strategy_passes"]) or passes
@@ -115,40 +105,31 @@ def run_point(s, mode: str, device: str = "cuda") -> dict:
         restore()
         wall_total = time.perf_counter() - t0
         makespan = served.result.makespan_s
-        device_by_pass = list(served.device_pass_s)
+        device_by_pass, host_by_pass = list(served.device_pass_s), list(served.host_pass_s)
         device = sum(device_by_pass)
         passes = len(served.device_pass_s)
         fwd = len(getattr(executor, "pass_log", [])) or passes
     idle = acc.get("WallClock.sleep_until", 0.0)
     return {"point": s.name, "mode": mode, "makespan_s": makespan, "device_s": device, "idle_s": idle,
             "passes": passes, "forward_passes": fwd, "host_ms_per_forward": (makespan - device - idle) / fwd * 1e3,
-            "phases_ms_per_forward": {k: v / fwd * 1e3 for k, v in acc.items()
-                                      if not k.endswith("calls") and k != "windows"},
+            "phases_ms_per_forward": {k: v / fwd * 1e3 for k, v in acc.items() if not k.endswith("calls")},
             "calls": {k[:-6]: v for k, v in acc.items() if k.endswith("calls")}, "wall_s": wall_total,
-            "pass_host_ms": pass_host_ms(acc.get("windows", []), device_by_pass),
-            "series": {"start_s": [w[0] for w in acc.get("windows", [])], "window_s": [w[1] for w in
-                       acc.get("windows", [])], "device_s": device_by_pass}}
+            "pass_host_ms": pass_host_ms(host_by_pass, device_by_pass),
+            "series": {"host_s": host_by_pass, "device_s": device_by_pass}}
 
 
-def pass_host_ms(windows: list, device_s: list) -> dict:
-    """Host milliseconds around each pass: its window minus its device time (staging, sync) plus the gap since the
-    previous pass's end (scheduler, recorder; waits for arrivals included), split into the first pass, prefill-
-    carrying passes and decode passes (by device time over the median), and the time before the first pass."""
+def pass_host_ms(host_s: list, device_s: list) -> dict:
+    """Each pass's host time as the serving loop records it (runtime/serve.py: the wall time since the previous pass
+    ended, waits for arrivals excluded, outside the pass's device time), in milliseconds: the first pass, then the
+    median of the light passes (decodes) and of the heavy ones (device time over 1.5x the median: prompt chunks)."""
     import numpy as np
 
-    if not windows or len(windows) != len(device_s):
+    if not host_s or len(host_s) != len(device_s):
         return {}
-    st = np.array([w[0] for w in windows])
-    du = np.array([w[1] for w in windows])
-    dev = np.array(device_s)
-    prev_end = np.concatenate([[0.0], (st + du)[:-1]])
-    host = (du - dev) + (st - prev_end)
-    host[0] = du[0] - dev[0]  # the first pass's gap before it is the wait for the first arrival
-    inside = du - dev
+    host, dev = np.array(host_s), np.array(device_s)
     big = dev > 1.5 * np.median(dev)
     f = lambda x: float(np.median(x) * 1e3) if len(x) else None  # noqa: E731
-    return {"before_first_ms": float(st[0] * 1e3), "first_ms": float(host[0] * 1e3),
-            "decode_median_ms": f(host[1:][~big[1:]]), "decode_inside_median_ms": f(inside[1:][~big[1:]]),
+    return {"first_ms": float(host[0] * 1e3), "decode_median_ms": f(host[1:][~big[1:]]),
             "heavy_median_ms": f(host[1:][big[1:]]), "heavy_passes": int(big[1:].sum()),
             "mean_ms_after_first": float(host[1:].mean() * 1e3) if len(host) > 1 else None}
 

@@ -147,7 +147,10 @@ class CostContext:
         return not self.eager(shape) or shape.tokens <= PAGED_MAX_Q * shape.seqs
 
     def replayed(self, shape: PassShape) -> bool:
-        """Whether the pass replays one of memwall's CUDA graphs (runtime/graphs.py; MoE models run eagerly there)."""
+        """Whether the pass replays one of memwall's CUDA graphs, so that it runs the graph's padded rows
+        (runtime/graphs.py). MoE models run eagerly there (routing cannot be captured), which only this and the
+        logit rows know of: `eager` still treats their passes of up to GRAPH_MAX_ROWS tokens as graph-paced (no host
+        launch floor), an older simplification."""
         return self.graphs == "paged" and not self.eager(shape) and not self.model.is_moe
 
     def priced_rows(self, shape: PassShape) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import simpy
 
 from sim.cost import CostContext, CostModel
-from sim.runtime_layout import GRAPH_MAX_ROWS
+from sim.runtime_layout import GRAPH_MAX_ROWS, host_eager
 from sim.errors import UserError
 from sim.model import load_model
 from sim.passes import PassShape
@@ -328,10 +328,11 @@ def host_s(setup: Setup, shape: PassShape) -> float:
     The row term is the staging of a graph's inputs, so it stops at GRAPH_MAX_ROWS: an eager pass stages through
     one vectorized build_meta, and its host's issuing of kernels is priced by launch_overhead_us (a line
     extrapolated past 512 rows (then the graphs' limit) priced an eager diffusion step's host at 18 ms against 2.9 measured,
-    reports/h100/validation-notes.md). Profiles fitted per iteration (session 6 on) price eager passes with terms of
-    their own (host_eager_pass_s: ~2 ms plus ~0.2 us per row on the H100 machines)."""
+    reports/h100/validation-notes.md). Profiles fitted per iteration (session 6 on) price passes past the graphs'
+    rows with terms of their own (host_eager_pass_s: ~1.9 ms plus 0.2-0.5 us per row on the H100 machines), split
+    by the same rule as the fit (sim.runtime_layout.host_eager)."""
     hw = setup.hardware
-    if hw.host_eager_pass_overhead_us is not None and setup.target_cost.ctx.eager(shape):
+    if hw.host_eager_pass_overhead_us is not None and host_eager(shape.tokens):
         return hw.host_eager_pass_s(shape.tokens)
     blocks = shape.kv_read_tokens / setup.scenario.batching.kv_block_tokens
     return hw.host_pass_s(min(shape.tokens, GRAPH_MAX_ROWS), shape.seqs, setup.scenario.strategy.kind, blocks)

@@ -39,6 +39,13 @@ def rows_per_kv_read(num_heads: int, num_kv_heads: int) -> int:
     return max(1, PAGED_TILE_ROWS // max(1, num_heads // num_kv_heads))
 
 
+def host_eager(tokens: int) -> bool:
+    """Whether the serving loop's host handles a pass of `tokens` rows as an eager pass (metadata built once for a
+    prompt past the graphs' rows) rather than staging a graph's inputs: the host model's split, in its fit
+    (validation/host_fit.py) and its price (sim.engine.host_s) alike, whatever the scenario's `execution.graphs`."""
+    return tokens > GRAPH_MAX_ROWS
+
+
 def graph_bucket(rows: int) -> int:
     """Rows of the graph a pass of `rows` rows replays (its own row count past GRAPH_MAX_ROWS: an eager pass)."""
     return next((b for b in ROW_BUCKETS if b >= rows), rows)

@@ -307,3 +307,20 @@ def test_host_cases_are_no_validation_points():
         if s.batching.kind == "static":  # no grid point has the batch size and prompt of a static case either
             assert (s.model, s.strategy.kind, s.batching.batch_size, s.workload.input_len) not in {
                 (g[0], g[1], g[3], g[6]) for g in grid if g[2] == "static"}
+
+
+def test_host_records_with_broken_iterations_are_named():
+    """A host record whose host times and iterations disagree in number is named in one sentence (a UserError, as
+    bad input is everywhere); records whose iterations hold no host times fall back to the per-run fit."""
+    from sim.errors import UserError
+    from validation.host_fit import fit_host
+
+    base = {"kind": "host", "key": "host/ar/B=4", "shape": {"strategy": "ar", "batch": 4}, "median_s": 1e-3,
+            "rows_per_pass": 4, "seqs_per_pass": 4}
+    broken = {**base, "iterations": [{"host_s": [1e-3, 1e-3], "forwards": [[[4, 4, 400]]]}]}
+    with pytest.raises(UserError, match="host/ar/B=4.*2 host times but 1 iterations"):
+        fit_host([broken])
+    empty = [{**base, "iterations": [{"host_s": [], "forwards": []}]},
+             {**base, "key": "host/ar/B=8", "shape": {"strategy": "ar", "batch": 8}, "rows_per_pass": 8,
+              "seqs_per_pass": 8, "median_s": 2e-3, "iterations": [{"host_s": [], "forwards": []}]}]
+    assert fit_host(empty)["method"] == "runs"

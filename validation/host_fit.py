@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.runtime_layout import GRAPH_MAX_ROWS
+from sim.errors import UserError
+from sim.runtime_layout import host_eager
 
 
 def round_sig(v: float, digits: int = 4) -> float:
@@ -32,11 +33,13 @@ def fit_host(records: list[dict]) -> dict | None:
     """The host model's profile fields (FIELDS) fitted to the `host` records, with `residuals` (median, p90 of
     |pred / meas - 1| of each run's mean host time per iteration) and `method`; None without host records.
 
-    Records carrying `iterations` (session 6 on: every iteration's own host time and its forward passes' shapes)
-    are fitted per iteration (`fit_iterations`); older records, which hold one mean per run, by `fit_runs`."""
+    Where records carry `iterations` (session 6 on: every iteration's own host time and its forward passes' shapes),
+    those alone are fitted, per iteration (`fit_iterations`), and older records in the same file are left out (they
+    are usually another machine's: host time is the machine's, reports/h100/validation-notes.md); otherwise the
+    records' means per run are (`fit_runs`)."""
     recs = _ok_host(records)
     with_iterations = [r for r in recs if r.get("iterations")]
-    fit = fit_iterations(with_iterations) if with_iterations else fit_runs(recs)
+    fit = (fit_iterations(with_iterations) if with_iterations else None) or fit_runs(recs)
     if fit is None:
         return None
     fixed = fit["host_pass_overhead_by_strategy_us"]
@@ -61,10 +64,13 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
             host = np.asarray(it["host_s"], dtype=float) * 1e6
             if not len(host):
                 continue
+            if len(host) != len(it["forwards"]):
+                raise UserError(f"host record {r['key']}, run {run}: {len(host)} host times but "
+                                f"{len(it['forwards'])} iterations of forward passes; rerun the case")
             for h, forwards in zip(host, it["forwards"]):
                 x = np.zeros(len(names))
                 for tokens, seqs, kv in forwards:
-                    if tokens <= GRAPH_MAX_ROWS:
+                    if not host_eager(tokens):
                         x[k] += 1
                         x[n:n + 3] += (tokens, seqs, kv / bt)
                     else:
@@ -79,11 +85,12 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
 def fit_iterations(recs: list[dict]) -> dict | None:
     """Least squares over every iteration of every run (scipy.optimize.lsq_linear, all terms >= 0): an iteration's
     host time is the sum of its forward passes' (a draft pass and a verify both pay the strategy's fixed part).
-    Each iteration's residual is scaled by its run's mean, so that runs of 0.4 and 3 ms per iteration weigh alike;
-    a plain mean (not a median) is fitted, because throughput pays the host's occasional slow passes too.
+    Each iteration's residual is scaled by its run's mean, so that an iteration of a 0.4 ms run and one of a 3 ms run
+    count alike (a run still counts by its iterations: hundreds for a long run, ~17 for a short one); a plain mean
+    (not a median) is fitted, because throughput pays the host's occasional slow passes too.
 
     Why per iteration and not a mean per run (fit_runs, until session 5): a run's mean spreads its eager prefill's
-    host time (2-11 ms on the H100 machines, for 1-36k prompt tokens) over its decodes, which the per-sequence
+    host time (2-34 ms on the H100 machines, for 1-36k prompt tokens) over its decodes, which the per-sequence
     term then absorbed (8.5 us per sequence per pass, fitted at 12:06 UTC in session 5), pricing the decodes of
     continuous batching under Poisson load 0.5 ms slow (reports/h100/validation-notes.md). A column that the
     iterations cannot tell from the others (no eager pass, rows = sequences everywhere) is left out (fitted 0)."""

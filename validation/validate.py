@@ -154,7 +154,8 @@ def validate_command(
     summary = summarize(compared) if compared else {}
     if as_json:
         sys.stdout.write(json.dumps({"profile": profile, "points": [
-            {k: v for k, v in r.items() if k not in ("measured_s", "predicted_s", "shapes")} for r in rows],
+            {k: v for k, v in r.items() if k not in ("measured_s", "predicted_s", "shapes", "host_measured_s",
+                                                     "host_predicted_s")} for r in rows],
             "summary": summary}) + "\n")
         return
     console.print(comparison_table(rows, f"{spec.name}: predicted on {Path(profile).stem} vs measured "
