@@ -2,25 +2,36 @@
 host's launch pace (tens of us a call from Python) does not enter the kernel's time."""
 
 
-def graph_time_us(torch, fn, reps: int = 20) -> float:
-    """Median microseconds per call of `fn()`: warmed up on a side stream, `reps` calls captured in one CUDA graph,
-    the graph replayed 5 times."""
+def capture(torch, fn, reps: int = 1, warmup: int = 3):
+    """`reps` calls of `fn()` captured in one CUDA graph, after `warmup` calls on a side stream (torch.cuda.graphs
+    docs: libraries pick their kernels and workspaces before capture)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(3):
+        for _ in range(warmup):
             fn()
     torch.cuda.current_stream().wait_stream(side)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         for _ in range(reps):
             fn()
+    return g
+
+
+def replay_us(torch, g, replays: int = 5, per: int = 1) -> float:
+    """Median microseconds of one replay of graph `g` over `replays` (CUDA events), divided by `per` calls."""
     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
-    for _ in range(5):
+    for _ in range(replays):
         e0.record()
         g.replay()
         e1.record()
         torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1) * 1e3 / reps)
+        times.append(e0.elapsed_time(e1) * 1e3 / per)
     return sorted(times)[len(times) // 2]
+
+
+def graph_time_us(torch, fn, reps: int = 20) -> float:
+    """Median microseconds per call of `fn()`: warmed up on a side stream, `reps` calls captured in one CUDA graph,
+    the graph replayed 5 times."""
+    return replay_us(torch, capture(torch, fn, reps), per=reps)

@@ -31,7 +31,7 @@ def kernel_times_us(prof, passes: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def graph_timeline(torch, fn, out_dir: Path | None = None) -> dict:
+def graph_timeline(torch, fn) -> dict:
     """`fn` (one forward pass) captured in one CUDA graph: the replay's time (CUDA events, median of 10) and, from
     one profiled replay's kernel timeline, the kernels' summed time and the gaps between consecutive kernels (the
     cost model's `kernel_overhead_us` stands for a kernel's fixed time plus this gap), by the kernel before the gap."""
@@ -39,23 +39,10 @@ def graph_timeline(torch, fn, out_dir: Path | None = None) -> dict:
 
     from torch.profiler import ProfilerActivity, profile
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(10):
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1) * 1e3)
+    from cuda_timing import capture, replay_us
+
+    g = capture(torch, fn, reps=1, warmup=2)
+    replay = replay_us(torch, g, replays=10)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         g.replay()
         torch.cuda.synchronize()
@@ -70,7 +57,7 @@ def graph_timeline(torch, fn, out_dir: Path | None = None) -> dict:
     for gap, name in gaps:
         by_name[name].append(gap)
     med = lambda x: sorted(x)[len(x) // 2] if x else None  # noqa: E731
-    return {"graph_us_per_pass": med(times), "kernels": len(ks), "kernel_sum_us": sum(k[1] for k in ks),
+    return {"graph_us_per_pass": replay, "kernels": len(ks), "kernel_sum_us": sum(k[1] for k in ks),
             "span_us": (ks[-1][0] + ks[-1][1] - ks[0][0]) if ks else None,
             "gap_median_us": med([g for g, _ in gaps]), "gap_sum_us": sum(g for g, _ in gaps),
             "gap_after_us": {n: {"n": len(v), "median": med(v), "sum": sum(v)} for n, v in
