@@ -324,3 +324,18 @@ def test_host_records_with_broken_iterations_are_named():
              {**base, "key": "host/ar/B=8", "shape": {"strategy": "ar", "batch": 8}, "rows_per_pass": 8,
               "seqs_per_pass": 8, "median_s": 2e-3, "iterations": [{"host_s": [], "forwards": []}]}]
     assert fit_host(empty)["method"] == "runs"
+
+
+def test_broken_host_record_is_one_sentence_from_the_cli(app, tmp_path):
+    """`memwall calibrate` on records whose one host record has more host times than iterations: exit 2 and one
+    line naming the record, not a traceback."""
+    repo = Path(__file__).resolve().parent.parent
+    recs = tmp_path / "mb.jsonl"
+    broken = {"key": "host/ar/B=3/P=99/O=9/broken", "kind": "host", "dtype": "bf16", "flops": 0.0, "bytes": 0.0,
+              "median_s": 1e-3, "status": "ok", "shape": {"strategy": "ar", "batch": 3},
+              "iterations": [{"host_s": [1e-3, 1e-3], "forwards": [[[3, 3, 300]]]}]}
+    recs.write_text((repo / "reports" / "h100" / "microbench.jsonl").read_text() + json.dumps(broken) + "\n")
+    r = CliRunner().invoke(app, ["calibrate", str(recs), "--out", str(tmp_path / "p.yaml"),
+                                 "--report", str(tmp_path / "c.json")])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "host/ar/B=3/P=99/O=9/broken" in r.stderr and "rerun the case" in r.stderr
