@@ -72,3 +72,26 @@ def test_a_failed_attempt_measured_again_is_not_unfinished(tmp_path):
     assert "measured again (the successful record is used): synthetic-fixture (oom)" in text
     assert "did not finish: synthetic-oom (oom)." in text
     assert summary["ar"]["pass_time_s"]["n"] == 8
+
+
+def test_host_split_by_hand():
+    """Two runs of one strategy, numbers chosen by hand: run A has 1.0 s of device time priced 0.9, 0.25 s of host
+    in a 1.25 s makespan priced 0.5 s (host share 20%, host +100%: the host alone makes throughput 1.25 / 1.5 - 1 =
+    -16.7%); run B 2.0 s priced 2.2, 0.5 s of host in 2.5 s priced 0.25 (throughput from host 2.5 / 2.25 - 1 =
+    +11.1%). A run without host times is left out."""
+    from validation.validation_report import host_split
+
+    preds = [{"strategy": "ar", "measured_s": [0.5, 0.5], "predicted_s": [0.45, 0.45],
+              "host_measured_s": [0.125, 0.125], "host_predicted_s": [0.25, 0.25]},
+             {"strategy": "ar", "measured_s": [2.0], "predicted_s": [2.2], "host_measured_s": [0.5],
+              "host_predicted_s": [0.25]},
+             {"strategy": "ar", "measured_s": [1.0], "predicted_s": [1.0]}]
+    records = [{"result": {"makespan_s": 1.25}}, {"result": {"makespan_s": 2.5}}, {"result": {"makespan_s": 1.0}}]
+    got = host_split(preds, records)["ar"]
+    assert got["runs"] == 2
+    assert got["device_error"] == pytest.approx((-0.1, 0.1))
+    assert got["host_share"] == pytest.approx((0.2, 0.2))
+    assert got["host_error"] == pytest.approx((-0.5, 1.0))
+    thr = got["throughput_error_from_host"]  # of |error|: 16.7% and 11.1%
+    assert thr["n"] == 2 and thr["max"] == pytest.approx(1 - 1.25 / 1.5)
+    assert thr["median"] == pytest.approx(((1 - 1.25 / 1.5) + (2.5 / 2.25 - 1)) / 2)

@@ -117,6 +117,30 @@ def _host_pairs(rec: dict, setup) -> tuple[list[float], list[float]]:
     return measured, predicted
 
 
+def host_split(preds: list[dict], records: list[dict]) -> dict[str, dict]:
+    """Per strategy, over the runs that record their host time (predict_run's host pairs), where a run's throughput
+    error comes from: its summed device time's error, its host share of the makespan, its summed host time's error,
+    and the throughput error its host prediction alone makes (the measured makespan with the measured host time
+    replaced by the predicted one: makespan / (makespan - host measured + host predicted) - 1), as ranges and as
+    median / p90 of |error|."""
+    by: dict[str, list[tuple[float, float, float, float]]] = {}
+    for p, rec in zip(preds, records):
+        hm, hp = sum(p.get("host_measured_s", [])), sum(p.get("host_predicted_s", []))
+        ms, dm = rec["result"].get("makespan_s") or 0.0, sum(p["measured_s"])
+        if hm <= 0 or ms <= 0 or dm <= 0:
+            continue
+        by.setdefault(p["strategy"], []).append((sum(p["predicted_s"]) / dm - 1, hm / ms, hp / hm - 1,
+                                                 ms / (ms - hm + hp) - 1))
+    out = {}
+    for strategy, rows in sorted(by.items()):
+        dev, share, host, thr = (np.array(c) for c in zip(*rows))
+        out[strategy] = {"runs": len(rows), "device_error": (float(dev.min()), float(dev.max())),
+                         "host_share": (float(share.min()), float(share.max())),
+                         "host_error": (float(host.min()), float(host.max())),
+                         "throughput_error_from_host": error_stats(list(thr))}
+    return out
+
+
 # judged under Poisson load (the issue's TTFT / ITL criterion); closed-loop runs are listed apart
 LATENCY_METRICS = ("ttft_p50_s", "itl_p50_s")
 
@@ -248,6 +272,10 @@ def _pct(v) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
+def _signed(v) -> str:
+    return f"{v:+.1%}"
+
+
 def _stats_row(label: str, st: dict) -> list[str]:
     return [label, _pct(st["median"]), _pct(st["p90"]), _pct(st["max"]), str(st["n"])]
 
@@ -315,6 +343,18 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
                                 "loop's wall time outside the device's, recorded per pass by runtime/serve.py) "
                                 "against the host model (sim.engine.host_s) over its forward passes. It says how "
                                 "much of a throughput or latency error is the host's."))
+            split = host_split(preds, ok)
+            blocks.append(("p", "Where throughput errors come from, per run (summed over its passes): device time "
+                                "(predicted / measured - 1), the host's share of the makespan, host time (predicted "
+                                "/ measured - 1), and the throughput error the host prediction alone makes (measured "
+                                "device time kept):"))
+            blocks.append(("table", ["strategy", "runs", "device time error", "host share", "host time error",
+                                     "throughput error from host, median / p90 abs"],
+                           [[k, str(v["runs"]), f"{_signed(v['device_error'][0])} to {_signed(v['device_error'][1])}",
+                             f"{_pct(v['host_share'][0])} to {_pct(v['host_share'][1])}",
+                             f"{_signed(v['host_error'][0])} to {_signed(v['host_error'][1])}",
+                             f"{_pct(v['throughput_error_from_host']['median'])} / "
+                             f"{_pct(v['throughput_error_from_host']['p90'])}"] for k, v in split.items()]))
         blocks.append(("img", "validation-runs.png", runs_plot(preds)))
         worst = sorted(((abs(b / a - 1), p["name"], s, a, b) for p in preds
                         for a, b, s in zip(p["measured_s"], p["predicted_s"], p["shapes"])), reverse=True)[:8]
