@@ -79,7 +79,7 @@ def test_host_split_by_hand():
     in a 1.25 s makespan priced 0.5 s (host share 20%, host +100%: the host alone makes throughput 1.25 / 1.5 - 1 =
     -16.7%); run B 2.0 s priced 2.2, 0.5 s of host in 2.5 s priced 0.25 (throughput from host 2.5 / 2.25 - 1 =
     +11.1%). A run without host times is left out."""
-    from validation.validation_report import host_split
+    from validation.host_check import host_split
 
     preds = [{"strategy": "ar", "measured_s": [0.5, 0.5], "predicted_s": [0.45, 0.45],
               "host_measured_s": [0.125, 0.125], "host_predicted_s": [0.25, 0.25]},
