@@ -6,7 +6,7 @@ the recorder, and the harness (NVML sampler thread, progress bar, cost-model cou
 
 Each point runs twice after its own warm-up: `harness` as `memwall validate` runs it (validation.run.run_scenario
 inside a rich progress bar, NVML sampling), `bare` as runtime.serve alone. Timers wrap functions by patching them
-(perf_counter around the call; nested phases are reported separately and subtracted from their parent).
+(perf_counter around the call; a phase's time includes the phases it calls).
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def instrument(acc: dict):
                (ex.Executor, "execute"), (pe.PlanExecutor, "run_pass"), (ex, "build_meta")]
     for cls in (bd.BlockDiffusionExecutor, df.DiffusionExecutor, sp.SpeculativeExecutor):
         targets.append((cls, "execute_plan"))
+    # the chained speculative path (runtime/speculative.py): staging each pass, launching it, waiting at the end
+    import runtime.timing as tm
+
+    targets += [(pe.PlanExecutor, "stage"), (tm.PassTimer, "run"), (tm.PassTimer, "settle"),
+                (sp.SpeculativeExecutor, "_chained_passes"), (sp.SpeculativeExecutor, "_decide_greedy"),
+                (gr.DecodeGraphs, "_fill"), (gr, "staging_array"), (gr, "index_to_device"), (sp, "index_to_device")]
     targets.append((sv.WallClock, "sleep_until"))  # waiting for arrivals: not host work
     undo = []
     for owner, name in targets:

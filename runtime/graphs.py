@@ -75,6 +75,14 @@ def staging_array(b: int, width: int, block_tokens: int, scratch: int, tokens, p
     return a
 
 
+def index_to_device(values: Sequence[int], device) -> torch.Tensor:
+    """A small int64 index on the device without waiting for the device: `torch.tensor(values, device=...)` copies
+    from pageable memory and synchronizes the stream, which stalled the host behind every queued pass; a pinned
+    copy is asynchronous (the pinned-memory allocator does not hand the block out again before the copy ran)."""
+    t = torch.tensor(values, dtype=torch.long)
+    return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
+
+
 class DecodeGraphs:
     """Captured decode passes of `model` over `cache` for sequences of at most `max_context` positions."""
 
@@ -176,13 +184,25 @@ class DecodeGraphs:
         if self.bucket_for(len(tokens)) is None:
             return None
         b = self.load(tokens, positions, tables, lens, [len(s.token_ids) for s in seqs])
-        index = None if len(wanted) == len(tokens) else torch.tensor(wanted, device=self.graphs[b].inputs.device)
+        index = None if len(wanted) == len(tokens) else index_to_device(wanted, self.graphs[b].inputs.device)
         return b, len(tokens), index
 
     def replay_logits(self, b: int, n: int, index: torch.Tensor | None) -> torch.Tensor:
         """Replay a pass staged by load_seqs; the wanted logits [O, V] (a view when all rows are wanted)."""
         logits, _ = self.replay(b, n)
         return logits if index is None else logits.index_select(0, index)
+
+    def replay_tokens(self, b: int, n: int, index: torch.Tensor | None) -> torch.Tensor:
+        """Replay a pass staged by load_seqs; the greedy tokens of the wanted rows [O] (the graph's own argmax: no
+        logits leave it)."""
+        _, tokens = self.replay(b, n)
+        return tokens if index is None else tokens.index_select(0, index)
+
+    def token_inputs(self, b: int, n: int) -> torch.Tensor:
+        """The device view of a staged pass's n token ids (the first field of bucket b's inputs): a caller may
+        overwrite entries with tokens that are still on the device, after `load` and before the replay (stream
+        order keeps the staging copy first)."""
+        return self.graphs[b].inputs[:n]
 
     def replay(self, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Run bucket b's graph; returns (logits [n, V], next tokens [n]) as views into the graph's outputs

@@ -5,7 +5,9 @@ executor (executor.py), which returns one token per row, a strategy executor dec
 commits (accepted drafts, unmasked positions) and hands those counts back: `execute_plan(plan, sched) ->
 (device seconds, commits per row)`, then `sched.update(plan, commits=...)`.
 
-Every pass goes through `run_pass`: passes of at most sim.runtime_layout.GRAPH_MAX_ROWS tokens replay a CUDA graph of their
+Every pass goes through `stage` (its host work: inputs into a graph's buffers, or an eager pass's metadata) and
+is then run, by `run_pass` (timed, synchronized) or by an executor that issues several back to back (speculative
+drafts, runtime.timing.PassTimer): passes of at most sim.runtime_layout.GRAPH_MAX_ROWS tokens replay a CUDA graph of their
 paged-row count (graphs.py), the rest run eagerly.
 
 Block tables come from the scheduler's block manager. Some strategies compute positions the scheduler does not
@@ -17,7 +19,8 @@ ever read. Positions the scheduler rolled back (rejected drafts, shrunk tables) 
 
 from __future__ import annotations
 
-
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -39,6 +42,19 @@ def pass_shape(seqs, causal: bool, all_logits: bool) -> tuple[int, int, int, int
         pairs += sum(token_limits(s, q, c, causal))
     logits = tokens if all_logits else sum(s.num_logits for s in seqs)
     return tokens, logits, len(seqs), kv, pairs
+
+
+@dataclass
+class StagedPass:
+    """A forward pass whose inputs are on the device. `token_ids` is the device view of its token ids: entries may
+    be overwritten with tokens still on the device (the previous pass's output: speculative drafts chain without a
+    host sync) before it runs. `logits()` runs it and returns the wanted rows' logits [O, V]; `greedy()` runs it
+    and returns their argmax [O]."""
+
+    tokens: int
+    token_ids: torch.Tensor
+    logits: Callable[[], torch.Tensor]
+    greedy: Callable[[], torch.Tensor]
 
 
 class PlanExecutor(RequestTokens):
@@ -83,22 +99,29 @@ class PlanExecutor(RequestTokens):
     def all_graphs(self) -> list:
         return [g for g in (self.target_graphs,) if g is not None]
 
-    def run_pass(self, role: str, seqs, model=None, cache=None, graphs=None, post=None):
-        """One forward pass over `seqs` (forward.SeqInput) of `model` (default: the target) and its cache: replayed
-        from a CUDA graph when it fits one, eager otherwise. Logs and returns (device seconds, logits [sum o, V]),
-        or (device seconds, post(logits)) when `post` is given: device work on the logits that belongs to the pass
-        (picking tokens), timed with it."""
+    def stage(self, seqs, model=None, cache=None, graphs=None) -> "StagedPass":
+        """Host work of one forward pass over `seqs` (forward.SeqInput) of `model` (default: the target) and its
+        cache: its inputs copied into a CUDA graph's buffers when it fits one, an eager pass's metadata otherwise.
+        Logs the pass's shape; the caller runs it (and logs its time)."""
         model, cache = model or self.model, cache or self.cache
         graphs = self.target_graphs if graphs is None and model is self.model else graphs
-        tokens = sum(len(s.token_ids) for s in seqs)
         staged = graphs.load_seqs(seqs) if graphs is not None else None
         self.pass_shapes.append(pass_shape(seqs, model.spec.attention == "causal", all_logits=staged is not None))
+        tokens = sum(len(s.token_ids) for s in seqs)
         if staged is not None:
-            run = lambda: graphs.replay_logits(*staged)  # noqa: E731
-        else:
-            meta = build_meta(seqs, cache, model.device, model.max_positions)
-            run = lambda: forward(model, cache, meta)  # noqa: E731
-        return self.timed(role, tokens, run if post is None else lambda: post(run()))
+            b, n, index = staged
+            return StagedPass(tokens, graphs.token_inputs(b, n), lambda: graphs.replay_logits(b, n, index),
+                              lambda: graphs.replay_tokens(b, n, index))
+        meta = build_meta(seqs, cache, model.device, model.max_positions)
+        return StagedPass(tokens, meta.tokens, lambda: forward(model, cache, meta),
+                          lambda: forward(model, cache, meta).argmax(dim=-1))
+
+    def run_pass(self, role: str, seqs, model=None, cache=None, graphs=None, post=None):
+        """One forward pass over `seqs` (see `stage`): replayed from a CUDA graph when it fits one, eager otherwise.
+        Logs and returns (device seconds, logits [sum o, V]), or (device seconds, post(logits)) when `post` is
+        given: device work on the logits that belongs to the pass (picking tokens), timed with it."""
+        p = self.stage(seqs, model, cache, graphs)
+        return self.timed(role, p.tokens, p.logits if post is None else lambda: post(p.logits()))
 
     # -- tables and timing -----------------------------------------------------------------------------------------
     def table(self, kv, req_id: int, positions: int, row: int = 0) -> list[int]:

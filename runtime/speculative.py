@@ -12,6 +12,11 @@ sim/strategies/speculative.py decides):
      logits at the k_i + 1 verified positions;
   3. acceptance (runtime/acceptance.py: greedy, stochastic, forced) -> a_i accepted drafts + the target's token:
      the row commits a_i + 1 tokens, which go back to the scheduler as `commits`.
+Greedy and forced acceptance chain steps 1-2 on the device: draft pass j + 1 reads pass j's tokens from the device and
+the verify reads every draft from there, so all passes are issued back to back and the host stages each pass while
+the device runs the one before; the drafts and the verify's argmaxes come to the host once, for step 3 (one sync
+per iteration instead of one per pass: host time per iteration 0.44x on the H100, benchmarks/README.md).
+Stochastic acceptance needs each draft's distribution on the host and runs the passes one at a time.
 Rollback: the target's K/V of rejected drafts stay in their slots, past the positions the scheduler keeps; the
 scheduler shrinks the row's blocks and those slots are overwritten by later passes. The draft's own cache keeps a
 count of valid positions per request and is cut back the same way.
@@ -31,7 +36,9 @@ import torch
 
 from runtime import acceptance
 from runtime.forward import SeqInput
+from runtime.graphs import index_to_device
 from runtime.plan_exec import PlanExecutor
+from runtime.timing import PassTimer
 
 
 class LayerPrefix:
@@ -91,25 +98,55 @@ class SpeculativeExecutor(PlanExecutor):
         k_of = [q[i] - catch[i] - 1 if steps[i] else 0 for i in range(len(rids))]
         tables = [kv.tables[r] for r in rids]
         committed_len = [start[i] + q[i] - k_of[i] for i in range(len(rids))]  # tokens known before drafting
-        total_s = 0.0
-        n_draft = 0
+        prefill_s, n_prefill = 0.0, 0
         # 0. a separate draft prefills (and catches up) the tokens the target does, in the same iteration
         caught = [start[i] + (catch[i] if steps[i] else q[i]) for i in range(len(rids))]
         if not self.shared:
-            total_s, n_draft = self._draft_prefill(rids, start, caught, tables)
-        # 1. draft passes
+            prefill_s, n_prefill = self._draft_prefill(rids, start, caught, tables)
         drafting = [i for i in range(len(rids)) if k_of[i] > 0]
-        drafts: dict[int, list[int]] = {i: [] for i in drafting}
-        p_draft: dict[int, list[torch.Tensor]] = {i: [] for i in drafting}
         for i in drafting:
             r = rids[i]
             # shared: the target's layers hold exactly the positions the scheduler says are computed
             self.draft_done[r] = start[i] if self.shared else min(self.draft_done.get(r, 0), caught[i])
+        stepping = [i for i in range(len(rids)) if steps[i] and o[i] > 0]
+        offsets = np.cumsum([0] + o)
+        if self.mode == "stochastic":  # 1.-3. pass by pass: each draft needs its distribution on the host
+            drafts, p_draft, draft_s, n_draft = self._draft_passes(rids, tables, k_of, drafting)
+            seqs = [SeqInput(self.tokens[r][s:s + n], s, t, lo) for r, s, n, t, lo in zip(rids, start, q, tables, o)]
+            verify_s, logits = self.run_pass("verify", seqs)
+            accepted, nxt = self._decide(stepping, k_of, drafts, p_draft, logits, offsets) if stepping else ([], [])
+        else:  # 1.-3. every pass issued back to back, drafts chained on the device, one host sync
+            drafts, best, draft_s, verify_s, n_draft = self._chained_passes(rids, start, q, o, tables, k_of,
+                                                                            committed_len, drafting)
+            accepted, nxt = self._decide_greedy(stepping, k_of, drafts, best, offsets) if stepping else ([], [])
+        # commit a_i accepted drafts + the target's token, per stepping row
+        commits = np.zeros(len(rids), dtype=np.int64)
+        for n, i in enumerate(stepping):
+            r, a = rids[i], accepted[n]
+            self.tokens[r] = self.tokens[r][:committed_len[i]] + drafts.get(i, [])[:a] + [nxt[n]]
+            if not self.shared and r in self.draft_done:  # K/V of rejected drafts are no longer valid
+                self.draft_done[r] = min(self.draft_done[r], len(self.tokens[r]) - 1)
+            commits[i] = a + 1
+            if k_of[i] > 0:
+                self.accepted.append(a)
+                self.drafted.append(k_of[i])
+        drafted = [i for i in stepping if k_of[i] > 0]
+        self.iter_log.append((prefill_s + draft_s, verify_s, n_prefill + n_draft, len(rids), len(drafted),
+                              int(sum(commits[i] for i in drafted)), int(commits.sum())))
+        return prefill_s + draft_s + verify_s, commits
+
+    def _draft_passes(self, rids, tables, k_of, drafting):
+        """Draft passes one at a time, each token (sampled or argmax) brought to the host and fed to the next pass.
+        Returns ({row: drafts}, {row: draft distributions} (stochastic), seconds, passes); the drafts are appended
+        to the rows' tokens."""
+        drafts: dict[int, list[int]] = {i: [] for i in drafting}
+        p_draft: dict[int, list[torch.Tensor]] = {i: [] for i in drafting}
+        total_s, passes = 0.0, 0
         for j in range(max((k_of[i] for i in drafting), default=0)):
             act = [i for i in drafting if k_of[i] > j]
             seconds, logits = self._draft_pass([(rids[i], tables[i]) for i in act])
             total_s += seconds
-            n_draft += 1
+            passes += 1
             if self.mode == "stochastic":
                 p = torch.softmax(logits.float(), dim=-1)
                 tok = torch.multinomial(p.cpu(), 1, generator=acceptance._cpu(self.gen))[:, 0].tolist()
@@ -122,30 +159,57 @@ class SpeculativeExecutor(PlanExecutor):
                 drafts[i].append(tok[n])
                 if p is not None:
                     p_draft[i].append(p[n])
-        # 2. verify: one target pass over every row of the plan
-        seqs = [SeqInput(self.tokens[r][s:s + n], s, t, lo) for r, s, n, t, lo in zip(rids, start, q, tables, o)]
-        seconds, logits = self.run_pass("verify", seqs)
-        draft_s = total_s
-        total_s += seconds
-        # 3. acceptance, per stepping row
-        commits = np.zeros(len(rids), dtype=np.int64)
-        stepping = [i for i in range(len(rids)) if steps[i] and o[i] > 0]
-        offsets = np.cumsum([0] + o)
-        if stepping:
-            accepted, nxt = self._decide(stepping, k_of, drafts, p_draft, logits, offsets)
-            for n, i in enumerate(stepping):
-                r, a = rids[i], accepted[n]
-                self.tokens[r] = self.tokens[r][:committed_len[i]] + drafts.get(i, [])[:a] + [nxt[n]]
-                if not self.shared and r in self.draft_done:  # K/V of rejected drafts are no longer valid
-                    self.draft_done[r] = min(self.draft_done[r], len(self.tokens[r]) - 1)
-                commits[i] = a + 1
-                if k_of[i] > 0:
-                    self.accepted.append(a)
-                    self.drafted.append(k_of[i])
-        drafted = [i for i in range(len(rids)) if steps[i] and o[i] > 0 and k_of[i] > 0]
-        self.iter_log.append((draft_s, seconds, n_draft, len(rids), len(drafted),
-                              int(sum(commits[i] for i in drafted)), int(commits.sum())))
-        return total_s, commits
+        return drafts, p_draft, total_s, passes
+
+    def _chained_passes(self, rids, start, q, o, tables, k_of, committed_len, drafting):
+        """Greedy drafts and the verify, issued back to back with no host sync: draft pass j + 1 takes its tokens
+        from pass j's argmax on the device, and the verify takes every draft from there too, so the host stages
+        each pass while the device runs the one before (vLLM's and EAGLE's proposers keep drafting on the device
+        for the same reason). The drafts come to the host once, with the verify's argmaxes.
+        Returns ({row: drafts}, verify argmaxes of the wanted rows, draft seconds, verify seconds, draft passes)."""
+        timer = PassTimer(self.on_cuda)
+        dev = self.model.device
+        # rows by falling k_i: the rows of draft pass j + 1 are then the first rows of pass j
+        order = sorted(drafting, key=lambda i: -k_of[i])
+        k_max = k_of[order[0]] if order else 0
+        out = torch.zeros((len(order), max(k_max, 1)), dtype=torch.long, device=dev)  # row n's draft j: out[n, j]
+        tokens_of = []
+        for j in range(k_max):
+            n = sum(1 for i in order if k_of[i] > j)
+            if j == 0:  # every token the draft's cache lacks, all known to the host
+                seqs = [SeqInput(self.tokens[rids[i]][self.draft_done[rids[i]]:], self.draft_done[rids[i]],
+                                 tables[i], 1) for i in order]
+            else:  # one token per row, draft j - 1, still on the device
+                seqs = [SeqInput([0], committed_len[i] + j - 1, tables[i], 1) for i in order[:n]]
+            p = self.stage(seqs, self.draft, self.draft_cache, self.draft_graphs)
+            if j:
+                p.token_ids.copy_(out[:n, j - 1])
+            out[:n, j].copy_(timer.run(p.greedy))
+            tokens_of.append(p.tokens)
+            for i in order[:n]:
+                self.draft_done[rids[i]] = committed_len[i] + j
+        # the verify: every plan row, its drafts placed from the device
+        seqs, dst, src = [], [], []
+        row, slot = 0, {i: n for n, i in enumerate(order)}
+        for i, r in enumerate(rids):
+            known = q[i] - k_of[i]
+            seqs.append(SeqInput(self.tokens[r][start[i]:start[i] + known] + [0] * k_of[i], start[i], tables[i], o[i]))
+            dst += range(row + known, row + q[i])
+            src += range(slot[i] * out.shape[1], slot[i] * out.shape[1] + k_of[i]) if k_of[i] else []
+            row += q[i]
+        p = self.stage(seqs)
+        if dst:
+            placed = out.view(-1).index_select(0, index_to_device(src, dev))
+            p.token_ids.index_copy_(0, index_to_device(dst, dev), placed)
+        best = timer.run(p.greedy)
+        seconds = timer.settle()
+        for t, s in zip(tokens_of, seconds):
+            self.pass_log.append(("draft", t, s))
+        self.pass_log.append(("verify", p.tokens, seconds[-1]))
+        both = torch.cat([out.view(-1), best]).tolist()  # one transfer
+        width = out.shape[1]
+        drafts = {i: both[slot[i] * width:slot[i] * width + k_of[i]] for i in order}
+        return drafts, both[out.numel():], float(sum(seconds[:-1])), seconds[-1], k_max
 
     def _draft_prefill(self, rids, start, upto, tables) -> tuple[float, int]:
         """One pass of a separate draft over every row's prompt / catch-up tokens (positions it lacks below
@@ -173,16 +237,17 @@ class SpeculativeExecutor(PlanExecutor):
         seqs = [SeqInput(self.tokens[r][self.draft_done[r]:], self.draft_done[r], table, 1) for r, table in rows]
         return self.run_pass("draft", seqs, self.draft, self.draft_cache, self.draft_graphs)
 
+    def _decide_greedy(self, stepping, k_of, drafts, best, offsets):
+        """Accepted drafts and next token per stepping row, for greedy and forced acceptance: the target's argmax
+        of each verified position (`best`, wanted rows in plan order) is all they need."""
+        rows = [best[offsets[i]:offsets[i + 1]] for i in stepping]
+        if self.mode == "greedy":
+            return acceptance.greedy([drafts.get(i, [])[:k_of[i]] for i in stepping], rows)
+        acc = acceptance.forced(np.array([k_of[i] for i in stepping]), self.alpha, self.rng).tolist()
+        return acc, [row[a] for row, a in zip(rows, acc)]
+
     def _decide(self, stepping, k_of, drafts, p_draft, logits, offsets):
-        """Accepted drafts and next token per stepping row. Greedy and forced need only the target's argmaxes (one
-        transfer, then host arithmetic); stochastic works on the distributions, batched over rows (padded to k)."""
-        if self.mode != "stochastic":
-            best = logits.argmax(dim=-1).tolist()
-            rows = [best[offsets[i]:offsets[i + 1]] for i in stepping]
-            if self.mode == "greedy":
-                return acceptance.greedy([drafts.get(i, [])[:k_of[i]] for i in stepping], rows)
-            acc = acceptance.forced(np.array([k_of[i] for i in stepping]), self.alpha, self.rng).tolist()
-            return acc, [row[a] for row, a in zip(rows, acc)]
+        """Stochastic acceptance: on the distributions, batched over rows (padded to k)."""
         R, V = len(stepping), logits.shape[-1]
         k = max(k_of[i] for i in stepping)
         dev = logits.device

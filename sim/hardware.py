@@ -269,6 +269,10 @@ class HardwareProfile(_Frozen):
                                         "fixed part; unset: such passes take the graph passes' terms")
     host_eager_row_overhead_us: float = Field(
         default=0.0, ge=0, description="host time of an eager pass per row; fitted with host_eager_pass_overhead_us")
+    host_iteration_overhead_us: float = Field(
+        default=0.0, ge=0, description="host time of the serving loop per iteration on top of its forward passes' "
+                                       "(the scheduler, the recorder, the wait for an iteration's results: what a "
+                                       "runtime that chains its passes cannot hide); fitted with host_pass_overhead_us")
     tdp_w: float = Field(gt=0)
     price_per_gpu_hour_usd: float | None = Field(default=None, gt=0)
     price_source: str | None = None
@@ -296,6 +300,11 @@ class HardwareProfile(_Frozen):
         fixed = self.host_pass_overhead_by_strategy_us.get(strategy, self.host_pass_overhead_us)
         return (fixed + self.host_row_overhead_us * rows + self.host_seq_overhead_us * seqs
                 + self.host_block_overhead_us * blocks) * 1e-6
+
+    @property
+    def host_iteration_s(self) -> float:
+        """Host time of the serving loop per iteration, on top of its passes' (calibrated; 0 in datasheets)."""
+        return self.host_iteration_overhead_us * 1e-6
 
     def host_eager_pass_s(self, rows):
         """Host time of the serving loop for one eager forward pass of `rows` flattened tokens (calibrated; None

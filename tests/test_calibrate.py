@@ -252,6 +252,36 @@ def test_host_time_fitted_per_iteration_with_eager_passes_apart():
     assert host_s(setup, decode) == pytest.approx(graph(8, 8, 8 * 600, 300) * 1e-6)
 
 
+def test_host_time_per_iteration_told_from_per_pass():
+    """SYNTHETIC host records of a loop that chains its passes: every iteration pays 400 us of its own (scheduler,
+    the wait for its results) on top of its passes' (AR 300 us, speculative 80 us per pass, + 2 us per row; eager
+    prefills 2,000 us + 0.2 us per row). Speculative iterations of k = 2, 4, 6 drafts (3, 5, 7 passes) tell the
+    iteration's part from the passes'; the fit gives every term back and the engine adds the iteration's part once
+    per iteration (a k = 6 iteration is priced 400 + 7 x 80 + rows, not 7 x a pass's mean)."""
+    from validation.host_fit import fit_host
+
+    def record(strategy, batch, prompt, fixed, forwards):
+        its = [[[batch * prompt, batch, 0]]]  # the prefill: eager past GRAPH_MAX_ROWS rows
+        its += [[(t, batch, 0) for t in forwards] for _ in range(30)]
+        host = [400 + (2000 + 0.2 * it[0][0] if it[0][0] > 1024 else sum(fixed + 2 * f[0] for f in it))
+                for it in its]
+        return {"kind": "host", "key": f"host/{strategy}/B={batch}/P={prompt}/{len(forwards)}", "median_s": 1e-3,
+                "shape": {"strategy": strategy, "batch": batch}, "kv_block_tokens": 16,
+                "iterations": [{"host_s": [h * 1e-6 for h in host], "forwards": its}]}
+
+    recs = [record("ar", b, p, 300, [b]) for b, p in ((2, 1024), (16, 128), (48, 384))]
+    recs += [record("speculative", b, p, 80, [b] * k + [(k + 1) * b]) for b, p, k in ((4, 512, 2), (16, 256, 4),
+                                                                                         (6, 384, 6))]
+    fit = fit_host(recs)
+    assert fit["host_iteration_overhead_us"] == pytest.approx(400, rel=1e-3)
+    assert fit["host_pass_overhead_us"] == pytest.approx(300, rel=1e-3)
+    assert fit["host_pass_overhead_by_strategy_us"]["speculative"] == pytest.approx(80, rel=1e-3)
+    assert (fit["host_row_overhead_us"], fit["host_eager_pass_overhead_us"]) == pytest.approx((2, 2000), rel=1e-3)
+    profile = load_profile("h100-sxm").model_copy(update={k: v for k, v in fit.items() if k.startswith("host_")})
+    assert profile.host_iteration_s == pytest.approx(400e-6, rel=1e-3)
+    assert load_profile("h100-sxm").host_iteration_s == 0.0  # a datasheet has no host model
+
+
 def test_link_numbers_fitted_to_allreduce_records():
     """SYNTHETIC all-reduce records on 2 GPUs from the cost model's ring formula at 300 GB/s and 5 us per hop give
     those numbers back, and the calibrated profile carries them; without such records the link stays the base's."""

@@ -288,3 +288,25 @@ def test_execution_section_prices_the_serving_software():
     assert eager_verify.output_throughput_tok_s < base.output_throughput_tok_s
     assert unfused.output_throughput_tok_s < base.output_throughput_tok_s
     assert eager_verify.output_tokens == unfused.output_tokens == base.output_tokens
+
+
+@pytest.mark.parametrize("strategy", [["strategy.kind=ar"],
+                                      ["strategy.kind=speculative", "strategy.draft=self", "strategy.draft_layers=4",
+                                       "strategy.k=3", "strategy.alpha=0.7"]])
+def test_host_time_per_iteration_is_added_once_per_iteration(strategy):
+    """A profile's host_iteration_overhead_us (calibrated) lengthens every iteration by exactly that much, once,
+    however many forward passes it runs (a speculative iteration: drafts and a verify), in runs of repeated decodes
+    and pass by pass alike."""
+    import dataclasses
+
+    over = strategy + ["batching.kind=static", "batching.batch_size=4", "workload.num_requests=4",
+                       "workload.input_len=64", "workload.output_len=40"]
+    s = load_scenario(None, over)
+    base = Engine(prepare(s)).run()
+    for repeat in (1 << 20, 1):
+        setup = prepare(s)
+        setup = dataclasses.replace(setup, hardware=setup.hardware.model_copy(
+            update={"host_iteration_overhead_us": 1000.0}))
+        slow = Engine(setup, max_repeat=repeat).run()
+        assert slow.passes == base.passes
+        assert slow.makespan_s - base.makespan_s == pytest.approx(1e-3 * base.passes, rel=1e-6)

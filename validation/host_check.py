@@ -28,7 +28,8 @@ def host_pairs(rec: dict, setup) -> tuple[list[float], list[float]]:
         groups = [[p[:5]] for p in rec["passes"]]
     if len(groups) != len(measured):
         return [], []
-    predicted = [sum(host_s(setup, PassShape(t, lr, sq, kv, pairs, t)) for t, lr, sq, kv, pairs in g) for g in groups]
+    predicted = [setup.hardware.host_iteration_s + sum(host_s(setup, PassShape(t, lr, sq, kv, pairs, t))
+                                                      for t, lr, sq, kv, pairs in g) for g in groups]
     return measured, predicted
 
 

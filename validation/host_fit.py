@@ -22,7 +22,8 @@ def round_sig(v: float, digits: int = 4) -> float:
 # then, not a measurement; said in the calibrated profile).
 HOST_LIKE = {"diffusion": "block_diffusion"}
 FIELDS = ("host_pass_overhead_us", "host_row_overhead_us", "host_seq_overhead_us", "host_block_overhead_us",
-          "host_pass_overhead_by_strategy_us", "host_eager_pass_overhead_us", "host_eager_row_overhead_us")
+          "host_pass_overhead_by_strategy_us", "host_eager_pass_overhead_us", "host_eager_row_overhead_us",
+          "host_iteration_overhead_us")
 
 
 def _ok_host(records: list[dict]) -> list[dict]:
@@ -51,11 +52,11 @@ def fit_host(records: list[dict]) -> dict | None:
 
 def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[tuple[str, int]]]:
     """One row per iteration: the sums over its forward passes of [one per strategy (graph passes), rows, sequences,
-    KV blocks (graph passes), one (eager passes), rows (eager passes)]; the measured us; each run's mean us (the
-    rows' scale); column names; (record key, run) of each row."""
+    KV blocks (graph passes), one (eager passes), rows (eager passes)], then one (the iteration); the measured us;
+    each run's mean us (the rows' scale); column names; (record key, run) of each row."""
     kinds = sorted({r["shape"].get("strategy", "ar") for r in recs}, key=lambda k: (k != "ar", k))
     n = len(kinds)
-    names = [*kinds, "row", "seq", "block", "eager", "eager_row"]
+    names = [*kinds, "row", "seq", "block", "eager", "eager_row", "iteration"]
     rows, us, scale, tags = [], [], [], []
     for r in recs:
         k = kinds.index(r["shape"].get("strategy", "ar"))
@@ -74,7 +75,8 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
                         x[k] += 1
                         x[n:n + 3] += (tokens, seqs, kv / bt)
                     else:
-                        x[n + 3:] += (1, tokens)
+                        x[n + 3:n + 5] += (1, tokens)
+                x[n + 5] = 1
                 rows.append(x)
                 us.append(h)
                 scale.append(host.mean())
@@ -84,7 +86,10 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
 
 def fit_iterations(recs: list[dict]) -> dict | None:
     """Least squares over every iteration of every run (scipy.optimize.lsq_linear, all terms >= 0): an iteration's
-    host time is the sum of its forward passes' (a draft pass and a verify both pay the strategy's fixed part).
+    host time is a fixed part per iteration plus the sum of its forward passes' (a draft pass and a verify both pay
+    the strategy's fixed part). The iteration's own part is told from its passes' by iterations of several passes
+    (speculative: 3-7); where a runtime chains its passes (the speculative executor since session 7), most of its
+    host time is the iteration's boundary, which a fixed part per pass priced 2.3x apart for k = 2 and k = 6.
     Each iteration's residual is scaled by its run's mean, so that an iteration of a 0.4 ms run and one of a 3 ms run
     count alike (a run still counts by its iterations: hundreds for a long run, ~17 for a short one); a plain mean
     (not a median) is fitted, because throughput pays the host's occasional slow passes too.
@@ -99,7 +104,7 @@ def fit_iterations(recs: list[dict]) -> dict | None:
     a, us, scale, names, tags = _design(recs)
     if not len(us):
         return None
-    kinds = names[:-5]
+    kinds = names[:-6]
     keep = []
     for j in range(a.shape[1]):  # each column only where it adds a direction of its own
         trial = a[:, keep + [j]]
@@ -121,6 +126,7 @@ def fit_iterations(recs: list[dict]) -> dict | None:
             "host_pass_overhead_by_strategy_us": fixed,
             "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])) if eager else None,
             "host_eager_row_overhead_us": round_sig(float(sol[n + 4])) if eager else 0.0,
+            "host_iteration_overhead_us": round_sig(float(sol[n + 5])),
             "method": "iterations", "iterations": int(len(us)),
             "residuals": {"median": float(np.median(errs)), "p90": float(np.percentile(errs, 90)),
                           "max": float(max(errs)), "n": len(errs)}}
@@ -152,7 +158,8 @@ def fit_runs(recs: list[dict]) -> dict | None:
     kinds = sorted({p[0] for p in pts}, key=lambda k: (k != "ar", k))
     us = np.array([p[4] for p in pts])
     terms = [np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3)]  # rows, sequences, blocks
-    base = {"host_eager_pass_overhead_us": None, "host_eager_row_overhead_us": 0.0, "method": "runs"}
+    base = {"host_eager_pass_overhead_us": None, "host_eager_row_overhead_us": 0.0, "host_iteration_overhead_us": 0.0,
+            "method": "runs"}
     if len(set(terms[0])) < 2:
         return {"host_pass_overhead_us": round_sig(float(np.median(us))), "host_row_overhead_us": 0.0,
                 "host_seq_overhead_us": 0.0, "host_block_overhead_us": 0.0, "host_pass_overhead_by_strategy_us": {},

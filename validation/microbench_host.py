@@ -75,8 +75,8 @@ def run_eager_pass(env, case: Case) -> dict:
 
 def host_scenario(sh: dict):
     """The Scenario of a `host` case: a static batch of `batch` requests of `prompt` + `output` tokens of catalog
-    model `model` (random weights) under `strategy` (speculative: self-drafting with a quarter of the layers, k =
-    4, FORCED acceptance at alpha 0.8; block diffusion: `steps` per block of `block`; diffusion: `steps` over
+    model `model` (random weights) under `strategy` (speculative: self-drafting with a quarter of the layers, or
+    the catalog model `draft`, k = `k` (default 4), FORCED acceptance at alpha 0.8; block diffusion: `steps` per block of `block`; diffusion: `steps` over
     `output` tokens with `cache`); with `cont`, continuous batching of at most `cont` running at 512 tokens per
     pass. Batch sizes and prompt lengths differ from the validation grid's points."""
     from sim.model import load_model
@@ -85,7 +85,10 @@ def host_scenario(sh: dict):
     kind = sh["strategy"]
     strategy = {"kind": kind}
     if kind == "speculative":
-        strategy.update(draft="self", draft_layers=max(1, load_model(sh["model"]).num_layers // 4), k=4, alpha=0.8)
+        strategy.update(draft="self", draft_layers=max(1, load_model(sh["model"]).num_layers // 4),
+                        k=sh.get("k", 4), alpha=0.8)
+        if sh.get("draft", "self") != "self":
+            strategy.update(draft=sh["draft"], draft_layers=None)
     elif kind == "block_diffusion":
         strategy.update(block_size=sh["block"], steps_per_block=sh["steps"])
     elif kind == "diffusion":

@@ -144,6 +144,10 @@ def plan(only: Optional[str] = None, tiny: bool = False) -> list[Case]:
             m8b, llada = "llama-3.1-8b", "llada-8b"
             cases += [_host("ar", b, p, 64, m8b) for b, p in ((2, 512), (16, 128), (16, 768), (48, 384))]
             cases += [_host("speculative", b, p, 64, m8b) for b, p in ((2, 512), (16, 128), (16, 768))]
+            # drafts per iteration (k) and a separate draft model: the chained iteration's host time is mostly its
+            # boundary, not its passes (runtime/speculative.py), which only iterations of 3 to 7 passes tell apart
+            cases += [_host("speculative", 6, 384, 64, m8b, k=2), _host("speculative", 6, 384, 64, m8b, k=6),
+                      _host("speculative", 4, 640, 64, m8b, draft="llama-3.2-1b")]
             cases += [_host("block_diffusion", b, p, 64, m8b, block=blk, steps=blk // 4)
                       for b, p, blk in ((2, 512, 16), (16, 128, 16), (4, 768, 32), (16, 384, 32))]
             cases += [_host("diffusion", b, p, 64, llada, steps=16, cache=c, block=32)

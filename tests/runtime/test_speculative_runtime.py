@@ -95,3 +95,24 @@ def test_greedy_rule_by_hand():
     when every draft matched; the target's own token at the first mismatch; a row that drafted nothing takes it)."""
     accepted, nxt = acceptance.greedy([[5, 6, 7], [5, 9, 7], []], [[5, 6, 7, 8], [5, 6, 7, 8], [3]])
     assert accepted == [3, 1, 0] and nxt == [8, 6, 3]
+
+
+@pytest.mark.parametrize("self_draft", [True, False])
+def test_chained_passes_log_what_they_ran(tiny, draft_model, self_draft):
+    """Greedy and forced iterations issue every pass back to back (drafts chained on the device, one host sync):
+    each iteration logs its draft passes, then one verify, with the token counts of the shapes it staged. Continuous
+    batching with prompts of different lengths gives rows of different k in one iteration (catch-up rows draft
+    fewer), so later draft passes run fewer rows."""
+    prompts = [random_tokens(n, s) for s, n in enumerate((5, 9, 7, 4))]
+    ex = SpeculativeExecutor(tiny, 64, 4, draft=None if self_draft else draft_model,
+                             draft_layers=1 if self_draft else None, acceptance_mode="forced", alpha=0.5, seed=1)
+    got, _ = drive(ex, strategy(3, self_draft), prompts, [9, 14, 5, 11], "continuous", kv_extra=3)
+    assert [len(g) for g in got] == [9, 14, 5, 11]
+    assert [t for _, t, _ in ex.pass_log] == [s[0] for s in ex.pass_shapes]
+    roles = [r for r, _, _ in ex.pass_log]
+    at = 0
+    for _, _, n_draft, *_ in ex.iter_log:
+        assert roles[at + n_draft] == "verify" and set(roles[at:at + n_draft]) <= {"draft"}
+        at += n_draft + 1
+    assert at == len(ex.pass_log)
+    assert sum(1 for r in roles if r == "verify") == len(ex.iter_log)
