@@ -10,10 +10,11 @@ then each label's median ratio to the first label.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 from collections import defaultdict
+from pathlib import Path
 
 
 def point_figures(record: dict) -> dict:
@@ -33,20 +34,26 @@ def load(args: list[str]) -> dict[str, dict[str, list[dict]]]:
     for arg in args:
         label, _, path = arg.partition("=")
         if not path:
-            raise SystemExit(f"give each file as LABEL=PATH, got {arg!r}")
-        for line in open(path):
+            raise SystemExit(f"give each run file as LABEL=PATH, got {arg!r}")
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as e:
+            raise SystemExit(f"cannot read run file {path}: {e.strerror}")
+        for line in lines:
             rec = json.loads(line)
             if rec.get("status") == "ok":
                 out[label][rec["scenario"]["name"]].append(point_figures(rec))
     return out
 
 
-def main(argv: list[str]) -> None:
-    dest = None
-    if "--out" in argv:
-        i = argv.index("--out")
-        dest, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    runs = load(argv)
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", help="LABEL=PATH of a run file (JSONL of memwall validate)")
+    ap.add_argument("--out", help="write the figures and ratios as JSON here")
+    a = ap.parse_args()
+    runs = load(a.runs)
+    if not runs:
+        raise SystemExit("no successful runs in the files given")
     labels = list(runs)
     summary = {lab: {pt: {f: statistics.median(r[f] for r in reps) for f in reps[0]} for pt, reps in pts.items()}
                for lab, pts in runs.items()}
@@ -66,10 +73,9 @@ def main(argv: list[str]) -> None:
                                             if summary[base][p][f]) for f in ("tok_s", "device_s", "host_s")}
         print(f"{lab} / {base}, median over {len(common)} points: throughput x{ratios[lab]['tok_s']:.3f}, "
               f"device x{ratios[lab]['device_s']:.3f}, host x{ratios[lab]['host_s']:.3f}")
-    if dest:
-        with open(dest, "w") as fh:
-            json.dump({"points": summary, "repeats": runs, "ratios_to_" + base: ratios}, fh, indent=1)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"points": summary, "repeats": runs, "ratios_to_" + base: ratios}, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

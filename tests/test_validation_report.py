@@ -95,3 +95,38 @@ def test_host_split_by_hand():
     thr = got["throughput_error_from_host"]  # of |error|: 16.7% and 11.1%
     assert thr["n"] == 2 and thr["max"] == pytest.approx(1 - 1.25 / 1.5)
     assert thr["median"] == pytest.approx(((1 - 1.25 / 1.5) + (2.5 / 2.25 - 1)) / 2)
+
+
+def test_transfer_section_lists_predictions_before_any_measurement(report):
+    """The H200 transfer plan is priced with the carried profile and listed, every point unmeasured."""
+    md = (report / "validation.md").read_text()
+    section = md[md.index("## Transfer check: h200"):]
+    assert "0 of 5 points measured" in section and "Not measured on the H200 yet" in section
+    for point in ("ar-00", "ar-01", "ar-02", "spec-03", "block-04"):
+        assert f"| {point} |" in section
+
+
+def test_transfer_errors_once_points_are_measured(tmp_path):
+    """SYNTHETIC: the H100 grid's ar-00 record (batch 1, 256 + 128 tokens), relabelled as measured on the h200, stands
+    in for the transfer plan's ar-00. The section then gives that point's measured throughput and its error against
+    the carried profile's prediction, and the summary counts it; the other points stay predictions."""
+    from validation.transfer_report import TRANSFERS, transfer_blocks
+
+    t = TRANSFERS["h200"]
+    for key in ("plan", "profile"):
+        (tmp_path / t[key]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / t[key], tmp_path / t[key])
+    rec = next(json.loads(line) for line in (REPO / "reports/h100/validation-runs.jsonl").read_text().splitlines()
+               if json.loads(line)["scenario"]["name"] == "ar-00")
+    rec["scenario"]["hardware"] = "h200"
+    (tmp_path / t["runs"]).parent.mkdir(parents=True)
+    (tmp_path / t["runs"]).write_text(json.dumps(rec) + "\n")
+    blocks, summary = transfer_blocks(tmp_path)
+    table = next(b for b in blocks if b[0] == "table")
+    row = next(r for r in table[2] if r[0] == "ar-00")
+    measured = rec["result"]["output_throughput_tok_s"]
+    assert row[3] == f"{measured:,.1f}"
+    predicted = float(row[2].replace(",", ""))
+    assert row[4] == f"{predicted / measured - 1:+.1%}"
+    assert summary["h200"]["ar"]["output_throughput_tok_s"]["n"] == 1
+    assert all(r[3] == "–" for r in table[2] if r[0] != "ar-00")

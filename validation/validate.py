@@ -61,7 +61,7 @@ def read_runs(path: Path | None) -> dict[str, dict]:
 def predict_plan(scenarios: list[Scenario], runs: dict[str, dict], profile: str) -> list[dict]:
     """Per point: the prediction on `profile` and, where measured on the GPU, the comparison (predict_run)."""
     from sim.engine import simulate
-    from validation.validation_report import predict_run
+    from validation.validation_report import RUN_METRICS, predict_run
 
     rows = []
     for s in scenarios:
@@ -70,10 +70,10 @@ def predict_plan(scenarios: list[Scenario], runs: dict[str, dict], profile: str)
             rows.append(predict_run(rec, profile))
             continue
         data = {**s.model_dump(mode="json"), "hardware": profile}
-        res = simulate(scenario_from_dict(data))[0]
+        res = simulate(scenario_from_dict(data))[0].model_dump(mode="json")
         rows.append({"name": s.name, "strategy": s.strategy.kind, "batching": s.batching.kind, "measured_s": [],
-                     "predicted_s": [], "metrics": {"output_throughput_tok_s": {
-                         "measured": None, "predicted": res.output_throughput_tok_s, "rel_error": None}}})
+                     "predicted_s": [], "metrics": {k: {"measured": None, "predicted": get(res), "rel_error": None}
+                                                    for k, get in RUN_METRICS.items()}})
     return rows
 
 

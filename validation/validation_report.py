@@ -365,6 +365,13 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
             blocks.append(("img", "vidur-check.png", png.read_bytes()))
     else:
         blocks.append(("p", "Not run yet: `memwall report vidur`."))
+    # transfer to other chips (validation/transfer_report.py)
+    from validation.transfer_report import transfer_blocks
+
+    more, transfer = transfer_blocks()
+    blocks += more
+    if transfer:
+        summary = {**summary, "transfer": transfer}
     return blocks, summary
 
 
