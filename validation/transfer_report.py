@@ -52,7 +52,8 @@ def transfer_blocks(root: Path = Path(".")) -> tuple[list, dict]:
             m = r["metrics"]
             tp, ttft, itl = (m.get(k) or {} for k in ("output_throughput_tok_s", "ttft_p50_s", "itl_p50_s"))
             meas = "–" if tp.get("measured") is None else f"{tp['measured']:,.1f}"
-            table.append([r["name"], f"{r['strategy']} ({r['batching']})", f"{tp.get('predicted', 0):,.1f}", meas,
+            pred = "–" if tp.get("predicted") is None else f"{tp['predicted']:,.1f}"
+            table.append([r["name"], f"{r['strategy']} ({r['batching']})", pred, meas,
                           _err(tp), _ms(ttft.get("predicted")), _err(ttft), _ms(itl.get("predicted")), _err(itl)])
         blocks.append(("table", ["point", "strategy", "tok/s predicted", "tok/s measured", "error",
                                  "TTFT p50 predicted ms", "error", "ITL p50 predicted ms", "error"], table))
