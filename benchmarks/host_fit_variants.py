@@ -1,14 +1,25 @@
-"""Offline ablation of the host model (not adopted): a part per iteration for speculative iterations only, instead
-of the calibrated profile's part per iteration for every strategy; predicts a measured grid with it and prints the
-throughput errors per strategy (speculative runs priced with the speculative iteration part, the others without).
+"""Offline ablations of the host model (validation/host_fit.py), for the notes; nothing here is adopted. A variant
+refits the host terms to the host records, predicts a measured grid with them and prints the throughput errors per
+strategy:
 
-    python3 benchmarks/host_fit_variants.py reports/h100/microbench.jsonl reports/h100/validation-runs.jsonl LABEL
+- `none`: no part per iteration (the sixth session's structure: a fixed part per forward pass only);
+- `spec`: a part per iteration for speculative iterations only (speculative runs are priced with it, the others
+  without), instead of the calibrated profile's one part per iteration for every strategy.
+
+    python3 benchmarks/host_fit_variants.py reports/h100/microbench.jsonl reports/h100/validation-runs.jsonl \
+        --variant spec
 
 The host records used are the last of each key in the microbenchmark file (as `memwall calibrate` reads them);
-the other fields come from hw_profiles/calibrated/h100-sxm-calibrated.yaml. Run from the repository's root."""
+every other field comes from hw_profiles/calibrated/h100-sxm-calibrated.yaml. Run from the repository's root.
+"""
+
+from __future__ import annotations
+
+import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,48 +30,68 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import validation.host_fit as hf  # noqa: E402
 from validation.host_fit import round_sig  # noqa: E402
 
+PROFILE = "hw_profiles/calibrated/h100-sxm-calibrated.yaml"
+PLAN = "examples/validation/plan-h100.yaml"
 
-def fit_spec_iter(recs):
+
+def fit(recs: list[dict], variant: str) -> dict:
+    """The host fields of the variant (plus `spec_iteration_us` for `spec`), fitted as fit_iterations does:
+    columns that add a direction of their own, bounded least squares on the relative error."""
     a, us, scale, names, tags = hf._design(recs)
     n = len(names) - 6
     kinds = names[:n]
-    it = np.array([1.0 if t[0].startswith("host/speculative") else 0.0 for t in tags])
-    a = np.column_stack([a[:, :-1], it])  # drop the global iteration column, add a speculative one
-    keep = []
+    a = a[:, :-1]  # without the part per iteration for every strategy
+    if variant == "spec":
+        a = np.column_stack([a, [1.0 if t[0].startswith("host/speculative") else 0.0 for t in tags]])
+    keep: list[int] = []
     for j in range(a.shape[1]):
-        t = a[:, keep + [j]]
-        if a[:, j].any() and np.linalg.matrix_rank(t) == t.shape[1]:
+        trial = a[:, keep + [j]]
+        if a[:, j].any() and np.linalg.matrix_rank(trial) == trial.shape[1]:
             keep.append(j)
     sol = np.zeros(a.shape[1])
     sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
     fixed = {k: round_sig(float(sol[i])) for i, k in enumerate(kinds)}
-    return fixed, sol, n
+    out = {"host_pass_overhead_us": fixed.pop("ar"), "host_pass_overhead_by_strategy_us": fixed,
+           "host_row_overhead_us": round_sig(float(sol[n])), "host_seq_overhead_us": round_sig(float(sol[n + 1])),
+           "host_block_overhead_us": round_sig(float(sol[n + 2])),
+           "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])),
+           "host_eager_row_overhead_us": round_sig(float(sol[n + 4])), "host_iteration_overhead_us": 0.0}
+    if variant == "spec":
+        out["spec_iteration_us"] = round_sig(float(sol[-1]))
+    return out
 
-def main(micro: str, runs: str, label: str) -> None:
-    recs = [json.loads(l) for l in open(micro)]
+
+def predict(profile: dict, runs: str, tmp: Path, tag: str) -> dict:
+    """`memwall validate --predict --json` of the grid with `profile`: its summary per strategy."""
+    path = tmp / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump({**profile, "name": f"{profile['name']}-{tag}"}))
+    out = subprocess.run([sys.executable, "-m", "validation.cli", "validate", PLAN, "--predict", "--hardware",
+                          str(path), "--runs", runs, "--json"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["summary"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("microbench", help="microbenchmark records (JSONL) holding the host records")
+    ap.add_argument("runs", help="the measured grid (JSONL)")
+    ap.add_argument("--variant", choices=("none", "spec"), default="spec")
+    a = ap.parse_args()
     last = {}
-    for r in recs: last[r["key"]] = r
+    for line in Path(a.microbench).read_text().splitlines():
+        r = json.loads(line)
+        last[r["key"]] = r
     recs = [r for r in last.values() if r["kind"] == "host" and r.get("status", "ok") == "ok" and r.get("iterations")]
-    fixed, sol, n = fit_spec_iter(recs)
-    base = yaml.safe_load(open("hw_profiles/calibrated/h100-sxm-calibrated.yaml"))
-    common = dict(host_row_overhead_us=round_sig(float(sol[n])), host_seq_overhead_us=round_sig(float(sol[n + 1])),
-                  host_block_overhead_us=round_sig(float(sol[n + 2])), host_eager_pass_overhead_us=round_sig(float(sol[n + 3])),
-                  host_eager_row_overhead_us=round_sig(float(sol[n + 4])))
-    ar = fixed.pop("ar")
-    profA = {**base, **common, "host_pass_overhead_us": ar, "host_pass_overhead_by_strategy_us": fixed,
-             "host_iteration_overhead_us": round_sig(float(sol[-1]))}  # for speculative runs
-    profB = {**profA, "host_iteration_overhead_us": 0.0}  # for the others
-    print(label, "fit:", {"ar": ar, **fixed, "spec_iteration": round_sig(float(sol[-1])), **common})
-    out = {}
-    for tag, prof in (("A", profA), ("B", profB)):
-        prof["name"] = base["name"] + "-abl" + tag
-        yaml.safe_dump(prof, open(f"/tmp/abl{tag}.yaml", "w"))
-        r = subprocess.run([sys.executable, "-m", "validation.cli", "validate", "examples/validation/plan-h100.yaml", "--predict",
-                            "--hardware", f"/tmp/abl{tag}.yaml", "--runs", runs, "--json"], capture_output=True, text=True)
-        out[tag] = json.loads(r.stdout)["summary"]
+    fields = fit(recs, a.variant)
+    print(f"{a.variant}: {fields}")
+    spec_iteration = fields.pop("spec_iteration_us", 0.0)
+    base = {**yaml.safe_load(Path(PROFILE).read_text()), **fields}
+    with tempfile.TemporaryDirectory() as tmp:
+        others = predict(base, a.runs, Path(tmp), "others")
+        spec = predict({**base, "host_iteration_overhead_us": spec_iteration}, a.runs, Path(tmp), "spec")
     for s in ("ar", "speculative", "diffusion", "block_diffusion"):
-        st = out["A" if s == "speculative" else "B"][s]["output_throughput_tok_s"]
-        print(f"  {s}: throughput {100*st['median']:.1f}% / {100*st['p90']:.1f}%")
+        st = (spec if s == "speculative" else others)[s]["output_throughput_tok_s"]
+        print(f"  {s}: throughput {100 * st['median']:.1f}% / {100 * st['p90']:.1f}%")
+
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main()
