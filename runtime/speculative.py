@@ -136,8 +136,8 @@ class SpeculativeExecutor(PlanExecutor):
         return prefill_s + draft_s + verify_s, commits
 
     def _draft_passes(self, rids, tables, k_of, drafting):
-        """Draft passes one at a time, each token (sampled or argmax) brought to the host and fed to the next pass.
-        Returns ({row: drafts}, {row: draft distributions} (stochastic), seconds, passes); the drafts are appended
+        """Stochastic drafts, one pass at a time: each token is sampled on the host from its distribution and fed to
+        the next pass. Returns ({row: drafts}, {row: draft distributions}, seconds, passes); the drafts are appended
         to the rows' tokens."""
         drafts: dict[int, list[int]] = {i: [] for i in drafting}
         p_draft: dict[int, list[torch.Tensor]] = {i: [] for i in drafting}
@@ -147,18 +147,14 @@ class SpeculativeExecutor(PlanExecutor):
             seconds, logits = self._draft_pass([(rids[i], tables[i]) for i in act])
             total_s += seconds
             passes += 1
-            if self.mode == "stochastic":
-                p = torch.softmax(logits.float(), dim=-1)
-                tok = torch.multinomial(p.cpu(), 1, generator=acceptance._cpu(self.gen))[:, 0].tolist()
-            else:  # (before the next replay overwrites the graph's logits)
-                p, tok = None, logits.argmax(dim=-1).tolist()
+            p = torch.softmax(logits.float(), dim=-1)  # (before the next replay overwrites the graph's logits)
+            tok = torch.multinomial(p.cpu(), 1, generator=acceptance._cpu(self.gen))[:, 0].tolist()
             for n, i in enumerate(act):
                 r = rids[i]
                 self.draft_done[r] = len(self.tokens[r])
                 self.tokens[r].append(tok[n])
                 drafts[i].append(tok[n])
-                if p is not None:
-                    p_draft[i].append(p[n])
+                p_draft[i].append(p[n])
         return drafts, p_draft, total_s, passes
 
     def _chained_passes(self, rids, start, q, o, tables, k_of, committed_len, drafting):
