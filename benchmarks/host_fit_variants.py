@@ -3,11 +3,11 @@ refits the host terms to the host records, predicts a measured grid with them an
 strategy:
 
 - `none`: no part per iteration (the sixth session's structure: a fixed part per forward pass only);
-- `spec`: a part per iteration for speculative iterations only (speculative runs are priced with it, the others
-  without), instead of the calibrated profile's one part per iteration for every strategy.
+- `shared`: one part per iteration for every strategy (session 7's calibration), instead of the calibrated model's
+  part per iteration for the strategies whose iterations chain several passes (speculative).
 
     python3 benchmarks/host_fit_variants.py reports/h100/microbench.jsonl reports/h100/validation-runs.jsonl \
-        --variant spec
+        --variant shared
 
 The host records used are the last of each key in the microbenchmark file (as `memwall calibrate` reads them);
 every other field comes from hw_profiles/calibrated/h100-sxm-calibrated.yaml. Run from the repository's root.
@@ -35,14 +35,15 @@ PLAN = "examples/validation/plan-h100.yaml"
 
 
 def fit(recs: list[dict], variant: str) -> dict:
-    """The host fields of the variant (plus `spec_iteration_us` for `spec`), fitted as fit_iterations does:
-    columns that add a direction of their own, bounded least squares on the relative error."""
+    """The host fields of the variant, fitted as fit_iterations does: columns that add a direction of their own,
+    bounded least squares on the relative error."""
     a, us, scale, names, tags = hf._design(recs)
-    n = len(names) - 6
+    iteration = [j for j, c in enumerate(names) if c.startswith("iteration:")]
+    n = len(names) - len(iteration) - 5
     kinds = names[:n]
-    a = a[:, :-1]  # without the part per iteration for every strategy
-    if variant == "spec":
-        a = np.column_stack([a, [1.0 if t[0].startswith("host/speculative") else 0.0 for t in tags]])
+    a = np.delete(a, iteration, axis=1)
+    if variant == "shared":
+        a = np.column_stack([a, np.ones(len(a))])
     keep: list[int] = []
     for j in range(a.shape[1]):
         trial = a[:, keep + [j]]
@@ -51,14 +52,13 @@ def fit(recs: list[dict], variant: str) -> dict:
     sol = np.zeros(a.shape[1])
     sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
     fixed = {k: round_sig(float(sol[i])) for i, k in enumerate(kinds)}
-    out = {"host_pass_overhead_us": fixed.pop("ar"), "host_pass_overhead_by_strategy_us": fixed,
-           "host_row_overhead_us": round_sig(float(sol[n])), "host_seq_overhead_us": round_sig(float(sol[n + 1])),
-           "host_block_overhead_us": round_sig(float(sol[n + 2])),
-           "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])),
-           "host_eager_row_overhead_us": round_sig(float(sol[n + 4])), "host_iteration_overhead_us": 0.0}
-    if variant == "spec":
-        out["spec_iteration_us"] = round_sig(float(sol[-1]))
-    return out
+    return {"host_pass_overhead_us": fixed.pop("ar"), "host_pass_overhead_by_strategy_us": fixed,
+            "host_row_overhead_us": round_sig(float(sol[n])), "host_seq_overhead_us": round_sig(float(sol[n + 1])),
+            "host_block_overhead_us": round_sig(float(sol[n + 2])),
+            "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])),
+            "host_eager_row_overhead_us": round_sig(float(sol[n + 4])),
+            "host_iteration_overhead_us": round_sig(float(sol[n + 5])) if variant == "shared" else 0.0,
+            "host_iteration_overhead_by_strategy_us": {}}
 
 
 def predict(profile: dict, runs: str, tmp: Path, tag: str) -> dict:
@@ -74,7 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("microbench", help="microbenchmark records (JSONL) holding the host records")
     ap.add_argument("runs", help="the measured grid (JSONL)")
-    ap.add_argument("--variant", choices=("none", "spec"), default="spec")
+    ap.add_argument("--variant", choices=("none", "shared"), default="shared")
     a = ap.parse_args()
     last = {}
     for line in Path(a.microbench).read_text().splitlines():
@@ -83,13 +83,10 @@ def main() -> None:
     recs = [r for r in last.values() if r["kind"] == "host" and r.get("status", "ok") == "ok" and r.get("iterations")]
     fields = fit(recs, a.variant)
     print(f"{a.variant}: {fields}")
-    spec_iteration = fields.pop("spec_iteration_us", 0.0)
-    base = {**yaml.safe_load(Path(PROFILE).read_text()), **fields}
     with tempfile.TemporaryDirectory() as tmp:
-        others = predict(base, a.runs, Path(tmp), "others")
-        spec = predict({**base, "host_iteration_overhead_us": spec_iteration}, a.runs, Path(tmp), "spec")
+        summary = predict({**yaml.safe_load(Path(PROFILE).read_text()), **fields}, a.runs, Path(tmp), a.variant)
     for s in ("ar", "speculative", "diffusion", "block_diffusion"):
-        st = (spec if s == "speculative" else others)[s]["output_throughput_tok_s"]
+        st = summary[s]["output_throughput_tok_s"]
         print(f"  {s}: throughput {100 * st['median']:.1f}% / {100 * st['p90']:.1f}%")
 
 

@@ -278,7 +278,7 @@ class Engine:
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token))
                 continue
             dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens + host_s(self.setup, plan.shape) + self.setup.hardware.host_iteration_s
+            dur = dur + send_s * plan.shape.tokens + host_s(self.setup, plan.shape) + host_iteration_s(self.setup)
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
@@ -304,7 +304,7 @@ class Engine:
     def _price1(self, plan: Plan) -> tuple[float, float, float, float]:
         """(time, flops, bytes, memory-bound time) of one iteration: every pass of it (the target over all its
         pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
-        t, f, b, m = self.setup.hardware.host_iteration_s, 0.0, 0.0, 0.0
+        t, f, b, m = host_iteration_s(self.setup), 0.0, 0.0, 0.0
         for role, shape in plan.passes:  # the serving loop's own host time per pass (calibrated) is added to each
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
@@ -336,6 +336,12 @@ def host_s(setup: Setup, shape: PassShape) -> float:
         return hw.host_eager_pass_s(shape.tokens)
     blocks = shape.kv_read_tokens / setup.scenario.batching.kv_block_tokens
     return hw.host_pass_s(min(shape.tokens, GRAPH_MAX_ROWS), shape.seqs, setup.scenario.strategy.kind, blocks)
+
+
+def host_iteration_s(setup: Setup) -> float:
+    """The serving loop's host time per iteration on top of its passes' (calibrated profiles; 0 for datasheet
+    ones), the strategy's own where its iterations chain several passes (host_iteration_overhead_by_strategy_us)."""
+    return setup.hardware.host_iteration_s(setup.scenario.strategy.kind)
 
 
 def simulate(scenario: Scenario) -> tuple[Result, Recorder]:

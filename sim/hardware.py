@@ -273,6 +273,10 @@ class HardwareProfile(_Frozen):
         default=0.0, ge=0, description="host time of the serving loop per iteration on top of its forward passes' "
                                        "(the scheduler, the recorder, the wait for an iteration's results: what a "
                                        "runtime that chains its passes cannot hide); fitted with host_pass_overhead_us")
+    host_iteration_overhead_by_strategy_us: dict[str, float] = Field(
+        default_factory=dict, description="host_iteration_overhead_us of the strategies whose iterations chain "
+                                          "several forward passes (speculative: drafts and a verify, one wait), by "
+                                          "strategy kind; an iteration of one pass has its part in the pass's")
     tdp_w: float = Field(gt=0)
     price_per_gpu_hour_usd: float | None = Field(default=None, gt=0)
     price_source: str | None = None
@@ -301,10 +305,10 @@ class HardwareProfile(_Frozen):
         return (fixed + self.host_row_overhead_us * rows + self.host_seq_overhead_us * seqs
                 + self.host_block_overhead_us * blocks) * 1e-6
 
-    @property
-    def host_iteration_s(self) -> float:
-        """Host time of the serving loop per iteration, on top of its passes' (calibrated; 0 in datasheets)."""
-        return self.host_iteration_overhead_us * 1e-6
+    def host_iteration_s(self, strategy: str | None = None) -> float:
+        """Host time of the serving loop per iteration under `strategy`, on top of its passes' (calibrated; 0 in
+        datasheets)."""
+        return self.host_iteration_overhead_by_strategy_us.get(strategy, self.host_iteration_overhead_us) * 1e-6
 
     def host_eager_pass_s(self, rows):
         """Host time of the serving loop for one eager forward pass of `rows` flattened tokens (calibrated; None

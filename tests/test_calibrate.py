@@ -257,7 +257,8 @@ def test_host_time_per_iteration_told_from_per_pass():
     the wait for its results) on top of its passes' (AR 300 us, speculative 80 us per pass, + 2 us per row; eager
     prefills 2,000 us + 0.2 us per row). Speculative iterations of k = 2, 4, 6 drafts (3, 5, 7 passes) tell the
     iteration's part from the passes'; the fit gives every term back and the engine adds the iteration's part once
-    per iteration (a k = 6 iteration is priced 400 + 7 x 80 + rows, not 7 x a pass's mean)."""
+    per iteration (a k = 6 iteration is priced 400 + 7 x 80 + rows, not 7 x a pass's mean). AR's iterations are one
+    pass each, so its iteration's part is its pass's (700 us), and an AR iteration has no other part."""
     from validation.host_fit import fit_host
 
     def record(strategy, batch, prompt, fixed, forwards):
@@ -269,17 +270,22 @@ def test_host_time_per_iteration_told_from_per_pass():
                 "shape": {"strategy": strategy, "batch": batch}, "kv_block_tokens": 16,
                 "iterations": [{"host_s": [h * 1e-6 for h in host], "forwards": its}]}
 
-    recs = [record("ar", b, p, 300, [b]) for b, p in ((2, 1024), (16, 128), (48, 384))]
+    # AR prompts short enough for a graph (<= 1,024 rows): every AR iteration is one graph pass, which the model
+    # prices exactly (an AR eager prefill's iteration part would sit in the eager terms, which the speculative
+    # records' prefills price without it)
+    recs = [record("ar", b, p, 300, [b]) for b, p in ((2, 256), (16, 32), (48, 16))]
     recs += [record("speculative", b, p, 80, [b] * k + [(k + 1) * b]) for b, p, k in ((4, 512, 2), (16, 256, 4),
                                                                                          (6, 384, 6))]
     fit = fit_host(recs)
-    assert fit["host_iteration_overhead_us"] == pytest.approx(400, rel=1e-3)
-    assert fit["host_pass_overhead_us"] == pytest.approx(300, rel=1e-3)
+    assert fit["host_iteration_overhead_by_strategy_us"] == pytest.approx({"speculative": 400}, rel=1e-3)
+    assert fit["host_iteration_overhead_us"] == 0.0
+    assert fit["host_pass_overhead_us"] == pytest.approx(700, rel=1e-3)
     assert fit["host_pass_overhead_by_strategy_us"]["speculative"] == pytest.approx(80, rel=1e-3)
     assert (fit["host_row_overhead_us"], fit["host_eager_pass_overhead_us"]) == pytest.approx((2, 2000), rel=1e-3)
     profile = load_profile("h100-sxm").model_copy(update={k: v for k, v in fit.items() if k.startswith("host_")})
-    assert profile.host_iteration_s == pytest.approx(400e-6, rel=1e-3)
-    assert load_profile("h100-sxm").host_iteration_s == 0.0  # a datasheet has no host model
+    assert profile.host_iteration_s("speculative") == pytest.approx(400e-6, rel=1e-3)
+    assert profile.host_iteration_s("ar") == 0.0
+    assert load_profile("h100-sxm").host_iteration_s("speculative") == 0.0  # a datasheet has no host model
 
 
 def test_link_numbers_fitted_to_allreduce_records():

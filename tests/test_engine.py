@@ -310,3 +310,24 @@ def test_host_time_per_iteration_is_added_once_per_iteration(strategy):
         slow = Engine(setup, max_repeat=repeat).run()
         assert slow.passes == base.passes
         assert slow.makespan_s - base.makespan_s == pytest.approx(1e-3 * base.passes, rel=1e-6)
+
+
+def test_host_time_per_iteration_is_the_strategys_own():
+    """A part per iteration given for speculative only (host_iteration_overhead_by_strategy_us, what the calibration
+    fits: only speculative iterations chain several passes) lengthens each speculative iteration by that much and
+    leaves an AR run as it was; a strategy without one takes host_iteration_overhead_us."""
+    import dataclasses
+
+    common = ["batching.kind=static", "batching.batch_size=4", "workload.num_requests=4", "workload.input_len=64",
+              "workload.output_len=40"]
+    spec = ["strategy.kind=speculative", "strategy.draft=self", "strategy.draft_layers=4", "strategy.k=3",
+            "strategy.alpha=0.7"]
+    for over, added_us in ((spec, 1000.0), (["strategy.kind=ar"], 250.0)):
+        s = load_scenario(None, over + common)
+        base = Engine(prepare(s)).run()
+        setup = prepare(s)
+        setup = dataclasses.replace(setup, hardware=setup.hardware.model_copy(update={
+            "host_iteration_overhead_by_strategy_us": {"speculative": 1000.0}, "host_iteration_overhead_us": 250.0}))
+        slow = Engine(setup).run()
+        assert slow.passes == base.passes
+        assert slow.makespan_s - base.makespan_s == pytest.approx(added_us * 1e-6 * base.passes, rel=1e-6)

@@ -12,7 +12,7 @@ def host_pairs(rec: dict, setup) -> tuple[list[float], list[float]]:
     """(measured, predicted) host seconds of each iteration of a run whose record has them (pass_host_s, runtime
     .serve): the serving loop's time outside the device's, against sim.engine.host_s summed over the iteration's
     forward passes. Records of before session 6 have none."""
-    from sim.engine import host_s
+    from sim.engine import host_iteration_s, host_s
     from sim.passes import PassShape
 
     measured = rec.get("pass_host_s") or []
@@ -28,8 +28,8 @@ def host_pairs(rec: dict, setup) -> tuple[list[float], list[float]]:
         groups = [[p[:5]] for p in rec["passes"]]
     if len(groups) != len(measured):
         return [], []
-    predicted = [setup.hardware.host_iteration_s + sum(host_s(setup, PassShape(t, lr, sq, kv, pairs, t))
-                                                      for t, lr, sq, kv, pairs in g) for g in groups]
+    predicted = [host_iteration_s(setup) + sum(host_s(setup, PassShape(t, lr, sq, kv, pairs, t))
+                                               for t, lr, sq, kv, pairs in g) for g in groups]
     return measured, predicted
 
 

@@ -23,7 +23,7 @@ def round_sig(v: float, digits: int = 4) -> float:
 HOST_LIKE = {"diffusion": "block_diffusion"}
 FIELDS = ("host_pass_overhead_us", "host_row_overhead_us", "host_seq_overhead_us", "host_block_overhead_us",
           "host_pass_overhead_by_strategy_us", "host_eager_pass_overhead_us", "host_eager_row_overhead_us",
-          "host_iteration_overhead_us")
+          "host_iteration_overhead_us", "host_iteration_overhead_by_strategy_us")
 
 
 def _ok_host(records: list[dict]) -> list[dict]:
@@ -50,16 +50,27 @@ def fit_host(records: list[dict]) -> dict | None:
     return fit
 
 
+def _chained(recs: list[dict]) -> list[str]:
+    """The strategies whose records hold iterations of several forward passes (speculative: drafts and a verify):
+    only there is an iteration's own host part told from its passes' (in an iteration of one pass, the two are one
+    column)."""
+    return sorted({r["shape"].get("strategy", "ar") for r in recs
+                   if any(len(f) > 1 for it in r["iterations"] for f in it["forwards"])})
+
+
 def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[tuple[str, int]]]:
     """One row per iteration: the sums over its forward passes of [one per strategy (graph passes), rows, sequences,
-    KV blocks (graph passes), one (eager passes), rows (eager passes)], then one (the iteration); the measured us;
-    each run's mean us (the rows' scale); column names; (record key, run) of each row."""
+    KV blocks (graph passes), one (eager passes), rows (eager passes)], then one per strategy whose iterations chain
+    several passes (`_chained`; the iteration); the measured us; each run's mean us (the rows' scale); column names
+    (the iteration columns' "iteration:<strategy>"); (record key, run) of each row."""
     kinds = sorted({r["shape"].get("strategy", "ar") for r in recs}, key=lambda k: (k != "ar", k))
+    chained = _chained(recs)
     n = len(kinds)
-    names = [*kinds, "row", "seq", "block", "eager", "eager_row", "iteration"]
+    names = [*kinds, "row", "seq", "block", "eager", "eager_row", *(f"iteration:{k}" for k in chained)]
     rows, us, scale, tags = [], [], [], []
     for r in recs:
-        k = kinds.index(r["shape"].get("strategy", "ar"))
+        strategy = r["shape"].get("strategy", "ar")
+        k = kinds.index(strategy)
         bt = r.get("kv_block_tokens", 16)
         for run, it in enumerate(r["iterations"]):
             host = np.asarray(it["host_s"], dtype=float) * 1e6
@@ -76,7 +87,8 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
                         x[n:n + 3] += (tokens, seqs, kv / bt)
                     else:
                         x[n + 3:n + 5] += (1, tokens)
-                x[n + 5] = 1
+                if strategy in chained:
+                    x[n + 5 + chained.index(strategy)] = 1
                 rows.append(x)
                 us.append(h)
                 scale.append(host.mean())
@@ -86,10 +98,15 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
 
 def fit_iterations(recs: list[dict]) -> dict | None:
     """Least squares over every iteration of every run (scipy.optimize.lsq_linear, all terms >= 0): an iteration's
-    host time is a fixed part per iteration plus the sum of its forward passes' (a draft pass and a verify both pay
-    the strategy's fixed part). The iteration's own part is told from its passes' by iterations of several passes
-    (speculative: 3-7); where a runtime chains its passes (the speculative executor since session 7), most of its
-    host time is the iteration's boundary, which a fixed part per pass priced 2.3x apart for k = 2 and k = 6.
+    host time is the sum of its forward passes' (a draft pass and a verify both pay the strategy's fixed part), plus
+    a fixed part of its own where the strategy's iterations chain several passes. That part is told from the
+    passes' by iterations of 3-7 passes (speculative k = 2-6): a chained runtime (the speculative executor since
+    session 7) stages each pass while the device runs the one before, so most of its host time is the iteration's
+    boundary (the scheduler, the one wait, acceptance). On the 14:41 UTC records of session 7 an iteration of k = 2
+    took 1,706 us of host time and one of k = 6 1,865 (means): ~40 us per added pass. One part per iteration shared
+    by every strategy (session 7's first fit) was held to at most AR's whole fixed part (AR's pass part then fitted
+    at its bound, 0) and so priced speculative at 810 us per iteration + 112 per pass (1,147 vs 1,596 us for k = 2
+    vs 6); a part of its own per strategy leaves the one-pass strategies' fit as it was.
     Each iteration's residual is scaled by its run's mean, so that an iteration of a 0.4 ms run and one of a 3 ms run
     count alike (a run still counts by its iterations: hundreds for a long run, ~17 for a short one); a plain mean
     (not a median) is fitted, because throughput pays the host's occasional slow passes too.
@@ -104,7 +121,8 @@ def fit_iterations(recs: list[dict]) -> dict | None:
     a, us, scale, names, tags = _design(recs)
     if not len(us):
         return None
-    kinds = names[:-6]
+    first_iteration = next((i for i, c in enumerate(names) if c.startswith("iteration:")), len(names))
+    kinds = names[:first_iteration - 5]
     keep = []
     for j in range(a.shape[1]):  # each column only where it adds a direction of its own
         trial = a[:, keep + [j]]
@@ -126,7 +144,9 @@ def fit_iterations(recs: list[dict]) -> dict | None:
             "host_pass_overhead_by_strategy_us": fixed,
             "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])) if eager else None,
             "host_eager_row_overhead_us": round_sig(float(sol[n + 4])) if eager else 0.0,
-            "host_iteration_overhead_us": round_sig(float(sol[n + 5])),
+            "host_iteration_overhead_us": 0.0,
+            "host_iteration_overhead_by_strategy_us": {c.split(":", 1)[1]: round_sig(float(sol[j]))
+                                                       for j, c in enumerate(names) if j >= first_iteration},
             "method": "iterations", "iterations": int(len(us)),
             "residuals": {"median": float(np.median(errs)), "p90": float(np.percentile(errs, 90)),
                           "max": float(max(errs)), "n": len(errs)}}
@@ -159,7 +179,7 @@ def fit_runs(recs: list[dict]) -> dict | None:
     us = np.array([p[4] for p in pts])
     terms = [np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3)]  # rows, sequences, blocks
     base = {"host_eager_pass_overhead_us": None, "host_eager_row_overhead_us": 0.0, "host_iteration_overhead_us": 0.0,
-            "method": "runs"}
+            "host_iteration_overhead_by_strategy_us": {}, "method": "runs"}
     if len(set(terms[0])) < 2:
         return {"host_pass_overhead_us": round_sig(float(np.median(us))), "host_row_overhead_us": 0.0,
                 "host_seq_overhead_us": 0.0, "host_block_overhead_us": 0.0, "host_pass_overhead_by_strategy_us": {},
