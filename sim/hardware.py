@@ -22,10 +22,13 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error, unknown_name
 from sim.units import GB, MB, TB, TFLOPS, US
+
+# the scenario's strategy kinds (sim.scenario's strategy models), which the host terms per strategy are keyed by
+StrategyKind = Literal["ar", "speculative", "diffusion", "block_diffusion"]
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "hw_profiles"
 
@@ -260,7 +263,7 @@ class HardwareProfile(_Frozen):
         default=0.0, ge=0, description="host time per pass that grows with the KV blocks of its sequences' block "
                                        "tables (copying each table into the graph's inputs), per block; fitted with "
                                        "host_pass_overhead_us")
-    host_pass_overhead_by_strategy_us: dict[str, float] = Field(
+    host_pass_overhead_by_strategy_us: dict[StrategyKind, NonNegativeFloat] = Field(
         default_factory=dict, description="host_pass_overhead_us of the strategies whose executor has a fixed cost "
                                           "of its own (e.g. block_diffusion: its commit rules), by strategy kind")
     host_eager_pass_overhead_us: float | None = Field(
@@ -273,7 +276,7 @@ class HardwareProfile(_Frozen):
         default=0.0, ge=0, description="host time of the serving loop per iteration on top of its forward passes' "
                                        "(the scheduler, the recorder, the wait for an iteration's results: what a "
                                        "runtime that chains its passes cannot hide); fitted with host_pass_overhead_us")
-    host_iteration_overhead_by_strategy_us: dict[str, float] = Field(
+    host_iteration_overhead_by_strategy_us: dict[StrategyKind, NonNegativeFloat] = Field(
         default_factory=dict, description="host_iteration_overhead_us of the strategies whose iterations chain "
                                           "several forward passes (speculative: drafts and a verify, one wait), by "
                                           "strategy kind; an iteration of one pass has its part in the pass's")

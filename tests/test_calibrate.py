@@ -286,6 +286,11 @@ def test_host_time_per_iteration_told_from_per_pass():
     assert profile.host_iteration_s("speculative") == pytest.approx(400e-6, rel=1e-3)
     assert profile.host_iteration_s("ar") == 0.0
     assert load_profile("h100-sxm").host_iteration_s("speculative") == 0.0  # a datasheet has no host model
+    # records of one k cannot tell the iteration's part from the passes': the strategy gets no part of its own
+    # (not a part of 0), and its passes and eager prefills carry it, still pricing every iteration exactly
+    one_k = fit_host(recs[:3] + [record("speculative", 16, 256, 80, [16] * 4 + [80])])
+    assert one_k["host_iteration_overhead_by_strategy_us"] == {}
+    assert one_k["residuals"]["max"] < 1e-4
 
 
 def test_link_numbers_fitted_to_allreduce_records():

@@ -94,3 +94,24 @@ def test_bad_paged_walk_names_its_configuration():
     with pytest.raises(UserError, match=r"efficiency\.paged_attention_programs\.by_config\.32x8x128/64x2\.resident: "
                                         r"Input should be greater than 0"):
         profile_from_dict(data)
+
+
+def test_host_terms_per_strategy_name_a_strategy():
+    """The host terms keyed by strategy take the scenario's strategy kinds only (a misspelt key would otherwise fall
+    back to the default part without a word) and no negative time."""
+    from typing import get_args
+
+    from sim.hardware import StrategyKind
+    from sim.scenario import AR, BlockDiffusion, Diffusion, Speculative
+
+    assert {m().kind for m in (AR, Speculative, Diffusion, BlockDiffusion)} == set(get_args(StrategyKind))
+    for field in ("host_iteration_overhead_by_strategy_us", "host_pass_overhead_by_strategy_us"):
+        data = load_profile("h100-sxm").model_dump()
+        data[field] = {"spec": 1000.0}
+        with pytest.raises(UserError, match=rf"{field}\.spec"):
+            profile_from_dict(data)
+        data[field] = {"speculative": -1.0}
+        with pytest.raises(UserError, match=rf"{field}\.speculative: Input should be greater than or equal to 0"):
+            profile_from_dict(data)
+        data[field] = {"speculative": 1000.0}
+        assert getattr(profile_from_dict(data), field) == {"speculative": 1000.0}

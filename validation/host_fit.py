@@ -145,8 +145,10 @@ def fit_iterations(recs: list[dict]) -> dict | None:
             "host_eager_pass_overhead_us": round_sig(float(sol[n + 3])) if eager else None,
             "host_eager_row_overhead_us": round_sig(float(sol[n + 4])) if eager else 0.0,
             "host_iteration_overhead_us": 0.0,
-            "host_iteration_overhead_by_strategy_us": {c.split(":", 1)[1]: round_sig(float(sol[j]))
-                                                       for j, c in enumerate(names) if j >= first_iteration},
+            # a strategy whose iteration column the rank check left out (its iterations cannot tell it from its
+            # passes' part, e.g. records of one k only) has no part of its own: its passes carry it
+            "host_iteration_overhead_by_strategy_us": {names[j].split(":", 1)[1]: round_sig(float(sol[j]))
+                                                       for j in keep if j >= first_iteration},
             "method": "iterations", "iterations": int(len(us)),
             "residuals": {"median": float(np.median(errs)), "p90": float(np.percentile(errs, 90)),
                           "max": float(max(errs)), "n": len(errs)}}
