@@ -4,7 +4,8 @@ sequences x `rows` paged rows at `context` positions on the 8B model's shape (ra
 forward), lists the GPU time of each kernel (torch.profiler, CUDA activity) next to the cost model's operators for
 the same shape, and times the paged attention kernel alone at every split count (under a CUDA graph).
 
-    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--model NAME] [--graph] [--out F.json]
+    python3 benchmarks/pass_breakdown.py [--shape SEQSxROWSxCONTEXT ...] [--model NAME] [--graph] [--sustain S]
+        [--out F.json]
 
 `--graph` also captures each pass in one CUDA graph and reports the replay's time, its kernels' sum and the gaps
 between kernels (from the profiler's kernel timeline).
@@ -13,6 +14,7 @@ import argparse
 import json
 from dataclasses import replace
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -73,6 +75,7 @@ def main() -> None:
     from runtime.forward import SeqInput, build_meta, forward
     from runtime.kernels import paged_attention as pa
     from runtime.model import Transformer
+    from runtime.telemetry import NvmlSampler
     from sim.cost import pass_cost
     from sim.engine import prepare
     from sim.model import load_model
@@ -85,6 +88,8 @@ def main() -> None:
     ap.add_argument("--model", default="llama-3.1-8b", help="catalog model whose shape the passes run")
     ap.add_argument("--graph", action="store_true", help="also replay each pass as one CUDA graph and list the gaps "
                     "between its kernels")
+    ap.add_argument("--sustain", type=float, default=0.0, help="run the pass back to back this many seconds before "
+                    "profiling it (the power state of a long run); the SM clock is read during the profiled passes")
     ap.add_argument("--out")
     a = ap.parse_args()
     spec = load_model(a.model)
@@ -107,12 +112,18 @@ def main() -> None:
         for _ in range(3):
             forward(model, cache, meta)
         torch.cuda.synchronize()
-        passes = 5
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(passes):
-                forward(model, cache, meta)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < a.sustain:
+            forward(model, cache, meta)
             torch.cuda.synchronize()
+        passes = 5
+        with NvmlSampler(interval_s=0.005) as sampler:
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(passes):
+                    forward(model, cache, meta)
+                torch.cuda.synchronize()
         kt = kernel_times_us(prof, passes)
+        clocks = sampler.summary()
         # the attention kernel alone, one layer's call, at each split count, 20 calls captured in one CUDA graph
         # (timed eagerly, each call took ~80-170 us: the host's launch pace, not the kernel)
         q = torch.randn(S * R, spec.num_heads, spec.d_head, device="cuda", dtype=torch.bfloat16)
@@ -129,6 +140,7 @@ def main() -> None:
         # the model prices a graph-replayed pass at its bucket's rows (CostContext.priced_rows); the passes timed
         # here run their own rows, so a shape between buckets (8x5 = 40 rows: the 64-row graph) compares unlike work
         rec = {"shape": text, "gpu_us_per_pass": total, "kernels_us": kt, "attention_us_by_splits": splits,
+               "sustained_s": a.sustain, "telemetry": clocks,
                "predicted_ops_us": pred, "predicted_us": sum(pred.values()), "priced_rows": ctx.priced_rows(shape)}
         if a.graph:
             try:
@@ -137,8 +149,9 @@ def main() -> None:
                 rec["graph"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         results.append(rec)
         padded = f" (priced as the {rec['priced_rows']}-row graph)" if rec["priced_rows"] != S * R else ""
+        sm = (clocks.get("sm_clock_mhz") or {}).get("median")
         print(f"\n== {S} seqs x {R} rows at {C} positions: GPU {total:.0f} us/pass, predicted "
-              f"{rec['predicted_us']:.0f} us{padded}")
+              f"{rec['predicted_us']:.0f} us{padded}; SM clock {sm} MHz")
         for k, v in list(kt.items())[:10]:
             print(f"  {v:8.1f} us  {k}")
         print("  paged attention, one layer, us by splits: "
