@@ -380,3 +380,20 @@ def test_broken_host_record_is_one_sentence_from_the_cli(app, tmp_path):
                                  "--report", str(tmp_path / "c.json")])
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "host/ar/B=3/P=99/O=9/broken" in r.stderr and "rerun the case" in r.stderr
+
+
+def test_record_telemetry_window():
+    """Each microbenchmark record gets the NVML readings taken while it ran: median and lowest SM clock, median and
+    largest power, throttle reasons; readings from before it are not its own. Kernel cases are read every 5 ms
+    (a GEMM case lasts ~36 ms), host-timed cases every 50 ms."""
+    from validation.microbench import _window, sample_interval_s
+
+    samples = [{"t_s": t, "sm_clock_mhz": mhz, "power_w": w, "throttle_reasons": r}
+               for t, mhz, w, r in ((0.0, 345, 70.0, 0), (1.0, 1980, 500.0, 0), (1.005, 1410, 700.0, 4),
+                                    (1.010, 1500, 690.0, 4))]
+    win = _window(samples, start_s=0.5)
+    assert win["samples"] == 3 and win["sm_clock_mhz"] == 1500 and win["sm_clock_mhz_min"] == 1410
+    assert (win["power_w"], win["power_w_max"]) == (690.0, 700.0)
+    assert win["throttle"] == ["sw_power_cap"]
+    assert _window(samples, start_s=2.0) == {"samples": 0}
+    assert sample_interval_s("gemm") == 0.005 and sample_interval_s("host") == sample_interval_s("launch") == 0.05

@@ -404,6 +404,8 @@ def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0,
                 counts["left"] = len(todo) - i
                 break
             bar.update(task, description=case.key)
+            if sampler is not None:
+                sampler.interval_s = sample_interval_s(case.kind)
             start_s = time.perf_counter()
             rec = run_case(env, case, weights)
             if sampler is not None:
@@ -420,6 +422,15 @@ def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0,
             f.write(json.dumps(rec) + "\n")
     counts["seconds"] = round(time.monotonic() - t0, 1)
     return counts
+
+
+def sample_interval_s(kind: str) -> float:
+    """Seconds between NVML readings while a case of `kind` runs. Kernels timed on the device (GEMMs, attention,
+    copies: ~30-60 ms a case) get a reading every 5 ms, so that each record has its own clock: the GEMM rate is the
+    same per MHz back to back and inside a pass, and the clock is what differs (reports/h100/pass-check/README.md; at
+    50 ms, 424 of 956 records of the 16:01 UTC suite of session 8 had no reading). Cases whose host time is the
+    measurement (host, launch) keep one reading every 50 ms: the sampler's thread shares the host with them."""
+    return 0.05 if kind in ("host", "launch") else 0.005
 
 
 def _sampler(device: str):
@@ -444,7 +455,8 @@ def _window(samples: list[dict], start_s: float) -> dict:
     for s in seen:
         reasons |= s["throttle_reasons"]
     return {"samples": len(seen), "sm_clock_mhz": statistics.median(s["sm_clock_mhz"] for s in seen),
-            "power_w_max": max(s["power_w"] for s in seen),
+            "sm_clock_mhz_min": min(s["sm_clock_mhz"] for s in seen),
+            "power_w": statistics.median(s["power_w"] for s in seen), "power_w_max": max(s["power_w"] for s in seen),
             "throttle": sorted(name for bit, name in _THROTTLE_BITS.items() if reasons & bit)}
 
 
