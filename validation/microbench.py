@@ -53,7 +53,6 @@ class _Env:
 
         self.torch, self.device = torch, device
         self.l2_bytes = L2_FALLBACK_BYTES
-        self.energy_mj = _energy_counter() if device == "cuda" else None
         info = {"torch": torch.__version__, "python": platform.python_version(),
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         if device == "cuda":
@@ -68,21 +67,6 @@ class _Env:
     def sets_for(self, call_bytes: float) -> int:
         """How many copies of the inputs to rotate over so that one pass over them spans a few L2s."""
         return max(1, min(MAX_SETS, math.ceil(ROTATE_FOOTPRINT_L2 * self.l2_bytes / max(call_bytes, 1.0))))
-
-
-def _energy_counter() -> Callable[[], int] | None:
-    """NVML's energy counter of GPU 0 (millijoules since the driver loaded), or None where NVML or the counter is
-    missing: the energy a timed case used, over its duration, is its mean power, which clock readings taken every
-    few ms do not give under the power cap (reports/h100/pass-check/README.md)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-        return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-    except Exception:  # power is provenance, not the measurement
-        return None
 
 
 def _driver() -> str | None:
@@ -135,20 +119,9 @@ def _time_graph(env: _Env, fn: Callable[[int], None], sets: int) -> dict:
             fn(j % sets)
     graph.replay()
     repeats = max(3, min(15, int(CASE_BUDGET_S / max(timed(graph.replay), 1e-9))))
-    e0, t0 = env.energy_mj() if env.energy_mj else None, time.perf_counter()
     times = [timed(graph.replay) / inner for _ in range(repeats)]
-    e1, t1 = env.energy_mj() if env.energy_mj else None, time.perf_counter()
     del graph
-    return {**_summary(times, inner=inner, sets=sets, mode="graph"), **_power(e0, e1, t1 - t0)}
-
-
-def _power(e0_mj, e1_mj, seconds: float) -> dict:
-    """Mean power over the timed replays (the host's waits between them included) from the energy counter's two
-    readings; nothing where the counter is missing or did not advance (it may update more slowly than a case)."""
-    if e0_mj is None or e1_mj is None or e1_mj <= e0_mj or seconds <= 0:
-        return {}
-    joules = (e1_mj - e0_mj) / 1e3
-    return {"timed_energy_j": joules, "timed_s": seconds, "power_w_timed": joules / seconds}
+    return _summary(times, inner=inner, sets=sets, mode="graph")
 
 
 def _randn(env: _Env, *shape, dtype=None):
