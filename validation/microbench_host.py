@@ -153,3 +153,40 @@ def _iterations(rec: dict) -> dict:
     else:
         shapes = [[[p[0], p[2], p[3]]] for p in rec["passes"]]
     return {"host_s": host, "forwards": shapes}
+
+
+class HostProbes:
+    """The cases of `memwall microbench --only host`, run one at a time, in turn, between the points of a grid
+    (`memwall validate --host-probes F`): host records measured in the grid's own process and minutes, none of them
+    a grid point. Why: the serving loop's host time moves between machines and processes more than a host suite run
+    before the grid follows. At 16:14 UTC in session 8 the same speculative points took 1.4-1.9x the host time of the
+    15:36 grid while that call's host suite fitted a smaller part per iteration, and the grid missed its speculative
+    throughput target on the host alone (reports/h100/validation-notes.md). Each record is appended to `out` as
+    `memwall microbench` writes it, with its own date and `"probe": true`; `memwall calibrate` reads them like any
+    host record (the last of each key)."""
+
+    def __init__(self, device: str, out, tiny: bool = False):
+        from validation.microbench import _Env, _Weights
+        from validation.microbench_plan import plan
+
+        from pathlib import Path
+
+        self.cases = plan(only="host", tiny=tiny)
+        self.env, self.weights, self.out, self.done = _Env(device), _Weights(), Path(out), 0
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self) -> dict:
+        """Run the next host case; returns its record (also appended to `out`)."""
+        import datetime as dt
+        import json
+
+        from validation.microbench import run_case
+
+        case = self.cases[self.done % len(self.cases)]
+        self.done += 1
+        rec = {**run_case(self.env, case, self.weights), "probe": True,
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        with open(self.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        return rec
+

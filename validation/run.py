@@ -218,8 +218,9 @@ def append(path: Path, record: dict) -> None:
 
 
 def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: str | None = None,
-            console=None) -> list[dict]:
-    """Run scenarios in order, skipping those already in `out`; OOM is recorded per scenario."""
+            console=None, after_point=None) -> list[dict]:
+    """Run scenarios in order, skipping those already in `out`; OOM is recorded per scenario. `after_point()` is
+    called after each point measured (validate's --host-probes)."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -250,4 +251,6 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
                 append(out, rec)
             records.append(rec)
             bar.advance(task)
+            if after_point is not None:
+                after_point()
     return records

@@ -123,6 +123,10 @@ def validate_command(
     hardware: Optional[str] = typer.Option(None, help="profile to predict with (default: the H100-calibrated one)"),
     runs: Optional[Path] = typer.Option(None, help="measured points to compare with (--predict; default --out)"),
     as_json: bool = typer.Option(False, "--json", help="print the per-point comparison and summary as JSON"),
+    host_probes: Optional[Path] = typer.Option(
+        None, "--host-probes", help="after each point measured, run one case of `memwall microbench --only host` "
+                                    "(in turn) in this process and append its record to this JSONL: host records "
+                                    "beside the grid, never a grid point"),
 ):
     """Run a validation grid on the GPU, or with --predict price it and compare with what was measured."""
     from validation.validation_report import summarize
@@ -140,7 +144,12 @@ def validate_command(
             raise UserError("'memwall validate' without --predict needs PyTorch: pip install -e '.[runtime]'") from None
         from validation.run import run_all
 
-        records = run_all(scenarios, device, out, console=err_console)
+        probes = None
+        if host_probes is not None:
+            from validation.microbench_host import HostProbes
+
+            probes = HostProbes(device, host_probes, tiny=device != "cuda")
+        records = run_all(scenarios, device, out, console=err_console, after_point=probes)
         failed = [r for r in records if r["status"] != "ok"]
         err_console.print(f"{len(records) - len(failed)} of {len(scenarios)} points measured this time -> {out}"
                           + (f"; not finished: {', '.join(r['scenario']['name'] for r in failed)}" if failed else ""),

@@ -76,7 +76,9 @@ def test_run_executes_every_strategy(cli, tmp_path, batching, sets):
 
 def test_validate_runs_a_plan_then_predicts_it(cli, tmp_path):
     """`memwall validate PLAN` runs every point of a sweep-style plan (resumably), `--predict` prices the same
-    points and compares them with what was measured, per point and per strategy."""
+    points and compares them with what was measured, per point and per strategy. With --host-probes, one host case
+    of the microbenchmark runs after each point measured, its record (with per-iteration host times, which the host
+    fit reads) appended to that file, and none of them is a grid point."""
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"""name: tiny-grid
@@ -92,10 +94,16 @@ grids:
         - {{kind: speculative, draft: self, draft_layers: 1, k: 2, alpha: 0.5}}
 """)
     out = tmp_path / "runs.jsonl"
-    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out))
+    probes = tmp_path / "probes" / "host.jsonl"
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out), "--host-probes", str(probes))
     assert code == 0, err
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["scenario"]["name"] for r in records] == ["g-00", "g-01"]
+    host = [json.loads(line) for line in probes.read_text().splitlines()]
+    assert len(host) == 2 and len({r["key"] for r in host}) == 2  # the host cases in turn, one per point
+    for r in host:
+        assert r["kind"] == "host" and r["status"] == "ok" and r["probe"] is True and r["iterations"]
+        assert r["key"].startswith("host/") and "date" in r
     code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out))  # resumes: nothing to do
     assert code == 0 and len(out.read_text().splitlines()) == 2
     code, text, err = cli("validate", str(plan), "--predict", "--hardware", "h100-sxm", "--runs", str(out), "--json")
