@@ -76,6 +76,7 @@ def main() -> None:
     from runtime.kernels import paged_attention as pa
     from runtime.model import Transformer
     from runtime.telemetry import NvmlSampler
+    from validation.microbench import _window
     from sim.cost import pass_cost
     from sim.engine import prepare
     from sim.model import load_model
@@ -119,11 +120,13 @@ def main() -> None:
         passes = 5
         with NvmlSampler(interval_s=0.005) as sampler:
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                t0 = time.perf_counter()  # the profiler's start-up (seconds, idle) is not the passes' clock
                 for _ in range(passes):
                     forward(model, cache, meta)
                 torch.cuda.synchronize()
+                t1 = time.perf_counter()
         kt = kernel_times_us(prof, passes)
-        clocks = sampler.summary()
+        clocks = _window([x for x in sampler.samples if x["t_s"] <= t1], t0) if sampler.available else {}
         # the attention kernel alone, one layer's call, at each split count, 20 calls captured in one CUDA graph
         # (timed eagerly, each call took ~80-170 us: the host's launch pace, not the kernel)
         q = torch.randn(S * R, spec.num_heads, spec.d_head, device="cuda", dtype=torch.bfloat16)
@@ -149,7 +152,7 @@ def main() -> None:
                 rec["graph"] = {"error": f"{type(e).__name__}: {e}"[:300]}
         results.append(rec)
         padded = f" (priced as the {rec['priced_rows']}-row graph)" if rec["priced_rows"] != S * R else ""
-        sm = (clocks.get("sm_clock_mhz") or {}).get("median")
+        sm = clocks.get("sm_clock_mhz")
         print(f"\n== {S} seqs x {R} rows at {C} positions: GPU {total:.0f} us/pass, predicted "
               f"{rec['predicted_us']:.0f} us{padded}; SM clock {sm} MHz")
         for k, v in list(kt.items())[:10]:

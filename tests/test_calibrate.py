@@ -397,3 +397,13 @@ def test_record_telemetry_window():
     assert win["throttle"] == ["sw_power_cap"]
     assert _window(samples, start_s=2.0) == {"samples": 0}
     assert sample_interval_s("gemm") == 0.005 and sample_interval_s("host") == sample_interval_s("launch") == 0.05
+
+
+def test_a_failed_rerun_keeps_the_earlier_record(tmp_path):
+    """The last successful record of each key is read: a later failed one (a host probe that ran out of memory
+    beside a grid) does not erase it."""
+    good = {"key": "gemm/bf16/M=1/N=8/K=8", "kind": "gemm", "dtype": "bf16", "shape": {"M": 1, "N": 8, "K": 8},
+            "flops": 128.0, "bytes": 160.0, "median_s": 2e-6, "status": "ok"}
+    f = tmp_path / "mb.jsonl"
+    f.write_text(json.dumps(good) + "\n" + json.dumps({**good, "status": "oom", "median_s": None}) + "\n")
+    assert [r["median_s"] for r in load_records(f)] == [2e-6]

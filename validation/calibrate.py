@@ -65,7 +65,8 @@ FITTED = ("memory", "compute", "attention_memory", "attention_compute", "paged_a
 
 
 def load_records(path: Path) -> list[dict]:
-    """Successful microbenchmark records of a JSONL file, the last one of each key (a rerun's wins)."""
+    """Successful microbenchmark records of a JSONL file, the last successful one of each key (a rerun's wins; one
+    that failed, e.g. a host probe that ran out of memory beside a grid, does not erase an earlier good one)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
@@ -82,7 +83,8 @@ def load_records(path: Path) -> list[dict]:
             raise UserError(f"{path}:{n}: not a JSON line; expected one microbenchmark record per line") from None
         if not isinstance(rec, dict) or "key" not in rec or "kind" not in rec:
             raise UserError(f"{path}:{n}: a record needs 'key' and 'kind' (written by 'memwall microbench')")
-        by_key[rec["key"]] = rec
+        if rec.get("status") == "ok":
+            by_key[rec["key"]] = rec
     ok = runtime_kernels([r for r in by_key.values() if r.get("status") == "ok" and r["kind"] != "telemetry"])
     if not ok:
         raise UserError(f"{path}: no successful microbenchmark records; run 'memwall microbench --out {path}' on "

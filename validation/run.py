@@ -252,5 +252,14 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
             records.append(rec)
             bar.advance(task)
             if after_point is not None:
-                after_point()
+                try:
+                    after_point()
+                except Exception as e:  # a probe beside the grid never stops the grid
+                    if console is not None:
+                        console.print(f"after {s.name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
+                                      "going on", highlight=False)
+                finally:
+                    gc.collect()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
     return records

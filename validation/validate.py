@@ -146,6 +146,8 @@ def validate_command(
 
         probes = None
         if host_probes is not None:
+            if host_probes.is_dir():
+                raise UserError(f"--host-probes: {host_probes} is a folder; expected a JSONL file to append to")
             from validation.microbench_host import HostProbes
 
             probes = HostProbes(device, host_probes, tiny=device != "cuda")

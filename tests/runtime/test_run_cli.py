@@ -103,9 +103,12 @@ grids:
     assert len(host) == 2 and len({r["key"] for r in host}) == 2  # the host cases in turn, one per point
     for r in host:
         assert r["kind"] == "host" and r["status"] == "ok" and r["probe"] is True and r["iterations"]
-        assert r["key"].startswith("host/") and "date" in r
-    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out))  # resumes: nothing to do
-    assert code == 0 and len(out.read_text().splitlines()) == 2
+        assert r["key"].startswith("host/")
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out),  # resumes: nothing to do,
+                       "--host-probes", str(probes))  # and no probe after a point it skips
+    assert code == 0 and len(out.read_text().splitlines()) == 2 and len(probes.read_text().splitlines()) == 2
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out), "--host-probes", str(tmp_path))
+    assert code == 2 and "--host-probes" in err and "folder" in err and "Traceback" not in err
     code, text, err = cli("validate", str(plan), "--predict", "--hardware", "h100-sxm", "--runs", str(out), "--json")
     assert code == 0, err
     report = json.loads(text)
@@ -122,3 +125,21 @@ def test_validate_bad_plan_is_one_sentence(cli, tmp_path):
     plan.write_text("name: p\ngrids:\n  - name: g\n    axes: {batching.batch_size: [1, 0]}\n")
     code, _, err = cli("validate", str(plan), "--predict")
     assert code == 2 and "batch_size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failing_probe_does_not_stop_the_grid(monkeypatch, tmp_path):
+    """What runs after each point (validate's --host-probes) may fail; the grid goes on, every point recorded."""
+    import validation.run as run
+    from sim.scenario import scenario_from_dict
+
+    monkeypatch.setattr(run, "run_scenario", lambda s, device, weights=None, progress=None: {
+        "key": s.name, "status": "ok", "scenario": s.model_dump(mode="json")})
+
+    def probe():
+        raise ZeroDivisionError("no passes")
+
+    scenarios = [scenario_from_dict({"name": f"p{i}"}) for i in range(3)]
+    out = tmp_path / "runs.jsonl"
+    records = run.run_all(scenarios, "cpu", out, after_point=probe)
+    assert [r["scenario"]["name"] for r in records] == ["p0", "p1", "p2"]
+    assert len(out.read_text().splitlines()) == 3
