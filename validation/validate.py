@@ -127,6 +127,8 @@ def validate_command(
         None, "--host-probes", help="after each point measured, run one case of `memwall microbench --only host` "
                                     "(in turn) in this process and append its record to this JSONL: host records "
                                     "beside the grid, never a grid point"),
+    probe_every: int = typer.Option(1, "--probe-every", help="with --host-probes: probe after every N-th point "
+                                                              "measured (a whole number >= 1)"),
 ):
     """Run a validation grid on the GPU, or with --predict price it and compare with what was measured."""
     from validation.validation_report import summarize
@@ -148,9 +150,11 @@ def validate_command(
         if host_probes is not None:
             if host_probes.is_dir():
                 raise UserError(f"--host-probes: {host_probes} is a folder; expected a JSONL file to append to")
+            if probe_every < 1:
+                raise UserError(f"--probe-every: expected a whole number >= 1, got {probe_every}")
             from validation.microbench_host import HostProbes
 
-            probes = HostProbes(device, host_probes, tiny=device != "cuda")
+            probes = HostProbes(device, host_probes, tiny=device != "cuda", every=probe_every)
         records = run_all(scenarios, device, out, console=err_console, after_point=probes)
         failed = [r for r in records if r["status"] != "ok"]
         err_console.print(f"{len(records) - len(failed)} of {len(scenarios)} points measured this time -> {out}"

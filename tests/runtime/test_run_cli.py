@@ -143,3 +143,26 @@ def test_a_failing_probe_does_not_stop_the_grid(monkeypatch, tmp_path):
     records = run.run_all(scenarios, "cpu", out, after_point=probe)
     assert [r["scenario"]["name"] for r in records] == ["p0", "p1", "p2"]
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_probes_every_nth_point_run_the_cases_in_turn(monkeypatch, tmp_path):
+    """--probe-every 2: a host case after the 2nd, 4th, ... point, the cases in their order; 0 is refused."""
+    import validation.microbench as mb
+    from validation.microbench_host import HostProbes
+
+    monkeypatch.setattr(mb, "run_case", lambda env, case, weights: {"key": case.key, "kind": "host", "status": "ok"})
+    probes = HostProbes("cpu", tmp_path / "probes.jsonl", tiny=True, every=2)
+    ran = [probes() for _ in range(5)]
+    assert [r is None for r in ran] == [True, False, True, False, True]
+    assert [r["key"] for r in ran if r] == [c.key for c in probes.cases[:2]]
+    assert len((tmp_path / "probes.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="every"):
+        HostProbes("cpu", tmp_path / "p.jsonl", every=0)
+
+
+def test_probe_every_zero_is_one_sentence(cli, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: p\ngrids:\n  - name: g\n    axes: {batching.batch_size: [1]}\n")
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--host-probes", str(tmp_path / "h.jsonl"),
+                       "--probe-every", "0")
+    assert code == 2 and "--probe-every" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
