@@ -407,3 +407,18 @@ def test_a_failed_rerun_keeps_the_earlier_record(tmp_path):
     f = tmp_path / "mb.jsonl"
     f.write_text(json.dumps(good) + "\n" + json.dumps({**good, "status": "oom", "median_s": None}) + "\n")
     assert [r["median_s"] for r in load_records(f)] == [2e-6]
+
+
+def test_gemm_suite_times_every_row_count_a_graph_replays():
+    """Each projection shape is timed at every row count of the runtime's CUDA graphs (a 320-row product is not
+    the interpolation of 256 and 512), with cuBLAS past the Triton kernels' rows, as the runtime runs it."""
+    from sim.runtime_layout import ROW_BUCKETS
+    from validation.microbench_plan import plan
+
+    cases = [c for c in plan("gemm") if c.shape.get("impl", "cublas") == "cublas"]
+    by_shape: dict[tuple, set] = {}
+    for c in cases:
+        by_shape.setdefault((c.shape["N"], c.shape["K"]), set()).add(c.shape["M"])
+    assert len(by_shape) > 10
+    for rows in by_shape.values():
+        assert set(ROW_BUCKETS) <= rows and {2048, 16384} <= rows

@@ -7,10 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sim.runtime_layout import RUNTIME_TRITON_MAX_ROWS
+from sim.runtime_layout import ROW_BUCKETS, RUNTIME_TRITON_MAX_ROWS
 
 KINDS = ("launch", "host", "allreduce", "stream", "gemm", "attention", "paged", "fp8")
-ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+# Powers of two, and every row count a CUDA graph of the runtime replays (sim.runtime_layout.ROW_BUCKETS): cuBLAS
+# picks its tiles per row count, so a 320-row product is not the log-interpolation of 256 and 512. Until session 9
+# only powers of two were timed, and block-diffusion steps replaying the 320-row graph (a 256-token prompt and one
+# 16- or 32-token block) ran 7% slower than priced (median over the grid of 16:53 UTC, reports/h100/
+# validation-notes.md).
+ROWS = tuple(sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, *ROW_BUCKETS}))
 
 # The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
