@@ -5,8 +5,9 @@ no GPU; for the notes.
     python3 benchmarks/bucket_errors.py reports/h100/validation-runs.jsonl \\
         [--profile hw_profiles/calibrated/h100-sxm-calibrated.yaml] [--plan examples/validation/plan-h100.yaml]
 
-Prints, per strategy and bucket: passes, median and p90 of (predicted - measured) / measured, and the measured
-seconds in them. Run from the repository's root.
+Prints, per strategy, pass role (a speculative iteration's draft and target passes apart) and bucket: passes, the
+median of (predicted - measured) / measured and the p90 of its absolute value, and the measured seconds in them.
+Points not measured (or failed) are left out. Run from the repository's root.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sim.errors import UserError  # noqa: E402
 from sim.runtime_layout import graph_bucket  # noqa: E402
 from validation.validate import plan_scenarios, predict_plan, read_runs  # noqa: E402
 
 
-def bucket_errors(rows: list[dict]) -> dict[tuple[str, int], np.ndarray]:
-    """(strategy, bucket) -> array of (measured_s, predicted_s) of every pass priced in the grid's rows."""
-    acc: dict[tuple[str, int], list] = defaultdict(list)
+def bucket_errors(rows: list[dict]) -> dict[tuple[str, str, int], np.ndarray]:
+    """(strategy, pass role, bucket) -> array of (measured_s, predicted_s) of every pass priced in the grid's rows
+    (predict_plan's; a point not measured has none)."""
+    acc: dict[tuple[str, str, int], list] = defaultdict(list)
     for r in rows:
-        for shape, meas, pred in zip(r["shapes"] or [], r["measured_s"] or [], r["predicted_s"] or []):
-            acc[(r["strategy"], graph_bucket(shape[1]))].append((meas, pred))  # shape: (kind, tokens, ...)
+        for shape, meas, pred in zip(r.get("shapes") or [], r.get("measured_s") or [], r.get("predicted_s") or []):
+            acc[(r["strategy"], shape[0], graph_bucket(shape[1]))].append((meas, pred))  # shape: (role, tokens, ...)
     return {k: np.asarray(v, dtype=float) for k, v in acc.items()}
 
 
@@ -38,12 +41,17 @@ def main() -> None:
     ap.add_argument("--profile", default="hw_profiles/calibrated/h100-sxm-calibrated.yaml")
     ap.add_argument("--plan", default="examples/validation/plan-h100.yaml")
     args = ap.parse_args()
-    rows = predict_plan(plan_scenarios(Path(args.plan)), read_runs(Path(args.runs)), args.profile)
-    print(f"{'strategy':16s} {'bucket':>7s} {'passes':>7s} {'median':>8s} {'p90 |e|':>8s} {'measured s':>11s}")
-    for (strategy, bucket), mp in sorted(bucket_errors(rows).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    try:
+        rows = predict_plan(plan_scenarios(Path(args.plan)), read_runs(Path(args.runs)), args.profile)
+    except UserError as e:  # a missing or unreadable runs file: one sentence, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{'strategy':16s} {'role':14s} {'bucket':>7s} {'passes':>7s} {'median':>8s} {'p90 |e|':>8s} "
+          f"{'measured s':>11s}")
+    for (strategy, role, bucket), mp in sorted(bucket_errors(rows).items(), key=lambda kv: (kv[0][2], kv[0][:2])):
         err = mp[:, 1] / mp[:, 0] - 1
-        print(f"{strategy:16s} {bucket:7d} {len(err):7d} {np.median(err):+8.1%} {np.quantile(np.abs(err), 0.9):8.1%} "
-              f"{mp[:, 0].sum():11.3f}")
+        print(f"{strategy:16s} {role:14s} {bucket:7d} {len(err):7d} {np.median(err):+8.1%} "
+              f"{np.quantile(np.abs(err), 0.9):8.1%} {mp[:, 0].sum():11.3f}")
 
 
 if __name__ == "__main__":

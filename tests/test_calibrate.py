@@ -410,8 +410,8 @@ def test_a_failed_rerun_keeps_the_earlier_record(tmp_path):
 
 
 def test_gemm_suite_times_every_row_count_a_graph_replays():
-    """Each projection shape is timed at every row count of the runtime's CUDA graphs (a 320-row product is not
-    the interpolation of 256 and 512), with cuBLAS past the Triton kernels' rows, as the runtime runs it."""
+    """Each projection shape is timed with cuBLAS at every row count of the runtime's CUDA graphs (a 320-row
+    product is not the interpolation of 256 and 512)."""
     from sim.runtime_layout import ROW_BUCKETS
     from validation.microbench_plan import plan
 

@@ -155,6 +155,15 @@ def _iterations(rec: dict) -> dict:
     return {"host_s": host, "forwards": shapes}
 
 
+def probe_case(cases: list, every: int, index: int):
+    """The host case that follows a grid's point `index` (0-based, its place in the whole plan), or None: one after
+    every `every`-th point, the cases in turn. Counted by the point's place, not by the points one process measured,
+    so that a grid resumed in another process probes the same cases beside the same points."""
+    if (index + 1) % every:
+        return None
+    return cases[((index + 1) // every - 1) % len(cases)]
+
+
 class HostProbes:
     """The cases of `memwall microbench --only host`, run one at a time, in turn, between the points of a grid
     (`memwall validate --host-probes F`): host records measured in the grid's own process and minutes, none of them
@@ -163,7 +172,8 @@ class HostProbes:
     15:36 grid while that call's host suite fitted a smaller part per iteration, and the grid missed its speculative
     throughput target on the host alone (reports/h100/validation-notes.md). Each record is appended to `out` as
     `memwall microbench` writes it, with its own date and `"probe": true`; `memwall calibrate` reads them like any
-    host record (the last of each key)."""
+    host record (the last of each key). The session-9 grids in reports/h100 probed after every second point
+    (validate's --probe-every 2)."""
 
     def __init__(self, device: str, out, tiny: bool = False, every: int = 1):
         from validation.microbench import _Env, _Weights
@@ -174,25 +184,19 @@ class HostProbes:
         if every < 1:
             raise ValueError(f"every: expected a whole number >= 1, got {every}")
         self.cases = plan(only="host", tiny=tiny)
-        self.env, self.weights, self.out, self.done = _Env(device), _Weights(), Path(out), 0
-        # probing after every other point halves the time the probes add (a host case takes ~7 s on the H100, the
-        # 44-point H100 grid ~270 s) and still runs each of the 22 cases once, each beside the grid's points of its
-        # own strategy (the cases are in the grid's order: AR, speculative, block diffusion, diffusion, continuous)
-        self.every, self.points = every, 0
+        self.env, self.weights, self.out, self.every = _Env(device), _Weights(), Path(out), every
         self.out.parent.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self) -> dict | None:
-        """After every `every`-th point, run the next host case; returns its record (also appended to `out`)."""
+    def __call__(self, index: int) -> dict | None:
+        """Run the case that follows point `index`, if any; returns its record (also appended to `out`)."""
         import datetime as dt
         import json
 
         from validation.microbench import run_case
 
-        self.points += 1
-        if self.points % self.every:
+        case = probe_case(self.cases, self.every, index)
+        if case is None:
             return None
-        case = self.cases[self.done % len(self.cases)]
-        self.done += 1
         rec = {**run_case(self.env, case, self.weights), "probe": True,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         with open(self.out, "a") as f:

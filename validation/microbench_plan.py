@@ -13,8 +13,9 @@ KINDS = ("launch", "host", "allreduce", "stream", "gemm", "attention", "paged", 
 # Powers of two, and every row count a CUDA graph of the runtime replays (sim.runtime_layout.ROW_BUCKETS): cuBLAS
 # picks its tiles per row count, so a 320-row product is not the log-interpolation of 256 and 512. Until session 9
 # only powers of two were timed, and block-diffusion steps replaying the 320-row graph (a 256-token prompt and one
-# 16- or 32-token block) ran 7% slower than priced (median over the grid of 16:53 UTC, reports/h100/
-# validation-notes.md).
+# 16- or 32-token block) ran 7% slower than priced (median over the grid of 16:54 UTC, reports/h100/
+# validation-notes.md). The new rows also weigh in the compute curve's fit and add Triton cases at 96-192 rows
+# (data only: the calibration leaves those kernels to the curves); the suite grew from 936 cases to 1,326.
 ROWS = tuple(sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, *ROW_BUCKETS}))
 
 # The 8B model's attention (Llama-3.1-8B: 32 query heads, 8 KV heads, head dim 128), the shape the runtime serves.

@@ -219,8 +219,8 @@ def append(path: Path, record: dict) -> None:
 
 def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: str | None = None,
             console=None, after_point=None) -> list[dict]:
-    """Run scenarios in order, skipping those already in `out`; OOM is recorded per scenario. `after_point()` is
-    called after each point measured (validate's --host-probes)."""
+    """Run scenarios in order, skipping those already in `out`; OOM is recorded per scenario. `after_point(i)` is
+    called after each point measured, with its place in `scenarios` (validate's --host-probes)."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -229,7 +229,7 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task("scenarios", total=len(scenarios), rate="")
-        for s in scenarios:
+        for index, s in enumerate(scenarios):
             key = scenario_key(s, device)
             if key in skip:
                 bar.advance(task)
@@ -253,7 +253,7 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
             bar.advance(task)
             if after_point is not None:
                 try:
-                    after_point()
+                    after_point(index)
                 except Exception as e:  # a probe beside the grid never stops the grid
                     if console is not None:
                         console.print(f"after {s.name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "

@@ -109,6 +109,11 @@ grids:
     assert code == 0 and len(out.read_text().splitlines()) == 2 and len(probes.read_text().splitlines()) == 2
     code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(out), "--host-probes", str(tmp_path))
     assert code == 2 and "--host-probes" in err and "folder" in err and "Traceback" not in err
+    every = tmp_path / "every" / "host.jsonl"  # --probe-every 2 reaches the probes: one case after the 2nd point
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--out", str(tmp_path / "runs2.jsonl"),
+                       "--host-probes", str(every), "--probe-every", "2")
+    assert code == 0, err
+    assert [json.loads(line)["key"] for line in every.read_text().splitlines()] == [host[0]["key"]]
     code, text, err = cli("validate", str(plan), "--predict", "--hardware", "h100-sxm", "--runs", str(out), "--json")
     assert code == 0, err
     report = json.loads(text)
@@ -135,7 +140,7 @@ def test_a_failing_probe_does_not_stop_the_grid(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "run_scenario", lambda s, device, weights=None, progress=None: {
         "key": s.name, "status": "ok", "scenario": s.model_dump(mode="json")})
 
-    def probe():
+    def probe(index):
         raise ZeroDivisionError("no passes")
 
     scenarios = [scenario_from_dict({"name": f"p{i}"}) for i in range(3)]
@@ -145,19 +150,42 @@ def test_a_failing_probe_does_not_stop_the_grid(monkeypatch, tmp_path):
     assert len(out.read_text().splitlines()) == 3
 
 
-def test_probes_every_nth_point_run_the_cases_in_turn(monkeypatch, tmp_path):
-    """--probe-every 2: a host case after the 2nd, 4th, ... point, the cases in their order; 0 is refused."""
+def test_probes_follow_the_points_place_in_the_plan(monkeypatch, tmp_path):
+    """--probe-every 2: a host case after the plan's 2nd, 4th, ... point, the cases in their order, counted by the
+    point's place in the plan, so that a grid resumed in another process probes the same cases beside the same
+    points; 0 is refused."""
     import validation.microbench as mb
     from validation.microbench_host import HostProbes
 
     monkeypatch.setattr(mb, "run_case", lambda env, case, weights: {"key": case.key, "kind": "host", "status": "ok"})
     probes = HostProbes("cpu", tmp_path / "probes.jsonl", tiny=True, every=2)
-    ran = [probes() for _ in range(5)]
+    ran = [probes(i) for i in range(5)]
     assert [r is None for r in ran] == [True, False, True, False, True]
     assert [r["key"] for r in ran if r] == [c.key for c in probes.cases[:2]]
     assert len((tmp_path / "probes.jsonl").read_text().splitlines()) == 2
+    resumed = HostProbes("cpu", tmp_path / "again.jsonl", tiny=True, every=2)  # points 0-2 done by another process
+    assert [resumed(i)["key"] for i in (3, 5)] == [c.key for c in probes.cases[1:3]]
     with pytest.raises(ValueError, match="every"):
         HostProbes("cpu", tmp_path / "p.jsonl", every=0)
+
+
+def test_host_probes_sit_beside_their_strategy_on_the_h100_grid():
+    """With --probe-every 2 on plan-h100.yaml each of the 22 host cases runs once, after a point of its own strategy,
+    but for one: the speculative continuous-batching case follows load-39 (block diffusion). The pairing rests on
+    the order of both lists and on 44 = 2 x 22: this test says when either changes."""
+    from pathlib import Path
+
+    from validation.microbench_host import probe_case
+    from validation.microbench_plan import plan
+    from validation.validate import plan_scenarios
+
+    repo = Path(__file__).resolve().parents[2]
+    points = plan_scenarios(repo / "examples" / "validation" / "plan-h100.yaml")
+    cases = plan(only="host")
+    pairs = [(p.name, p.strategy.kind, c.shape["strategy"]) for i, p in enumerate(points)
+             if (c := probe_case(cases, 2, i)) is not None]
+    assert len(pairs) == len(cases) == 22 and len({c.key for c in cases}) == 22
+    assert [name for name, point, case in pairs if point != case] == ["load-39"]
 
 
 def test_probe_every_zero_is_one_sentence(cli, tmp_path):
@@ -166,3 +194,5 @@ def test_probe_every_zero_is_one_sentence(cli, tmp_path):
     code, _, err = cli("validate", str(plan), "--device", "cpu", "--host-probes", str(tmp_path / "h.jsonl"),
                        "--probe-every", "0")
     assert code == 2 and "--probe-every" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = cli("validate", str(plan), "--device", "cpu", "--probe-every", "2")  # --host-probes forgotten
+    assert code == 2 and "--host-probes" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
