@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 
-def gemm_times(path: Path, min_rows: int) -> dict[str, float]:
+def gemm_records(path: Path, min_rows: int) -> dict[str, dict]:
     out = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
         sh = r.get("shape", {})
         if (r.get("kind") == "gemm" and r.get("status") == "ok" and r.get("dtype") == "bf16"
                 and sh.get("impl", "cublas") == "cublas" and sh.get("M", 0) >= min_rows):
-            out[r["key"]] = r["median_s"]
+            out[r["key"]] = r
     return out
 
 
@@ -38,16 +38,25 @@ def main() -> None:
         if not p.is_file():
             print(f"error: {p} is not a file of microbenchmark records", file=sys.stderr)
             sys.exit(2)
-    t1, t2 = gemm_times(a.first, a.min_rows), gemm_times(a.second, a.min_rows)
+    t1, t2 = gemm_records(a.first, a.min_rows), gemm_records(a.second, a.min_rows)
     keys = sorted(set(t1) & set(t2))
     if not keys:
         print("error: the two files share no cuBLAS GEMM record of that many rows", file=sys.stderr)
         sys.exit(2)
-    r = np.array([t2[k] / t1[k] for k in keys])
+    r = np.array([t2[k]["median_s"] / t1[k]["median_s"] for k in keys])
     off = np.abs(r - 1)
     print(f"{len(keys)} records: second / first time median {np.median(r):.3f}, p90 of |ratio - 1| "
           f"{np.quantile(off, 0.9):.1%}, {np.mean(off > 0.05):.0%} more than 5% apart, min {r.min():.2f}, "
           f"max {r.max():.2f}")
+    # does the SM clock NVML read during each case explain the difference? (microbench's `telemetry` per record)
+    clock = [((t2[k].get("telemetry") or {}).get("sm_clock_mhz"), (t1[k].get("telemetry") or {}).get("sm_clock_mhz"))
+             for k in keys]
+    both = [i for i, (c2, c1) in enumerate(clock) if c2 and c1]
+    if len(both) > 2:
+        clock_ratio = np.array([clock[i][0] / clock[i][1] for i in both])
+        speed_ratio = 1 / r[both]
+        print(f"{len(both)} with an SM clock read in both: correlation of the clock ratio with the speed ratio "
+              f"{np.corrcoef(clock_ratio, speed_ratio)[0, 1]:.2f}")
 
 
 if __name__ == "__main__":
