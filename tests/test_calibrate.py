@@ -17,6 +17,7 @@ from validation.calibrate import (
     calibrate_command,
     carry_over,
     load_records,
+    with_host_of,
     model_time_s,
     predict_records,
     write_profile,
@@ -422,3 +423,38 @@ def test_gemm_suite_times_every_row_count_a_graph_replays():
     assert len(by_shape) > 10
     for rows in by_shape.values():
         assert set(ROW_BUCKETS) <= rows and {2048, 16384} <= rows
+
+
+def test_carried_profile_takes_the_host_of_its_own_machine(app, tmp_path):
+    """The host's terms are the machine's, not the chip's: carry_over keeps the H100 machine's measured launch cost
+    and host model (not the target datasheet's assumed 5 us); `--carry-host F` replaces them with those fitted to F,
+    SYNTHETIC host and launch records of the target's machine (400 us per pass + 2 us per row, 150 us per eager
+    launch), and says so in the provenance. Misuse is one sentence, exit 2."""
+    profile, _ = calibrate(synthetic_records(), load_profile("h100-sxm"), "synthetic")
+    profile = profile.model_copy(update={"launch_overhead_us": 90.0, "host_pass_overhead_us": 700.0})
+    h200 = carry_over(profile, load_profile("h200"), "from-h100")
+    assert h200.launch_overhead_us == 90.0 and h200.host_pass_overhead_us == 700.0
+    host = [{"key": f"host/ar/B={b}", "kind": "host", "dtype": "bf16", "flops": 0.0, "bytes": 0.0, "status": "ok",
+             "shape": {"strategy": "ar", "batch": b}, "rows_per_pass": b, "seqs_per_pass": b, "blocks_per_pass": 0,
+             "median_s": (400 + 2 * b) * 1e-6} for b in (1, 8, 64)]
+    launch = {"key": "launch/eager_pass/n=1000", "kind": "launch", "dtype": "fp32", "flops": 0.0, "bytes": 0.0,
+              "shape": {"mode": "eager_pass"}, "median_s": 150e-6, "status": "ok"}
+    own = with_host_of(h200, host + [launch], "h200-host.jsonl")
+    assert own.host_pass_overhead_us == pytest.approx(400, rel=1e-3) and own.launch_overhead_us == 150.0
+    assert own.efficiency == h200.efficiency  # the chip's curves stay the carried ones
+    assert "launch_overhead_us" in own.provenance.calibration.measured and "h200-host.jsonl" in own.provenance.notes
+    f = tmp_path / "h200-host.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in host + [launch]))
+    main = tmp_path / "mb.jsonl"
+    main.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))
+    args = ["calibrate", str(main), "--out", str(tmp_path / "p.yaml"), "--report", str(tmp_path / "c.json"),
+            "--carry-host", str(f)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    written = load_profile(str(tmp_path / "h200-from-h100.yaml"))
+    assert written.launch_overhead_us == 150.0 and written.host_pass_overhead_us == pytest.approx(400, rel=1e-3)
+    r = CliRunner().invoke(app, args + ["--carry-to", "h200", "--carry-to", "h100-pcie"])
+    assert r.exit_code == 2 and "--carry-host" in r.stderr and r.stderr.count("\n") == 1
+    f.write_text(json.dumps(synthetic_records()[0]) + "\n")  # no host or launch record
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--carry-host" in r.stderr and r.stderr.count("\n") == 1

@@ -383,17 +383,20 @@ def carry_over(fitted: HardwareProfile, target: HardwareProfile, suffix: str) ->
     cal = fitted.provenance.calibration
     calibration = Calibration(device=f"{cal.device} (curves carried over; nothing measured on this chip)",
                               driver=cal.driver, torch=cal.torch, cuda=cal.cuda, date=cal.date, residuals={},
-                              measured=[], carried_over=[c for c in FITTED if c != "launch_overhead_us" and (
+                              measured=[], carried_over=[c for c in FITTED if (
                                   not c.startswith("paged_") or f_eff.paged_attention_memory is not None)],
                               records=cal.records)
     notes = (f"{target.provenance.notes or ''} Efficiency curves carried over from {fitted.name}: max_fraction "
              f"kept, half_size scaled by this chip's peak over the H100's (memory x{bw_ratio:.3f}, compute "
              f"x{fl_ratio:.3f}) so that fixed times carry; projection_factors (measured over curve time per H100 projection "
              "shape) and paged_attention_programs (the paged kernel's per-program walk, a property of the SMs, which the H200 "
-             "shares) carried unchanged, assumptions; launch_overhead_us is this profile's own; "
-             "host_pass_overhead_us (the serving loop's host time per pass) carried as measured.").strip()
+             "shares) carried unchanged, assumptions; the host's terms (launch_overhead_us, the eager launch cost "
+             "per kernel, and host_*: the serving loop's host time per pass) are the machine's, not the chip's: "
+             "carried as measured on the H100's machine unless measured on this chip's (calibrate --carry-host)."
+             ).strip()
     return target.model_copy(update={
         "name": f"{target.name}-{suffix}",
+        "launch_overhead_us": fitted.launch_overhead_us,
         **{f: getattr(fitted, f) for f in HOST_FIELDS},
         "description": f"{target.description}; curves carried over from {fitted.name}",
         "efficiency": eff,
@@ -412,18 +415,60 @@ def write_profile(profile: HardwareProfile, path: Path, header: str) -> None:
     path.write_text("".join(f"# {line}\n" for line in header.splitlines()) + body)
 
 
+def host_terms(records: list[dict], records_path: str) -> tuple[dict, list[str]]:
+    """The host's profile fields measured in `records` (a chip's machine: the host model fitted to its host records,
+    launch_overhead_us from its eager launch records, where present) and their names for the provenance."""
+    host = fit_host(records)
+    launch_s = _median_of(records, "launch", "eager_pass") or _median_of(records, "launch", "eager")
+    if host is None and launch_s is None:
+        raise UserError(f"--carry-host: {records_path} holds no host or launch records (memwall microbench "
+                        "--only host / --only launch on that chip's machine)")
+    fields = {**({f: host[f] for f in HOST_FIELDS} if host is not None else {}),
+              **({"launch_overhead_us": round_sig(launch_s * 1e6)} if launch_s is not None else {})}
+    return fields, [*(["host_pass_overhead_us"] if host is not None else []),
+                    *(["launch_overhead_us"] if launch_s is not None else [])]
+
+
+def with_host_of(carried: HardwareProfile, records: list[dict], records_path: str) -> HardwareProfile:
+    """`carried` (carry_over's) with the host terms measured on its own chip's machine (host_terms). The serving
+    loop's host time is the machine's CPU and software, not the chip's (the host model's terms moved up to 1.5x
+    between H100 machines of one pool, reports/h100/validation-notes.md), so a transfer check can carry the chip's
+    curves and still price the host of the machine it measures; the provenance says which terms came from where."""
+    fields, measured = host_terms(records, records_path)
+    cal = carried.provenance.calibration
+    note = (f" Host terms measured on this chip's machine ({records_path}: {', '.join(measured)}), "
+            "replacing the H100 machine's.")
+    return carried.model_copy(update={
+        **fields,
+        "provenance": carried.provenance.model_copy(update={
+            "notes": (carried.provenance.notes or "") + note,
+            "calibration": cal.model_copy(update={"measured": [*cal.measured, *measured],
+                                                   "carried_over": [c for c in cal.carried_over
+                                                                    if c not in measured]})})})
+
+
 @user_errors
 def calibrate_command(
     records: Path = typer.Argument(..., help="microbenchmark records (JSONL from 'memwall microbench')"),
     base: str = typer.Option("h100-sxm", help="datasheet profile the curves are fitted for"),
     out: Path = typer.Option(Path("hw_profiles/calibrated/h100-sxm-calibrated.yaml"), help="calibrated profile"),
     carry_to: Optional[list[str]] = typer.Option(["h200"], help="also write these chips with the fitted curves"),
+    carry_host: Optional[Path] = typer.Option(
+        None, "--carry-host", help="host and launch records measured on the machine of the one --carry-to chip "
+                                   "(memwall microbench --only host / launch there): its host terms replace the "
+                                   "H100 machine's in that chip's profile"),
     report: Optional[Path] = typer.Option(None, help="fit report JSON (default: calibration.json beside RECORDS)"),
 ):
     """Fit the efficiency curves of a profile to microbenchmark records and write the calibrated profile."""
     from rich.console import Console
     from rich.table import Table
 
+    if carry_host is not None and len(carry_to or []) != 1:
+        raise UserError(f"--carry-host: names the host records of one chip's machine; give exactly one --carry-to "
+                        f"chip (got {len(carry_to or [])})")
+    host_recs = load_records(carry_host) if carry_host is not None else None
+    if host_recs is not None:
+        host_terms(host_recs, str(carry_host))  # a file without host records fails here, before anything is fitted
     recs = load_records(records)
     base_profile = load_profile(base)
     profile, rep = calibrate(recs, base_profile, str(records))
@@ -435,9 +480,15 @@ def calibrate_command(
     for chip in carry_to or []:
         target = load_profile(chip)
         path = out.parent / f"{target.name}-from-{short}.yaml"
-        write_profile(carry_over(profile, target, f"from-{short}"), path,
-                      f"Generated by: memwall calibrate {records} --base {base} --carry-to {chip}  ({today})\n"
-                      "The H100-fitted curves on this chip's datasheet; nothing here was measured on it.")
+        carried = carry_over(profile, target, f"from-{short}")
+        if host_recs is not None:
+            carried = with_host_of(carried, host_recs, str(carry_host))
+        write_profile(carried, path,
+                      f"Generated by: memwall calibrate {records} --base {base} --carry-to {chip}"
+                      + (f" --carry-host {carry_host}" if carry_host is not None else "") + f"  ({today})\n"
+                      + ("The H100-fitted curves on this chip's datasheet, with its machine's host terms."
+                         if host_recs is not None else
+                         "The H100-fitted curves on this chip's datasheet; nothing here was measured on it."))
         written.append(str(path))
     report_path = report or Path(records).parent / "calibration.json"
     report_path.write_text(json.dumps(rep, indent=1) + "\n")
