@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from sim.errors import UserError
 from sim.hardware import Curve, PagedPrograms, PagedWalk, load_profile
 from validation.calibrate import (
     calibrate,
@@ -427,13 +428,15 @@ def test_gemm_suite_times_every_row_count_a_graph_replays():
 
 def test_carried_profile_takes_the_host_of_its_own_machine(app, tmp_path):
     """The host's terms are the machine's, not the chip's: carry_over keeps the H100 machine's measured launch cost
-    and host model (not the target datasheet's assumed 5 us); `--carry-host F` replaces them with those fitted to F,
-    SYNTHETIC host and launch records of the target's machine (400 us per pass + 2 us per row, 150 us per eager
-    launch), and says so in the provenance. Misuse is one sentence, exit 2."""
+    and host model (not the target datasheet's assumed 5 us); `--carry-host F` writes beside it a profile whose host
+    terms are those fitted to F, SYNTHETIC host and launch records of the target's machine (400 us per pass + 2 us per
+    row, 150 us per eager launch), and says so in the provenance. A file covering only some of the strategies the
+    H100 machine's host model prices, or misuse, is one sentence, exit 2, before anything is written."""
     profile, _ = calibrate(synthetic_records(), load_profile("h100-sxm"), "synthetic")
     profile = profile.model_copy(update={"launch_overhead_us": 90.0, "host_pass_overhead_us": 700.0})
     h200 = carry_over(profile, load_profile("h200"), "from-h100")
     assert h200.launch_overhead_us == 90.0 and h200.host_pass_overhead_us == 700.0
+    assert {"launch_overhead_us", "host_pass_overhead_us"} <= set(h200.provenance.calibration.carried_over)
     host = [{"key": f"host/ar/B={b}", "kind": "host", "dtype": "bf16", "flops": 0.0, "bytes": 0.0, "status": "ok",
              "shape": {"strategy": "ar", "batch": b}, "rows_per_pass": b, "seqs_per_pass": b, "blocks_per_pass": 0,
              "median_s": (400 + 2 * b) * 1e-6} for b in (1, 8, 64)]
@@ -442,19 +445,36 @@ def test_carried_profile_takes_the_host_of_its_own_machine(app, tmp_path):
     own = with_host_of(h200, host + [launch], "h200-host.jsonl")
     assert own.host_pass_overhead_us == pytest.approx(400, rel=1e-3) and own.launch_overhead_us == 150.0
     assert own.efficiency == h200.efficiency  # the chip's curves stay the carried ones
-    assert "launch_overhead_us" in own.provenance.calibration.measured and "h200-host.jsonl" in own.provenance.notes
+    cal = own.provenance.calibration
+    assert {"launch_overhead_us", "host_pass_overhead_us"} <= set(cal.measured) and "h200-host.jsonl" in \
+        own.provenance.notes
+    assert not {"launch_overhead_us", "host_pass_overhead_us"} & set(cal.carried_over)
+    launch_only = with_host_of(h200, [launch], "l.jsonl")  # the host model stays the H100 machine's
+    assert launch_only.launch_overhead_us == 150.0 and launch_only.host_pass_overhead_us == 700.0
+    assert "host_pass_overhead_us" in launch_only.provenance.calibration.carried_over
+    spec = h200.model_copy(update={"host_pass_overhead_by_strategy_us": {"speculative": 50.0}})
+    with pytest.raises(UserError, match="speculative"):  # F has AR records only
+        with_host_of(spec, host, "ar-only.jsonl")
+
     f = tmp_path / "h200-host.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in host + [launch]))
     main = tmp_path / "mb.jsonl"
     main.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))
-    args = ["calibrate", str(main), "--out", str(tmp_path / "p.yaml"), "--report", str(tmp_path / "c.json"),
-            "--carry-host", str(f)]
-    r = CliRunner().invoke(app, args)
+
+    def args(folder, host_file):
+        return ["calibrate", str(main), "--out", str(folder / "p.yaml"), "--report", str(folder / "c.json"),
+                "--carry-host", str(host_file)]
+
+    r = CliRunner().invoke(app, args(tmp_path / "ok", f))
     assert r.exit_code == 0, r.output
-    written = load_profile(str(tmp_path / "h200-from-h100.yaml"))
+    plain = load_profile(str(tmp_path / "ok" / "h200-from-h100.yaml"))  # the carried profile, as without the option
+    written = load_profile(str(tmp_path / "ok" / "h200-from-h100-host.yaml"))
+    assert plain.launch_overhead_us != 150.0 and written.name == "h200-from-h100-host"
     assert written.launch_overhead_us == 150.0 and written.host_pass_overhead_us == pytest.approx(400, rel=1e-3)
-    r = CliRunner().invoke(app, args + ["--carry-to", "h200", "--carry-to", "h100-pcie"])
+    (tmp_path / "bad").mkdir()
+    r = CliRunner().invoke(app, args(tmp_path / "bad", f) + ["--carry-to", "h200", "--carry-to", "h100-pcie"])
     assert r.exit_code == 2 and "--carry-host" in r.stderr and r.stderr.count("\n") == 1
     f.write_text(json.dumps(synthetic_records()[0]) + "\n")  # no host or launch record
-    r = CliRunner().invoke(app, args)
+    r = CliRunner().invoke(app, args(tmp_path / "bad", f))
     assert r.exit_code == 2 and "--carry-host" in r.stderr and r.stderr.count("\n") == 1
+    assert list((tmp_path / "bad").iterdir()) == []  # nothing written
