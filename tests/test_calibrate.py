@@ -16,13 +16,12 @@ from sim.hardware import Curve, PagedPrograms, PagedWalk, load_profile
 from validation.calibrate import (
     calibrate,
     calibrate_command,
-    carry_over,
     load_records,
-    with_host_of,
     model_time_s,
     predict_records,
     write_profile,
 )
+from validation.carry import carry_over, with_host_of
 from validation.microbench import microbench_command, run_suite
 from validation.microbench_plan import _attention, _gemm, _paged
 

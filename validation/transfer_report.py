@@ -1,5 +1,5 @@
 """The transfer check of the validation report (issue [validation], item 6): the H100-fitted curves carried to
-another chip's datasheet (`memwall calibrate --carry-to`, validation/calibrate.py `carry_over`) price a subset of
+another chip's datasheet (`memwall calibrate --carry-to`, validation/carry.py `carry_over`) price a subset of
 the grid on that chip; once the subset is measured there, the report gives the errors, as for the H100 grid.
 
 Until then the section lists the predictions themselves, so that they are on record before any measurement.
