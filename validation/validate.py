@@ -182,3 +182,9 @@ def validate_command(
                                          f"({len(compared)} of {len(rows)} points measured)"))
     if summary:
         console.print(summary_table(summary))
+        from validation.targets import check_targets
+
+        missed = [f"{s} {m}" for s, ms in check_targets(summary).items() for m, c in ms.items() if c["met"] is False]
+        console.print("issue [validation]'s accuracy targets (validation/targets.py): "
+                      + ("every target met" if not missed else f"missed: {', '.join(missed)}"), highlight=False,
+                      markup=False)
