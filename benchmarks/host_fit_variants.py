@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.optimize import lsq_linear
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import validation.host_fit as hf  # noqa: E402
@@ -49,13 +48,7 @@ def fit(recs: list[dict], variant: str) -> dict:
     a = np.delete(a, iteration, axis=1)
     if variant == "shared":
         a = np.column_stack([a, np.ones(len(a))])
-    keep: list[int] = []
-    for j in range(a.shape[1]):
-        trial = a[:, keep + [j]]
-        if a[:, j].any() and np.linalg.matrix_rank(trial) == trial.shape[1]:
-            keep.append(j)
-    sol = np.zeros(a.shape[1])
-    sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
+    sol, _ = hf.solve_design(a, us, scale)
     fixed = {k: round_sig(float(sol[i])) for i, k in enumerate(kinds)}
     return {"host_pass_overhead_us": fixed.pop("ar"), "host_pass_overhead_by_strategy_us": fixed,
             "host_row_overhead_us": round_sig(float(sol[n])), "host_seq_overhead_us": round_sig(float(sol[n + 1])),
@@ -77,13 +70,7 @@ def fit_spec_slope(recs: list[dict]) -> tuple[dict, dict]:
     a[spec, j_seq] = 0.0
     a = np.column_stack([a, own])
     names = [*names, "row:speculative", "seq:speculative"]
-    keep: list[int] = []
-    for j in range(a.shape[1]):
-        trial = a[:, keep + [j]]
-        if a[:, j].any() and np.linalg.matrix_rank(trial) == trial.shape[1]:
-            keep.append(j)
-    sol = np.zeros(a.shape[1])
-    sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
+    sol, _ = hf.solve_design(a, us, scale)
     v = {c: round_sig(float(sol[i])) for i, c in enumerate(names)}
     n = names.index("row")
     fixed = {k: v[k] for k in names[:n]}

@@ -96,6 +96,22 @@ def _design(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
     return np.array(rows), np.array(us), np.array(scale), names, tags
 
 
+def solve_design(a: np.ndarray, us: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Non-negative least squares of `us` on the columns of `a`, each row's residual scaled by its run's mean
+    (`scale`), keeping a column only where it adds a direction of its own (the rest fitted 0): the terms and the
+    kept columns."""
+    from scipy.optimize import lsq_linear
+
+    keep: list[int] = []
+    for j in range(a.shape[1]):
+        trial = a[:, keep + [j]]
+        if a[:, j].any() and np.linalg.matrix_rank(trial) == trial.shape[1]:
+            keep.append(j)
+    sol = np.zeros(a.shape[1])
+    sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
+    return sol, keep
+
+
 def fit_iterations(recs: list[dict]) -> dict | None:
     """Least squares over every iteration of every run (scipy.optimize.lsq_linear, all terms >= 0): an iteration's
     host time is the sum of its forward passes' (a draft pass and a verify both pay the strategy's fixed part), plus
@@ -116,20 +132,12 @@ def fit_iterations(recs: list[dict]) -> dict | None:
     term then absorbed (8.5 us per sequence per pass, fitted at 12:06 UTC in session 5), pricing the decodes of
     continuous batching under Poisson load 0.5 ms slow (reports/h100/validation-notes.md). A column that the
     iterations cannot tell from the others (no eager pass, rows = sequences everywhere) is left out (fitted 0)."""
-    from scipy.optimize import lsq_linear
-
     a, us, scale, names, tags = _design(recs)
     if not len(us):
         return None
     first_iteration = next((i for i, c in enumerate(names) if c.startswith("iteration:")), len(names))
     kinds = names[:first_iteration - 5]
-    keep = []
-    for j in range(a.shape[1]):  # each column only where it adds a direction of its own
-        trial = a[:, keep + [j]]
-        if a[:, j].any() and np.linalg.matrix_rank(trial) == trial.shape[1]:
-            keep.append(j)
-    sol = np.zeros(a.shape[1])
-    sol[keep] = lsq_linear(a[:, keep] / scale[:, None], us / scale, bounds=(0, np.inf)).x
+    sol, keep = solve_design(a, us, scale)
     pred = a @ sol
     errs = []
     for tag in dict.fromkeys(tags):  # per run: mean predicted over mean measured host time per iteration
