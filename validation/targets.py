@@ -49,3 +49,17 @@ def targets_table(checked: dict[str, dict[str, dict]]) -> tuple[list[str], list[
             cells.append(f"{value} {'met' if c['met'] else 'MISSED'}")
         rows.append([strategy, *cells])
     return header, rows
+
+
+def missed_targets(checked: dict[str, dict[str, dict]]) -> list[str]:
+    """'strategy metric' of every target missed."""
+    return [f"{s} {m}" for s, ms in checked.items() for m, c in ms.items() if c["met"] is False]
+
+
+def target_blocks(summary: dict) -> list[tuple]:
+    """The report's blocks (validation_report.build's): one sentence and the table of met / missed targets."""
+    checked = check_targets(summary)
+    missed = missed_targets(checked)
+    return [("p", "Against the targets of issue [validation] (validation/targets.py): "
+                  + ("every target met." if not missed else f"missed: {', '.join(missed)}.")),
+            ("table", *targets_table(checked))]

@@ -182,9 +182,9 @@ def validate_command(
                                          f"({len(compared)} of {len(rows)} points measured)"))
     if summary:
         console.print(summary_table(summary))
-        from validation.targets import check_targets
+        from validation.targets import check_targets, missed_targets
 
-        missed = [f"{s} {m}" for s, ms in check_targets(summary).items() for m, c in ms.items() if c["met"] is False]
+        missed = missed_targets(check_targets(summary))
         console.print("issue [validation]'s accuracy targets (validation/targets.py): "
                       + ("every target met" if not missed else f"missed: {', '.join(missed)}"), highlight=False,
                       markup=False)

@@ -291,13 +291,9 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
     if preds:
         table = [[s, m, *_stats_row("", st)[1:]] for s, metrics in summary.items() for m, st in metrics.items()]
         blocks.append(("table", ["strategy", "metric", "median abs err", "p90", "max", "n"], table))
-        from validation.targets import check_targets, targets_table
+        from validation.targets import target_blocks
 
-        checked = check_targets(summary)
-        missed = [f"{s} {m}" for s, ms in checked.items() for m, c in ms.items() if c["met"] is False]
-        blocks.append(("p", "Against the targets of issue [validation] (validation/targets.py): "
-                            + ("every target met." if not missed else f"missed: {', '.join(missed)}.")))
-        blocks.append(("table", *targets_table(checked)))
+        blocks += target_blocks(summary)
         if any("host_time_s" in m for m in summary.values()):
             blocks.append(("p", "`host_time_s` is a diagnostic, not a target: each iteration's host time (the serving "
                                 "loop's wall time outside the device's, recorded per pass by runtime/serve.py) "
