@@ -30,6 +30,7 @@ def transfer_blocks(root: Path = Path(".")) -> tuple[list, dict]:
     """Report blocks (as validation_report.build's) for every chip of TRANSFERS, and the summary per chip (the
     per-strategy error statistics over its measured points; empty while none is measured)."""
     from sim.hardware import load_profile
+    from validation.second_hand import second_hand_blocks
     from validation.validate import plan_scenarios, predict_plan, read_runs
     from validation.validation_report import summarize
 
@@ -66,4 +67,5 @@ def transfer_blocks(root: Path = Path(".")) -> tuple[list, dict]:
             blocks.append(("p", f"Not measured on the {chip.upper()} yet: these are the predictions, on record before any "
                                 f"measurement on that chip (`memwall validate {t['plan']} --out {t['runs']}` on one, "
                                 "then this report gives the errors)."))
+        blocks += second_hand_blocks(chip, profile, root)
     return blocks, summaries
