@@ -220,10 +220,10 @@ class Provenance(_Frozen):
 class Scale(_Frozen):
     """Factors for a what-if chip: bandwidth, compute, capacity and interconnect relative to a base chip."""
 
-    bandwidth: float = Field(default=1.0, gt=0)
-    flops: float = Field(default=1.0, gt=0)
-    capacity: float = Field(default=1.0, gt=0)
-    link: float = Field(default=1.0, gt=0)
+    bandwidth: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    flops: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    capacity: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    link: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
     @property
     def is_identity(self) -> bool:
@@ -382,9 +382,11 @@ def profile_names(directory: Path = PROFILES_DIR) -> list[str]:
 def read_yaml(path: Path) -> dict:
     """Read a YAML mapping, turning a syntax error into one sentence with file, line and column."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; expected YAML") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -392,8 +394,8 @@ def read_yaml(path: Path) -> dict:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or "not valid YAML"
         raise UserError(f"{where}: malformed YAML: {problem}") from None
-    if data is None:
-        return {}
+    if data is None:  # an empty file is more likely a mistake than a wish for every default
+        raise UserError(f"{path}: the file is empty; expected a mapping of keys to values")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
     return data
@@ -407,7 +409,7 @@ def profile_from_dict(data: dict, where: str = "hardware", _depth: int = 0) -> H
             raise UserError(f"{where}: 'base' chains more than 4 profiles deep")
         base = load_profile(data.pop("base"), _depth=_depth + 1)
         try:
-            scale = Scale(**data.pop("scale", {}) or {})
+            scale = Scale.model_validate(data.pop("scale", {}) or {})
         except ValidationError as e:
             raise UserError(explain_validation_error(e, f"{where}.scale", Scale)) from None
         derived = base.scaled(scale).model_dump()

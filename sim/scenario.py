@@ -96,6 +96,12 @@ class LogNormal(Strict):
     min: int = Field(default=1, ge=1)
     max: int = Field(default=32768, ge=1)
 
+    @model_validator(mode="after")
+    def _range(self) -> "LogNormal":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
 
 def _length_tag(v: Any) -> str:
     if isinstance(v, dict):
@@ -321,7 +327,7 @@ def resolve_hardware(ref: str | dict) -> HardwareProfile:
             raise UserError(f"hardware: unknown key '{sorted(extra)[0]}'; valid keys with 'profile': profile, scale")
         base = load_profile(ref["profile"])
         try:
-            return base.scaled(Scale(**(ref.get("scale") or {})))
+            return base.scaled(Scale.model_validate(ref.get("scale") or {}))
         except ValidationError as e:
             raise UserError(explain_validation_error(e, "hardware.scale", Scale)) from None
     return profile_from_dict(ref, where="hardware")
@@ -339,9 +345,13 @@ def read_scenario_file(path: str | Path) -> dict:
         raise UserError(f"scenario file {path} does not exist")
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text; expected JSON") from None
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror}") from None
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a JSON object at the top level")
         return data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +81,13 @@ _LAYOUTS = {
 }
 
 
+def _finite(t: float) -> float:
+    """t, or ValueError for nan and infinities (which would sort anywhere and stretch the makespan to inf)."""
+    if not math.isfinite(t):
+        raise ValueError(f"not a finite time: {t}")
+    return t
+
+
 def _parse_time(text: str) -> float:
     try:
         return float(text)
@@ -95,7 +103,14 @@ def read_trace(trace: Trace) -> list[Request]:
     path = Path(trace.path)
     if not path.exists():
         raise UserError(f"workload.path: trace file {path} does not exist")
-    rows = _read_jsonl(path) if path.suffix in (".jsonl", ".ndjson") else _read_csv(path)
+    if path.is_dir():
+        raise UserError(f"workload.path: {path} is a folder; expected a CSV or JSONL trace file")
+    try:
+        rows = _read_jsonl(path) if path.suffix in (".jsonl", ".ndjson") else _read_csv(path)
+    except UnicodeDecodeError:
+        raise UserError(f"workload.path: {path} is not UTF-8 text; expected a CSV or JSONL trace") from None
+    if not rows:
+        raise UserError(f"workload.path: {path} holds no requests")
     rows.sort(key=lambda r: r[0])
     if rows:
         t0 = rows[0][0]
@@ -135,6 +150,7 @@ def _read_csv(path: Path) -> list[tuple[float, int, int]]:
                 raise UserError(f"{path}:{line}: expected {len(header)} comma-separated fields, got {len(rec)}")
             try:
                 t = _parse_time(rec[t_col]) if t_col is not None else 0.0
+                _finite(t)
             except ValueError:
                 raise UserError(f"{path}:{line}: expected an arrival time (seconds or a date), got {rec[t_col]!r}") from None
             rows.append((t, *_lengths(path, line, rec[p_col], rec[o_col])))
@@ -149,7 +165,7 @@ def _read_jsonl(path: Path) -> list[tuple[float, int, int]]:
                 continue
             try:
                 rec = json.loads(text)
-                t = float(rec["arrival_s"])
+                t = _finite(float(rec["arrival_s"]))
                 p, o = rec["prompt_tokens"], rec["output_tokens"]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 raise UserError(

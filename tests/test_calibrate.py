@@ -131,7 +131,7 @@ def test_bad_records_file_is_one_sentence(app, tmp_path, content):
 
 def test_missing_records_file(app, tmp_path):
     r = CliRunner().invoke(app, ["calibrate", str(tmp_path / "none.jsonl")])
-    assert r.exit_code == 2 and "cannot read records file" in r.stderr
+    assert r.exit_code == 2 and "cannot read" in r.stderr and "none.jsonl" in r.stderr
 
 
 def test_written_profiles_load(tmp_path):
@@ -477,3 +477,13 @@ def test_carried_profile_takes_the_host_of_its_own_machine(app, tmp_path):
     r = CliRunner().invoke(app, args(tmp_path / "bad", f))
     assert r.exit_code == 2 and "--carry-host" in r.stderr and r.stderr.count("\n") == 1
     assert list((tmp_path / "bad").iterdir()) == []  # nothing written
+
+
+def test_an_unwritable_report_path_stops_before_any_profile_is_written(app, tmp_path):
+    """--report naming a folder used to fail after the profiles were written (over the committed one by default)."""
+    records = tmp_path / "mb.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))
+    out = tmp_path / "prof" / "cal.yaml"
+    r = CliRunner().invoke(app, ["calibrate", str(records), "--out", str(out), "--report", str(tmp_path)])
+    assert r.exit_code == 2 and "--report:" in r.stderr and "is a folder" in r.stderr
+    assert not out.exists()

@@ -99,3 +99,55 @@ def test_profiles_list_and_show(cli):
     assert code == 0 and "hbm_bandwidth_tb_s: 4.8" in out and "ridge_flop_per_byte_bf16" in out
     code, _, err = cli("profiles", "show", "h300")
     assert code == 2 and "unknown chip 'h300'" in err
+
+
+def _trace(tmp_path, name, text):
+    f = tmp_path / name
+    f.write_text(text)
+    return ["--set", "workload.kind=trace", "--set", f"workload.path={f}"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda t: ["--set", "hardware.scale=3"], "hardware.scale: Input should be a valid dictionary"),
+        (lambda t: ["--set", "hardware={profile: h100-sxm, scale: {bandwidth: .nan}}"],
+         "hardware.scale: bandwidth: Input should be a finite number"),
+        (lambda t: ["--set", "workload.input_len={dist: lognormal, mean: 100, min: 50, max: 10}"],
+         "min (50) must not exceed max (10)"),
+        (lambda t: ["--set", "workload.kind=trace", "--set", f"workload.path={t}"], "is a folder; expected a CSV"),
+        (lambda t: _trace(t, "nan.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,10\nnan,10,10\n"),
+         "nan.csv:3: expected an arrival time"),
+        (lambda t: _trace(t, "inf.jsonl", '{"arrival_s": "inf", "prompt_tokens": 5, "output_tokens": 5}\n'),
+         "inf.jsonl:1: expected a JSON object"),
+        (lambda t: _trace(t, "head.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n"), "holds no requests"),
+        (lambda t: ["--timeseries", str(t)], "--timeseries: "),
+    ],
+)
+def test_more_bad_input_is_one_line(cli, tmp_path, make, message):
+    """Inputs found by a review to end in a traceback, a silent default or a dropped row."""
+    code, _, err = cli("simulate", *make(tmp_path))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00 not text"])
+def test_empty_or_binary_scenario_file(cli, tmp_path, content):
+    f = tmp_path / "s.yaml"
+    f.write_bytes(content)
+    code, _, err = cli("simulate", str(f))
+    assert code == 2 and str(f) in err and ("empty" in err or "not UTF-8" in err)
+
+
+def test_an_unusable_path_from_deeper_down_is_one_line(cli, tmp_path):
+    """An OSError on a path the user named, raised past the up-front checks, is one line too (clikit)."""
+    taken = tmp_path / "taken.csv"
+    taken.write_text("")
+    code, _, err = cli("report", "whatif", "--out", str(taken))
+    assert code == 2 and err.strip() == f"error: cannot use {taken}: File exists"
+    code, _, err = cli("whatif", "--strategies", "ar", "--scale", "bandwidth=2,bandwidth=3")
+    assert code == 2 and "bandwidth is given twice" in err
+    acc = tmp_path / "acc"
+    acc.mkdir()
+    code, _, err = cli("simulate", "--set", "strategy.kind=speculative", "--set", f"strategy.acceptance_trace={acc}")
+    assert code == 2 and "strategy.acceptance_trace: cannot read" in err and "Traceback" not in err

@@ -51,7 +51,8 @@ from sim.hardware import Calibration, Curve, HardwareProfile, load_profile
 from validation.allreduce import fit_link
 from validation.host_fit import FIELDS as HOST_FIELDS, HOST_LIKE, fit_host, round_sig
 from validation.paged_fit import fit_paged, paged_op
-from validation.clikit import user_errors
+from validation.records_file import iter_records
+from validation.clikit import check_writable, user_errors
 
 SOFT_L1_SCALE = 0.05
 REPO = Path(__file__).resolve().parent.parent
@@ -67,21 +68,9 @@ FITTED = ("memory", "compute", "attention_memory", "attention_compute", "paged_a
 def load_records(path: Path) -> list[dict]:
     """Successful microbenchmark records of a JSONL file, the last successful one of each key (a rerun's wins; one
     that failed, e.g. a host probe that ran out of memory beside a grid, does not erase an earlier good one)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read records file {path}: {e.strerror}") from None
     by_key: dict[str, dict] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):  # the last line of an interrupted run
-                continue
-            raise UserError(f"{path}:{n}: not a JSON line; expected one microbenchmark record per line") from None
-        if not isinstance(rec, dict) or "key" not in rec or "kind" not in rec:
+    for n, rec in iter_records(Path(path), "microbenchmark records ('memwall microbench')"):
+        if "key" not in rec or "kind" not in rec:
             raise UserError(f"{path}:{n}: a record needs 'key' and 'kind' (written by 'memwall microbench')")
         if rec.get("status") == "ok":
             by_key[rec["key"]] = rec
@@ -396,6 +385,9 @@ def calibrate_command(
     host_recs = load_records(carry_host) if carry_host is not None else None
     if host_recs is not None:
         host_terms(host_recs, str(carry_host))  # a file without host records fails here, before anything is fitted
+    report_path = report or Path(records).parent / "calibration.json"
+    for option, path in (("--out", out), ("--report", report_path)):  # before anything is fitted or written
+        check_writable(path, option)
     recs = load_records(records)
     base_profile = load_profile(base)
     profile, rep = calibrate(recs, base_profile, str(records))
@@ -419,7 +411,6 @@ def calibrate_command(
     for p, path, header in outputs:  # written only once everything above has held
         write_profile(p, path, header)
     written = [str(path) for _, path, _ in outputs]
-    report_path = report or Path(records).parent / "calibration.json"
     report_path.write_text(json.dumps(rep, indent=1) + "\n")
     t = Table(title=f"{profile.name}: fit to {len(recs)} records ({rep['device']}, {rep['date'][:10]})",
               title_justify="left")

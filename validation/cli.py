@@ -23,7 +23,7 @@ profiles_app = typer.Typer(add_completion=False, invoke_without_command=True,
 app.add_typer(profiles_app, name="profiles")
 report_app = typer.Typer(add_completion=False, help="Write reports (Markdown + PNG) under reports/.")
 app.add_typer(report_app, name="report")
-from validation.clikit import console, err_console, user_errors  # noqa: E402,F401 - re-exported
+from validation.clikit import check_writable, console, err_console, user_errors  # noqa: E402,F401 - re-exported
 
 
 SetOpt = typer.Option(None, "--set", "-s", help="override a field: PATH=VALUE, e.g. batching.batch_size=32")
@@ -43,6 +43,8 @@ def simulate(
     from validation.format import result_tables
 
     s = load_scenario(scenario, set_ or [])
+    if timeseries:
+        check_writable(timeseries, "--timeseries")
     result, recorder = run_sim(s)
     if timeseries:
         recorder.write_timeseries(str(timeseries))

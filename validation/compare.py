@@ -8,6 +8,7 @@ profiles) and reports each strategy's gain over the base chip.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sim.engine import simulate
@@ -57,12 +58,14 @@ def parse_scale(text: str) -> Scale:
         key = key.strip()
         if key not in Scale.model_fields:
             raise UserError(f"--scale: unknown factor '{key}'; allowed: {', '.join(Scale.model_fields)}")
+        if key in factors:
+            raise UserError(f"--scale {text!r}: {key} is given twice")
         try:
             factors[key] = float(value)
         except ValueError:
             raise UserError(f"--scale {text!r}: expected NAME=NUMBER, e.g. bandwidth=2") from None
-        if factors[key] <= 0:
-            raise UserError(f"--scale {key}: must be > 0, got {value}")
+        if not math.isfinite(factors[key]) or factors[key] <= 0:
+            raise UserError(f"--scale {key}: must be a finite number > 0, got {value}")
     return Scale(**factors)
 
 

@@ -31,6 +31,7 @@ from sim.errors import UserError
 from validation.clikit import user_errors
 from validation.microbench_host import run_eager_pass, run_host
 from validation.microbench_plan import KINDS, Case, plan  # noqa: F401 - Case is part of this module's API
+from validation.records_file import iter_records, prepare_append
 
 L2_FALLBACK_BYTES = 50e6  # H100 SXM; read from the device when torch reports it
 ROTATE_FOOTPRINT_L2 = 3.0  # rotate until the input sets span this many L2s
@@ -358,17 +359,11 @@ def run_case(env: _Env, case: Case, weights: _Weights) -> dict:
 
 def done_keys(path: Path) -> set[str]:
     """Keys measured successfully in a records file; failed cases are tried again by a rerun (a reader keeps the
-    last record of a key), and lines cut short by an interrupted run are ignored."""
-    keys = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                if rec.get("status") == "ok":
-                    keys.add(rec["key"])
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                continue
-    return keys
+    last record of a key)."""
+    if not path.exists():
+        return set()
+    return {rec["key"] for _, rec in iter_records(path, "microbenchmark records")
+            if rec.get("status") == "ok" and "key" in rec}
 
 
 def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0, device: str = "cuda",
@@ -379,6 +374,7 @@ def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0,
 
     if only is not None and only not in KINDS:
         raise UserError(f"--only: unknown kind '{only}'; choose one of {', '.join(KINDS)}")
+    prepare_append(out)
     env = _Env(device)
     cases = plan(only, tiny)
     gpus = env.torch.cuda.device_count() if device == "cuda" else 0
@@ -389,7 +385,6 @@ def run_suite(out: Path, only: Optional[str] = None, max_seconds: float = 500.0,
                  if c.kind == "allreduce" else c for c in cases]
     skip = done_keys(out)
     todo = [c for c in cases if c.key not in skip]
-    out.parent.mkdir(parents=True, exist_ok=True)
     weights = _Weights()
     counts = {"planned": len(cases), "skipped": len(cases) - len(todo), "measured": 0, "failed": 0, "left": 0}
     t0 = time.monotonic()

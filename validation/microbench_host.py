@@ -178,6 +178,7 @@ class HostProbes:
     def __init__(self, device: str, out, tiny: bool = False, every: int = 1):
         from validation.microbench import _Env, _Weights
         from validation.microbench_plan import plan
+        from validation.records_file import prepare_append
 
         from pathlib import Path
 
@@ -185,21 +186,20 @@ class HostProbes:
             raise ValueError(f"every: expected a whole number >= 1, got {every}")
         self.cases = plan(only="host", tiny=tiny)
         self.env, self.weights, self.out, self.every = _Env(device), _Weights(), Path(out), every
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        prepare_append(self.out, "--host-probes")
 
     def __call__(self, index: int) -> dict | None:
         """Run the case that follows point `index`, if any; returns its record (also appended to `out`)."""
         import datetime as dt
-        import json
 
         from validation.microbench import run_case
+        from validation.records_file import append_record
 
         case = probe_case(self.cases, self.every, index)
         if case is None:
             return None
         rec = {**run_case(self.env, case, self.weights), "probe": True,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        with open(self.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_record(self.out, rec)
         return rec
 

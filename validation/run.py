@@ -19,6 +19,7 @@ from sim.engine import execution, prepare
 from sim.errors import UserError
 from sim.scenario import Scenario
 from sim.workload import generate_requests
+from validation.records_file import append_record, iter_records, prepare_append
 
 CPU_KV_BUDGET_BYTES = 2e9  # the CPU runs small models for tests and demos: cap its KV pool
 
@@ -46,6 +47,27 @@ def device_info(device: str) -> dict:
     return info
 
 
+def _available_bytes() -> float | None:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_cpu_memory(spec) -> None:
+    """One sentence, before any weight is made, when the model's fp32 weights (the runtime's CPU dtype) would not fit
+    in the memory this machine has free: the kernel's out-of-memory killer would end the run with no message."""
+    need = 2 * spec.weight_bytes("bf16", "bf16")
+    avail = _available_bytes()
+    if avail is not None and need > 0.8 * avail:
+        raise UserError(f"model: {spec.name} needs {need / 1e9:.1f} GB of fp32 weights on the CPU and this machine "
+                        f"has {avail / 1e9:.1f} GB free; --device cpu is for small models (e.g. model=smollm2-135m)")
+
+
 def build(s: Scenario, device: str, weights: str | None = None):
     """Model, KV cache and executor for a scenario (random weights unless `weights` names a checkpoint)."""
     import torch
@@ -62,6 +84,7 @@ def build(s: Scenario, device: str, weights: str | None = None):
     spec = setup.model
     blocks = setup.kv_blocks_per_replica
     if device == "cpu":
+        _check_cpu_memory(spec)
         blocks = min(blocks, int(CPU_KV_BUDGET_BYTES // (spec.kv_bytes_per_token(s.precision.kv)
                                                           * s.batching.kv_block_tokens)))
     if weights:
@@ -198,23 +221,11 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
 
 
 def done_keys(path: Path) -> set[str]:
+    """Keys of the scenarios recorded as finished in `path` (failures, e.g. out of memory, are tried again)."""
     if not path.exists():
         return set()
-    keys = set()
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interrupted run
-        if rec.get("status") == "ok":  # failures (out of memory) are tried again
-            keys.add(rec["key"])
-    return keys
-
-
-def append(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    return {rec["key"] for _, rec in iter_records(path, "'memwall run' records")
+            if rec.get("status") == "ok" and "key" in rec}
 
 
 def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: str | None = None,
@@ -224,6 +235,8 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if out:
+        prepare_append(out)
     skip = done_keys(out) if out else set()
     records = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -248,7 +261,7 @@ def run_all(scenarios: list[Scenario], device: str, out: Path | None, weights: s
                     torch.cuda.empty_cache()
             bar.remove_task(passes)
             if out:
-                append(out, rec)
+                append_record(out, rec)
             records.append(rec)
             bar.advance(task)
             if after_point is not None:

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from sim.errors import UserError
 from sim.scenario import scenario_from_dict
+from validation.records_file import iter_records, prepare_append
 from validation.sweep_spec import SweepFile, expand, load_sweep
 
 RESULTS_JSONL = "results.jsonl"
@@ -241,19 +242,12 @@ def load_done(path: Path) -> dict[str, dict]:
     that the next append starts on a fresh line and the point simply runs again."""
     if not path.exists():
         return {}
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
+    prepare_append(path, "sweep results")
     done = {}
-    for n, line in enumerate(data[:end].splitlines(), 1):
-        try:
-            rec = json.loads(line)
-            key, _ = rec["key"], rec["result"]  # a record has both
-            done[key] = rec
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{path}:{n}: not a sweep record; delete that line (its point will run again)") from None
+    for n, rec in iter_records(path, "sweep records"):
+        if "key" not in rec or "result" not in rec or not isinstance(rec["result"], dict):
+            raise UserError(f"{path}:{n}: not a sweep record; delete that line (its point will run again)")
+        done[rec["key"]] = rec
     return done
 
 

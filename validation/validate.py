@@ -23,6 +23,7 @@ from sim.errors import UserError
 from sim.scenario import Scenario, scenario_from_dict
 from validation.calibrate import CALIBRATED_H100
 from validation.clikit import console, err_console, user_errors
+from validation.records_file import iter_records
 from validation.run import scenario_key
 from validation.sweep_spec import expand, load_sweep
 
@@ -45,12 +46,8 @@ def read_runs(path: Path | None) -> dict[str, dict]:
     if not path.exists():
         raise UserError(f"--runs: {path} does not exist")
     out = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interrupted run
-        if isinstance(rec, dict) and rec.get("status") == "ok" and "scenario" in rec:
+    for _, rec in iter_records(path, "'memwall run' / 'memwall validate' records"):
+        if rec.get("status") == "ok" and "scenario" in rec:
             # keyed by the scenario read back with today's defaults, so that records written before a defaulted
             # field existed still match the plan's points
             device = (rec.get("device") or {}).get("device", "cuda")

@@ -27,6 +27,7 @@ from sim.errors import UserError
 from validation.calibrate import CALIBRATED_H100, error_stats, predict_records, residuals_by_curve, runtime_kernels
 from validation.clikit import user_errors
 from validation.host_check import host_pairs, host_split
+from validation.records_file import iter_records
 
 RUN_METRICS = {"output_throughput_tok_s": lambda r: r["output_throughput_tok_s"],
                "ttft_p50_s": lambda r: r["ttft_s"]["p50"], "itl_p50_s": lambda r: r["itl_s"]["p50"]}
@@ -37,13 +38,7 @@ def read_folder(folder: Path) -> dict:
     out = {"microbench": [], "telemetry": [], "runs": [], "files": {}}
     for path in sorted(Path(folder).glob("*.jsonl")):
         n = 0
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-            if not isinstance(rec, dict):
-                continue
+        for _, rec in iter_records(path, "records of 'memwall run', 'validate' or 'microbench'"):
             if "scenario" in rec and "status" in rec:  # `memwall run` records, finished or not
                 out["runs"].append(rec)
             elif rec.get("kind") == "telemetry":

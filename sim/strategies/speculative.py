@@ -32,8 +32,13 @@ def read_acceptance_trace(path: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise UserError(f"strategy.acceptance_trace: file {p} does not exist")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise UserError(f"strategy.acceptance_trace: cannot read {p}: {why}; expected one whole number per line") from None
     values = []
-    for line_no, text in enumerate(p.read_text().splitlines(), start=1):
+    for line_no, text in enumerate(lines, start=1):
         text = text.split("#", 1)[0].strip()
         if not text:
             continue

@@ -196,3 +196,25 @@ def test_probe_every_zero_is_one_sentence(cli, tmp_path):
     assert code == 2 and "--probe-every" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, _, err = cli("validate", str(plan), "--device", "cpu", "--probe-every", "2")  # --host-probes forgotten
     assert code == 2 and "--host-probes" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_model_too_big_for_the_cpu_is_one_sentence_before_any_weight(cli, monkeypatch, tmp_path):
+    """The 8B model on a CPU used to be ended by the out-of-memory killer with no message."""
+    import validation.run as run_module
+
+    monkeypatch.setattr(run_module, "_available_bytes", lambda: 24e9)
+    code, _, err = cli("run", "--device", "cpu", "--out", str(tmp_path / "r.jsonl"))
+    assert code == 2 and "llama-3.1-8b needs 32.1 GB of fp32 weights on the CPU" in err and "24.0 GB free" in err
+
+
+def test_a_torn_last_record_is_cut_before_the_run_appends(cli, tmp_path):
+    """A kill mid-write left a partial line that the next record was glued to (both then unreadable)."""
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    args = ["--set", f"model={tmp_path}", "--set", "workload.num_requests=2", "--set", "workload.input_len=8",
+            "--set", "workload.output_len=2"]
+    out = tmp_path / "runs.jsonl"
+    out.write_text('{"key": "x", "status": "ok", "scen')
+    code, _, err = cli("run", "--device", "cpu", "--out", str(out), *args)
+    assert code == 0, err
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["status"] == "ok"
