@@ -161,7 +161,11 @@ def load_gguf(path, device: str | torch.device = "cpu", dtype: torch.dtype | Non
         path = Path(path)
         if not path.exists():
             raise UserError(f"GGUF file {path} does not exist")
-        reader, name = GGUFReader(str(path)), path.stem
+        try:
+            reader = GGUFReader(str(path))
+        except (ValueError, OSError) as e:  # gguf checks the magic and header with ValueError
+            raise UserError(f"{path} is not a readable GGUF file ({str(e).splitlines()[0][:120]})") from None
+        name = path.stem
     spec = gguf_spec(reader, name)
     by_name = {t.name: t for t in reader.tensors}
     globals_ = {hf: _gguf_tensor(by_name[g]) for g, hf in _GGUF_GLOBAL_NAMES.items() if g in by_name}

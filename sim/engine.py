@@ -107,6 +107,11 @@ def prepare(s: Scenario) -> Setup:
     """Resolve specs, check that the weights fit, and size the KV pool of one replica."""
     model, hw = s.resolve_model(), s.resolve_hardware()
     tp, pp = s.parallel.tp, s.parallel.pp
+    # tensor parallelism splits the attention heads evenly (Shoeybi et al. 2019); KV heads are split, or each
+    # one is kept by tp / num_kv_heads GPUs when there are fewer of them than GPUs
+    if model.num_heads % tp or (model.num_kv_heads % tp and tp % model.num_kv_heads):
+        raise UserError(f"parallel.tp: {tp} does not split {model.name}'s {model.num_heads} attention heads and "
+                        f"{model.num_kv_heads} KV heads evenly; choose a divisor of {model.num_heads}")
     prec = s.precision
     weight_per_gpu = model.weight_bytes(prec.weights) / (tp * pp)
     b = s.batching

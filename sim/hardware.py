@@ -16,6 +16,7 @@ the peak, so a curve fitted on one chip can be carried to another (issue [valida
 
 from __future__ import annotations
 
+import collections.abc
 import math
 from pathlib import Path
 from typing import Literal
@@ -379,6 +380,23 @@ def profile_names(directory: Path = PROFILES_DIR) -> list[str]:
     return sorted(_profile_files(directory))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently, so a
+    scenario's second `batching:` would quietly replace its first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, collections.abc.Hashable):
+                continue  # SafeLoader names an unhashable key itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     """Read a YAML mapping, turning a syntax error into one sentence with file, line and column."""
     try:
@@ -388,7 +406,7 @@ def read_yaml(path: Path) -> dict:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; expected YAML") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -428,7 +446,9 @@ def load_profile(name_or_path: str, directory: Path = PROFILES_DIR, _depth: int 
 
 def _load_uncached(name_or_path: str, directory: str, depth: int) -> HardwareProfile:
     path = Path(name_or_path)
-    if not (name_or_path.endswith((".yaml", ".yml")) and path.exists()):
+    if name_or_path.endswith((".yaml", ".yml")) and not path.is_file():
+        raise UserError(f"hardware profile file {path} " + ("is a folder" if path.is_dir() else "does not exist"))
+    if not name_or_path.endswith((".yaml", ".yml")):
         files = _profile_files(Path(directory))
         if name_or_path not in files:
             raise unknown_name("chip", name_or_path, files)

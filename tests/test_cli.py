@@ -151,3 +151,10 @@ def test_an_unusable_path_from_deeper_down_is_one_line(cli, tmp_path):
     acc.mkdir()
     code, _, err = cli("simulate", "--set", "strategy.kind=speculative", "--set", f"strategy.acceptance_trace={acc}")
     assert code == 2 and "strategy.acceptance_trace: cannot read" in err and "Traceback" not in err
+
+
+def test_a_key_given_twice_is_named(cli, tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("model: llama-3.1-8b\nbatching: {kind: static}\nbatching: {kind: continuous}\n")
+    code, _, err = cli("simulate", str(f))
+    assert code == 2 and f"{f}:3:1: malformed YAML: key 'batching' is given twice" in err

@@ -195,6 +195,8 @@ def test_ray_and_local_results_are_identical(tmp_path, local_ray, monkeypatch):
     ({"axes": {"hardware": ["h100-sxx"]}}, "sweep: point 0 (hardware=h100-sxx): unknown chip 'h100-sxx' (did you mean"),
     ({"axes": {"hardware": [{"profile": "h100-sxm", "scale": {"bandwith": [2]}}]}},
      "sweep: axes.hardware.0: unknown key 'scale.bandwith'; valid keys: bandwidth, capacity, flops, link"),
+    ({"axes": {"batching.batch_size": {"start": 1, "stop": 10 ** 8, "step": 1}}},
+     "sweep: axes.batching.batch_size: Value error, a range gives at most 100,000 values"),
     ({"axes": {"workload.kind": ["trace"], "workload.path": ["nope.csv"]}},
      "sweep: point 0 (workload.kind=trace, workload.path=nope.csv): workload.path: trace file nope.csv does not exist"),
 ])
@@ -235,6 +237,30 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     assert r.exit_code == 2 and f"{f}:2:1: malformed YAML" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli()("report", "sweep", str(tmp_path / "nothing"))
     assert r.exit_code == 2 and "run `memwall sweep" in r.stderr
+
+
+def test_damaged_sweep_outputs_are_one_line(tmp_path):
+    """A damaged record, metadata file or table in a sweep's folder is named in one line (was a traceback)."""
+    f = tmp_path / "s.yaml"
+    f.write_text(json.dumps(small_sweep()))
+    out = tmp_path / "out"
+    run = cli()
+    assert run("sweep", str(f), "--out", str(out), "--workers", "1").exit_code == 0
+    records = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(['{"key": "x", "result": 5}', *records]) + "\n")
+    r = run("sweep", str(f), "--out", str(out), "--workers", "1")
+    assert r.exit_code == 2 and "results.jsonl:1: not a sweep record" in r.stderr
+    for name, content in (("sweep.json", "{not json"), ("sweep.json", "[]")):
+        saved = (out / name).read_text()
+        (out / name).write_text(content)
+        r = run("report", "sweep", str(out))
+        assert r.exit_code == 2 and "not the metadata `memwall sweep` writes" in r.stderr, r.output
+        (out / name).write_text(saved)
+    table = out / "results.parquet"
+    if table.exists():
+        table.write_bytes(b"not parquet")
+        r = run("report", "sweep", str(out))
+        assert r.exit_code == 2 and "results.parquet cannot be read" in r.stderr, r.output
 
 
 # -- report math --------------------------------------------------------------------------------------------------

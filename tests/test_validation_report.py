@@ -130,3 +130,14 @@ def test_transfer_errors_once_points_are_measured(tmp_path):
     assert row[4] == f"{predicted / measured - 1:+.1%}"
     assert summary["h200"]["ar"]["output_throughput_tok_s"]["n"] == 1
     assert all(r[3] == "–" for r in table[2] if r[0] != "ar-00")
+
+
+def test_a_damaged_vidur_summary_is_one_sentence(tmp_path):
+    from sim.errors import UserError
+    from validation.validation_report import build
+
+    for f in FIXTURES.glob("*.jsonl"):
+        shutil.copy(f, tmp_path)
+    (tmp_path / "vidur-check.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"vidur-check\.json: not the summary `memwall report vidur` writes"):
+        build(tmp_path, "h100-sxm")

@@ -28,7 +28,11 @@ def read_table(out_dir: str | Path) -> list[dict]:
         except ImportError:
             raise UserError(f"{out_dir}/results.parquet needs pyarrow to read: pip install 'pyarrow>=14'") from None
 
-        return pq.read_table(out_dir / "results.parquet").to_pylist()
+        try:
+            return pq.read_table(out_dir / "results.parquet").to_pylist()
+        except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSErrors
+            raise UserError(f"{out_dir}/results.parquet cannot be read ({str(e).splitlines()[0][:120]}); rerun the "
+                            f"sweep into {out_dir}: the table is rewritten from results.jsonl") from None
     path = out_dir / "results.csv"
     if not path.exists():
         raise UserError(f"{out_dir}: no results.parquet or results.csv; run `memwall sweep SWEEP.yaml --out {out_dir}`")
@@ -332,7 +336,14 @@ def report_sweep(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if not (out_dir / META_JSON).exists():
         raise UserError(f"{out_dir}: no {META_JSON}; run `memwall sweep SWEEP.yaml --out {out_dir}` first")
-    meta = json.loads((out_dir / META_JSON).read_text())
+    try:
+        meta = json.loads((out_dir / META_JSON).read_text())
+    except ValueError:
+        meta = None
+    if not (isinstance(meta, dict) and {"slo", "report", "name", "points", "source"} <= set(meta)
+            and isinstance(meta["report"], dict) and "latency" in meta["report"]):
+        raise UserError(f"{out_dir / META_JSON}: not the metadata `memwall sweep` writes; rerun the sweep into "
+                        f"{out_dir} (finished points are kept)")
     rows = read_table(out_dir)
     slo, pct = meta["slo"], meta["slo"].get("percentile", "p50")
     lat = f"{meta['report']['latency']}.{pct}"

@@ -67,6 +67,8 @@ class Range(_Strict):
             raise ValueError("log: true needs num and a positive start and stop")
         if self.step is not None and (self.step == 0 or (self.stop - self.start) * self.step < 0):
             raise ValueError("step must be nonzero and lead from start to stop")
+        if self.step is not None and (self.stop - self.start) / self.step >= 100_000:
+            raise ValueError("a range gives at most 100,000 values (as num); widen step")
         return self
 
     def values(self) -> list[int | float]:

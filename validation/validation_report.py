@@ -353,9 +353,12 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
     vidur = Path(folder) / "vidur-check.json"
     blocks.append(("h", "External check: Vidur's per-operator H100 timings"))
     if vidur.exists():
-        v = json.loads(vidur.read_text())
-        vrows = [_stats_row(f"{name}: {part}", s[part]["all"]) for name, s in v["profiles"].items()
-                 for part in ("gemms", "overall")]
+        try:
+            v = json.loads(vidur.read_text())
+            vrows = [_stats_row(f"{name}: {part}", s[part]["all"]) for name, s in v["profiles"].items()
+                     for part in ("gemms", "overall")]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{vidur}: not the summary `memwall report vidur` writes; rerun that command") from None
         blocks.append(("table", ["profile: operators", "median abs err", "p90", "max", "n"], vrows))
         blocks.append(("p", "Per operator and the explanation of the misses: vidur-check.md."))
         png = Path(folder) / "vidur-check.png"

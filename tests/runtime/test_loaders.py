@@ -130,3 +130,11 @@ def test_missing_files_are_user_errors(tmp_path):
         load_hf_checkpoint(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         load_gguf(tmp_path / "nope.gguf")
+
+
+def test_a_file_that_is_not_gguf_is_a_user_error(tmp_path):
+    pytest.importorskip("gguf")
+    f = tmp_path / "fake.gguf"
+    f.write_bytes(b"not a gguf file at all")
+    with pytest.raises(UserError, match=r"fake\.gguf is not a readable GGUF file"):
+        load_gguf(f)
