@@ -487,3 +487,8 @@ def test_an_unwritable_report_path_stops_before_any_profile_is_written(app, tmp_
     r = CliRunner().invoke(app, ["calibrate", str(records), "--out", str(out), "--report", str(tmp_path)])
     assert r.exit_code == 2 and "--report:" in r.stderr and "is a folder" in r.stderr
     assert not out.exists()
+
+
+def test_microbench_unknown_kind_is_told_on_any_machine(app, tmp_path):
+    r = CliRunner().invoke(app, ["microbench", "--only", "foo", "--out", str(tmp_path / "m.jsonl")])
+    assert r.exit_code == 2 and "--only: unknown kind 'foo'; choose one of launch" in r.stderr

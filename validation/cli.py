@@ -178,8 +178,13 @@ def run(
         import torch  # noqa: F401
     except ImportError:
         raise UserError("'memwall run' needs PyTorch: pip install -e '.[runtime]'") from None
+    if weights and not Path(weights).exists():
+        raise UserError(f"--weights: {weights} does not exist; give a checkpoint folder or a .gguf file")
     loaded = [load_scenario(p, set_ or []) for p in (scenarios or [None])]
     records = run_all(loaded, device, out, weights, console=err_console)
+    if len(records) < len(loaded):
+        err_console.print(f"{len(loaded) - len(records)} of {len(loaded)} scenarios already recorded in {out}: "
+                          "skipped (their lines in that file hold the results)", highlight=False)
     for rec in records:
         if rec["status"] != "ok":
             err_console.print(f"{rec['scenario']['name']}: {rec['status']}: {rec.get('error', '')}")

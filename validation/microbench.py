@@ -464,6 +464,8 @@ def microbench_command(
     """Microbenchmark the GPU (GEMM/GEMV, fp8, attention, streaming, launch cost) for `memwall calibrate`."""
     from rich.console import Console
 
+    if only is not None and only not in KINDS:  # before the GPU check: a typo is told on any machine
+        raise UserError(f"--only: unknown kind '{only}'; choose one of {', '.join(KINDS)}")
     try:
         import torch
     except ImportError:

@@ -27,8 +27,11 @@ def test_run_and_simulate_share_the_schema(cli, tmp_path):
     record = json.loads(out.read_text().splitlines()[0])
     assert record["status"] == "ok" and len(record["passes"]) == m["passes"]
     # a rerun skips what is already on disk
-    code, again, _ = cli("run", "--device", "cpu", "--out", str(out), *args)
+    code, again, said = cli("run", "--device", "cpu", "--out", str(out), *args)
     assert code == 0 and again == "" and len(out.read_text().splitlines()) == 1
+    assert "1 of 1 scenarios already recorded" in said
+    code, _, err = cli("run", "--device", "cpu", "--weights", str(tmp_path / "nope"), *args)
+    assert code == 2 and "--weights: " in err and "does not exist" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
