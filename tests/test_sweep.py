@@ -195,6 +195,8 @@ def test_ray_and_local_results_are_identical(tmp_path, local_ray, monkeypatch):
     ({"axes": {"hardware": ["h100-sxx"]}}, "sweep: point 0 (hardware=h100-sxx): unknown chip 'h100-sxx' (did you mean"),
     ({"axes": {"hardware": [{"profile": "h100-sxm", "scale": {"bandwith": [2]}}]}},
      "sweep: axes.hardware.0: unknown key 'scale.bandwith'; valid keys: bandwidth, capacity, flops, link"),
+    ({"base": "nonexist.yaml", "axes": {"batching.batch_size": [1]}},
+     "sweep: base: scenario file nonexist.yaml is not in"),
     ({"axes": {"batching.batch_size": {"start": 1, "stop": 10 ** 8, "step": 1}}},
      "sweep: axes.batching.batch_size: Value error, a range gives at most 100,000 values"),
     ({"axes": {"workload.kind": ["trace"], "workload.path": ["nope.csv"]}},

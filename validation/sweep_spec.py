@@ -263,6 +263,9 @@ def expand(spec: SweepFile, where: str = "sweep", root: Path | None = None) -> l
     base: dict = spec.base
     if isinstance(spec.base, str):
         path = root / spec.base if (root / spec.base).exists() else Path(spec.base)
+        if not path.is_file():
+            raise UserError(f"{where}: base: scenario file {spec.base} is not in {root} (where the sweep file is) nor "
+                            "the working folder")
         base = read_scenario_file(path)
     slo = {k: v for k, v in spec.slo.model_dump().items() if k != "percentile" and v is not None}
     if slo:
