@@ -102,7 +102,7 @@ def explain_validation_error(err: ValidationError, where: str = "", model: type[
     if first["type"] == "union_tag_invalid":
         ctx = first.get("ctx", {})
         return f"{prefix}{path or 'kind'}: unknown kind {ctx.get('tag')}; allowed: {ctx.get('expected_tags')}"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")  # pydantic's label for a validator's own sentence
     got = first.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     return f"{prefix}{path}: {msg}{shown}" if path else f"{prefix}{msg}"
