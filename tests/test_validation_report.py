@@ -141,3 +141,12 @@ def test_a_damaged_vidur_summary_is_one_sentence(tmp_path):
     (tmp_path / "vidur-check.json").write_text("{not json")
     with pytest.raises(UserError, match=r"vidur-check\.json: not the summary `memwall report vidur` writes"):
         build(tmp_path, "h100-sxm")
+
+
+def test_a_folder_without_records_is_one_sentence(tmp_path):
+    from sim.errors import UserError
+    from validation.validation_report import write_report
+
+    with pytest.raises(UserError, match="holds no JSONL records; measure them on the GPU first"):
+        write_report(tmp_path, "h100-sxm")
+    assert not (tmp_path / "validation.md").exists()

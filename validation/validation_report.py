@@ -427,6 +427,9 @@ def write_report(folder: Path, profile_ref: str) -> list[Path]:
     """Write validation.md (+ PNGs), validation.html and validation-summary.json into `folder`."""
     if not Path(folder).is_dir():
         raise UserError(f"--dir: {folder} is not a folder (expected one like reports/h100 with JSONL records)")
+    if not any(Path(folder).glob("*.jsonl")):
+        raise UserError(f"--dir: {folder} holds no JSONL records; measure them on the GPU first (`memwall microbench "
+                        f"--out {folder}/microbench.jsonl`, `memwall validate PLAN --out {folder}/validation-runs.jsonl`)")
     blocks, summary = build(Path(folder), profile_ref)
     md, page, js = folder / "validation.md", folder / "validation.html", folder / "validation-summary.json"
     md.write_text(to_markdown(blocks, folder))
