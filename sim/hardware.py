@@ -16,17 +16,16 @@ the peak, so a curve fitted on one chip can be carried to another (issue [valida
 
 from __future__ import annotations
 
-import collections.abc
 import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error, unknown_name
 from sim.units import GB, MB, TB, TFLOPS, US
+from sim.yaml_file import read_yaml
 
 # the scenario's strategy kinds (sim.scenario's strategy models), which the host terms per strategy are keyed by
 StrategyKind = Literal["ar", "speculative", "diffusion", "block_diffusion"]
@@ -378,45 +377,6 @@ def _profile_files(directory: Path = PROFILES_DIR) -> dict[str, Path]:
 def profile_names(directory: Path = PROFILES_DIR) -> list[str]:
     """Names of all shipped profiles, real and hypothetical."""
     return sorted(_profile_files(directory))
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently, so a
-    scenario's second `batching:` would quietly replace its first)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, collections.abc.Hashable):
-                continue  # SafeLoader names an unhashable key itself
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def read_yaml(path: Path) -> dict:
-    """Read a YAML mapping, turning a syntax error into one sentence with file, line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; expected YAML") from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise UserError(f"{where}: malformed YAML: {problem}") from None
-    if data is None:  # an empty file is more likely a mistake than a wish for every default
-        raise UserError(f"{path}: the file is empty; expected a mapping of keys to values")
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of keys to values at the top level")
-    return data
 
 
 def profile_from_dict(data: dict, where: str = "hardware", _depth: int = 0) -> HardwareProfile:

@@ -338,7 +338,7 @@ def resolve_hardware(ref: str | dict) -> HardwareProfile:
 
 def read_scenario_file(path: str | Path) -> dict:
     """The raw mapping in a YAML or JSON scenario file (errors name file, line and column)."""
-    from sim.hardware import read_yaml
+    from sim.yaml_file import read_yaml
 
     path = Path(path)
     if not path.exists():

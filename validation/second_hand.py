@@ -82,7 +82,8 @@ def _pct(pred: float, meas: float) -> str:
 
 def second_hand_blocks(chip: str, carried_profile: Path, root: Path = Path(".")) -> list:
     """Report blocks for `chip` (as validation_report.build's), or one sentence saying what is missing."""
-    from sim.hardware import load_profile, read_yaml
+    from sim.hardware import load_profile
+    from sim.yaml_file import read_yaml
 
     spec = SECOND_HAND.get(chip)
     if spec is None:

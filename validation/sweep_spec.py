@@ -38,7 +38,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error
-from sim.hardware import Scale, read_yaml
+from sim.hardware import Scale
+from sim.yaml_file import read_yaml
 from sim.scenario import apply_overrides, read_scenario_file
 
 # -- the sweep file -----------------------------------------------------------------------------------------------
