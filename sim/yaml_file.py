@@ -47,4 +47,15 @@ def read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: the file is empty; expected a mapping of keys to values")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
+    if _loops(data):
+        raise UserError(f"{path}: an alias (*name) sits inside the node it names; anchors must not loop")
     return data
+
+
+def _loops(obj, inside: tuple[int, ...] = ()) -> bool:
+    """Whether a loaded document contains itself (`a: &a [*a]` loads as a list that holds itself)."""
+    if not isinstance(obj, (dict, list)):
+        return False
+    if id(obj) in inside:
+        return True
+    return any(_loops(v, (*inside, id(obj))) for v in (obj.values() if isinstance(obj, dict) else obj))

@@ -158,3 +158,14 @@ def test_a_key_given_twice_is_named(cli, tmp_path):
     f.write_text("model: llama-3.1-8b\nbatching: {kind: static}\nbatching: {kind: continuous}\n")
     code, _, err = cli("simulate", str(f))
     assert code == 2 and f"{f}:3:1: malformed YAML: key 'batching' is given twice" in err
+
+
+def test_a_looping_yaml_alias_is_one_sentence(cli, tmp_path):
+    f = tmp_path / "loop.yaml"
+    f.write_text("a: &a [*a]\n")
+    code, _, err = cli("simulate", str(f))
+    assert code == 2 and "anchors must not loop" in err
+    f.write_text("base: &b {kind: static}\nbatching: *b\n")  # an alias that does not loop is fine
+    from sim.yaml_file import read_yaml
+
+    assert read_yaml(f)["batching"] == {"kind": "static"}
