@@ -283,3 +283,12 @@ def test_crossing_and_inverse_fit():
     assert crossing([1, 2, 3], [10, 20, 40], 30) == pytest.approx(2.5)
     assert crossing([1, 2, 3], [10, 20, 40], 50) is None
     assert crossing([1, 2, 3], [60, 70, 80], 50) is None  # above the target from the start: no crossing inside
+
+
+def test_a_report_target_on_an_unknown_column_is_named(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(json.dumps(small_sweep(report={"targets": [{"metric": "nosuch", "value": 1}]})))
+    run = cli()
+    assert run("sweep", str(f), "--out", str(tmp_path / "out"), "--workers", "1").exit_code == 0
+    r = run("report", "sweep", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "report.targets.0.metric: 'nosuch' is not a column of the sweep's table" in r.stderr

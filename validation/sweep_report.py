@@ -345,6 +345,12 @@ def report_sweep(out_dir: str | Path) -> Path:
         raise UserError(f"{out_dir / META_JSON}: not the metadata `memwall sweep` writes; rerun the sweep into "
                         f"{out_dir} (finished points are kept)")
     rows = read_table(out_dir)
+    columns = set().union(*(r.keys() for r in rows)) if rows else set()
+    for i, t in enumerate(meta["report"].get("targets", [])):
+        for field in ("metric", "x"):
+            if rows and t.get(field) not in columns:
+                raise UserError(f"{meta['source']}: report.targets.{i}.{field}: {t.get(field)!r} is not a column of the "
+                                f"sweep's table; columns: {', '.join(sorted(columns))}")
     slo, pct = meta["slo"], meta["slo"].get("percentile", "p50")
     lat = f"{meta['report']['latency']}.{pct}"
     table = next(p.name for p in (out_dir / "results.parquet", out_dir / "results.csv") if p.exists())
