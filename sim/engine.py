@@ -109,9 +109,13 @@ def prepare(s: Scenario) -> Setup:
     tp, pp = s.parallel.tp, s.parallel.pp
     # tensor parallelism splits the attention heads evenly (Shoeybi et al. 2019); KV heads are split, or each
     # one is kept by tp / num_kv_heads GPUs when there are fewer of them than GPUs
-    if model.num_heads % tp or (model.num_kv_heads % tp and tp % model.num_kv_heads):
+    def splits(t: int) -> bool:
+        return model.num_heads % t == 0 and (model.num_kv_heads % t == 0 or t % model.num_kv_heads == 0)
+
+    if not splits(tp):
+        ok = [t for t in range(1, model.num_heads + 1) if splits(t)]
         raise UserError(f"parallel.tp: {tp} does not split {model.name}'s {model.num_heads} attention heads and "
-                        f"{model.num_kv_heads} KV heads evenly; choose a divisor of {model.num_heads}")
+                        f"{model.num_kv_heads} KV heads evenly; choose one of {', '.join(map(str, ok))}")
     prec = s.precision
     weight_per_gpu = model.weight_bytes(prec.weights) / (tp * pp)
     b = s.batching

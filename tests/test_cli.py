@@ -169,3 +169,17 @@ def test_a_looping_yaml_alias_is_one_sentence(cli, tmp_path):
     from sim.yaml_file import read_yaml
 
     assert read_yaml(f)["batching"] == {"kind": "static"}
+
+
+def test_yaml_merge_keys_still_load(tmp_path):
+    """The duplicate-key check must leave `<<: *anchor` to YAML's merge (explicit keys win)."""
+    from sim.yaml_file import read_yaml
+
+    f = tmp_path / "m.yaml"
+    f.write_text("defaults: &d {kind: static, batch_size: 8}\nbatching:\n  <<: *d\n  batch_size: 16\n")
+    assert read_yaml(f)["batching"] == {"kind": "static", "batch_size": 16}
+
+
+def test_tp_message_lists_the_degrees_that_split_the_heads(cli):
+    code, _, err = cli("simulate", "--set", "model=llama-3.2-3b", "--set", "parallel.tp=6")
+    assert code == 2 and "24 attention heads and 8 KV heads evenly; choose one of 1, 2, 4, 8, 24" in err

@@ -2,6 +2,7 @@
 line is repaired before the next append, and a bad line elsewhere is named rather than skipped."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_a_whole_last_record_without_its_newline_is_kept(tmp_path):
 def test_prepare_creates_the_folder_and_refuses_a_folder(tmp_path):
     f = tmp_path / "new" / "deeper" / "r.jsonl"
     prepare_append(f)
-    assert f.parent.is_dir() and not f.exists()
+    assert f.parent.is_dir() and f.read_bytes() == b""  # opened for appending once: it can be written
     with pytest.raises(UserError, match=r"^--out: .* is a folder; give the path of a JSONL file"):
         prepare_append(tmp_path)
 
@@ -64,3 +65,23 @@ def test_a_corrupt_run_record_stops_the_report_with_its_line(tmp_path):
                  + json.dumps({"key": "j", "status": "ok", "scenario": {}}) + "\n")
     with pytest.raises(UserError, match=r"validation-runs\.jsonl:2: not a JSON record"):
         read_folder(tmp_path)
+
+
+def test_an_unwritable_file_is_told_before_any_measurement():
+    """/proc takes no new files, even from root: the file is opened once when prepared, not first after a point was
+    measured (when the measurement would be lost)."""
+    import os
+
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs Linux's /proc")
+    with pytest.raises(UserError, match=r"^--out: cannot write records to /proc/memwall-test\.jsonl"):
+        prepare_append(Path("/proc/memwall-test.jsonl"))
+
+
+def test_the_hint_says_what_deleting_a_bad_line_costs(tmp_path):
+    f = tmp_path / "r.jsonl"
+    f.write_text("{bad\n" + json.dumps(A) + "\n")
+    with pytest.raises(UserError, match="its point will run again"):
+        list(iter_records(f, "runs", resumes=True))
+    with pytest.raises(UserError, match="deleted, its measurement is gone from what reads this file"):
+        list(iter_records(f, "runs"))

@@ -195,6 +195,8 @@ def test_ray_and_local_results_are_identical(tmp_path, local_ray, monkeypatch):
     ({"axes": {"hardware": ["h100-sxx"]}}, "sweep: point 0 (hardware=h100-sxx): unknown chip 'h100-sxx' (did you mean"),
     ({"axes": {"hardware": [{"profile": "h100-sxm", "scale": {"bandwith": [2]}}]}},
      "sweep: axes.hardware.0: unknown key 'scale.bandwith'; valid keys: bandwidth, capacity, flops, link"),
+    ({"axes": {"workload.input_len": {"start": 1, "stop": float("nan"), "step": 1}}},
+     "sweep: axes.workload.input_len: start, stop and step must be finite numbers"),
     ({"base": "nonexist.yaml", "axes": {"batching.batch_size": [1]}},
      "sweep: base: scenario file nonexist.yaml is not in"),
     ({"axes": {"batching.batch_size": {"start": 1, "stop": 10 ** 8, "step": 1}}},
@@ -252,7 +254,9 @@ def test_damaged_sweep_outputs_are_one_line(tmp_path):
     (out / "results.jsonl").write_text("\n".join(['{"key": "x", "result": 5}', *records]) + "\n")
     r = run("sweep", str(f), "--out", str(out), "--workers", "1")
     assert r.exit_code == 2 and "results.jsonl:1: not a sweep record" in r.stderr
-    for name, content in (("sweep.json", "{not json"), ("sweep.json", "[]")):
+    broken = json.loads((out / "sweep.json").read_text())
+    broken.pop("grids")
+    for name, content in (("sweep.json", "{not json"), ("sweep.json", "[]"), ("sweep.json", json.dumps(broken))):
         saved = (out / name).read_text()
         (out / name).write_text(content)
         r = run("report", "sweep", str(out))

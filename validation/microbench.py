@@ -362,7 +362,7 @@ def done_keys(path: Path) -> set[str]:
     last record of a key)."""
     if not path.exists():
         return set()
-    return {rec["key"] for _, rec in iter_records(path, "microbenchmark records")
+    return {rec["key"] for _, rec in iter_records(path, "microbenchmark records", resumes=True)
             if rec.get("status") == "ok" and "key" in rec}
 
 

@@ -6,6 +6,9 @@ A kill mid-write leaves at most one partial line, at the end, without its newlin
 newline it lacks when it is a whole record; appending onto it instead would glue the next record to it and lose
 both. Readers skip such an unterminated last line when it does not parse; a bad line anywhere else is named (file
 and line) instead of being skipped, since skipping it silently would drop a measurement from a report or a fit.
+
+One writer per file: a second process preparing the file while the first is part-way through a record could cut
+that record (each record is one write() call, so the window is small, but nothing locks it).
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ def prepare_append(path: Path, option: str = "--out") -> None:
         raise UserError(f"{option}: {path} is a folder; give the path of a JSONL file to append records to")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            return
+        open(path, "ab").close()  # can it be written at all? (before a measurement, not after one)
         data = path.read_bytes()
         end = data.rfind(b"\n") + 1
         tail = data[end:]
@@ -56,10 +58,11 @@ def append_record(path: Path, record: dict) -> None:
         f.flush()
 
 
-def iter_records(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+def iter_records(path: Path, what: str, resumes: bool = False) -> Iterator[tuple[int, dict]]:
     """(line number, record) for every JSON object line of `path`; `what` names the records in messages (e.g.
-    'microbenchmark records'). Blank lines and an unterminated last line that does not parse are skipped; any other
-    line that is not a JSON object is one sentence naming the file and line."""
+    'microbenchmark records'), `resumes` says whether the caller measures again what the file lacks (the hint then
+    says that deleting a bad line costs only a rerun of its point). Blank lines and an unterminated last line that
+    does not parse are skipped; any other line that is not a JSON object is one sentence naming the file and line."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -77,5 +80,6 @@ def iter_records(path: Path, what: str) -> Iterator[tuple[int, dict]]:
         elif n == len(lines):  # unterminated: the partial write of an interrupted run
             continue
         else:
-            raise UserError(f"{path}:{n}: not a JSON record; expected {what}, one per line (delete that line: "
-                            "its point will run again)")
+            fix = ("delete that line: its point will run again" if resumes else
+                   "repair or delete that line; deleted, its measurement is gone from what reads this file")
+            raise UserError(f"{path}:{n}: not a JSON record; expected {what}, one per line ({fix})")

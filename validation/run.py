@@ -224,7 +224,7 @@ def done_keys(path: Path) -> set[str]:
     """Keys of the scenarios recorded as finished in `path` (failures, e.g. out of memory, are tried again)."""
     if not path.exists():
         return set()
-    return {rec["key"] for _, rec in iter_records(path, "'memwall run' records")
+    return {rec["key"] for _, rec in iter_records(path, "'memwall run' records", resumes=True)
             if rec.get("status") == "ok" and "key" in rec}
 
 

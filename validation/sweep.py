@@ -244,7 +244,7 @@ def load_done(path: Path) -> dict[str, dict]:
         return {}
     prepare_append(path, "sweep results")
     done = {}
-    for n, rec in iter_records(path, "sweep records"):
+    for n, rec in iter_records(path, "sweep records", resumes=True):
         if "key" not in rec or "result" not in rec or not isinstance(rec["result"], dict):
             raise UserError(f"{path}:{n}: not a sweep record; delete that line (its point will run again)")
         done[rec["key"]] = rec

@@ -340,8 +340,12 @@ def report_sweep(out_dir: str | Path) -> Path:
         meta = json.loads((out_dir / META_JSON).read_text())
     except ValueError:
         meta = None
-    if not (isinstance(meta, dict) and {"slo", "report", "name", "points", "source"} <= set(meta)
-            and isinstance(meta["report"], dict) and "latency" in meta["report"]):
+    if not (isinstance(meta, dict) and {"slo", "report", "name", "points", "source", "grids"} <= set(meta)
+            and isinstance(meta["slo"], dict) and isinstance(meta["grids"], list)
+            and all(isinstance(g, dict) and {"name", "axes"} <= set(g) for g in meta["grids"])
+            and isinstance(meta["report"], dict) and "latency" in meta["report"]
+            and isinstance(meta["report"].get("targets", []), list)
+            and all(isinstance(t, dict) for t in meta["report"].get("targets", []))):
         raise UserError(f"{out_dir / META_JSON}: not the metadata `memwall sweep` writes; rerun the sweep into "
                         f"{out_dir} (finished points are kept)")
     rows = read_table(out_dir)

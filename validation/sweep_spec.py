@@ -62,6 +62,8 @@ class Range(_Strict):
 
     @model_validator(mode="after")
     def _one_way(self) -> "Range":
+        if not all(math.isfinite(v) for v in (self.start, self.stop, self.step or 0)):
+            raise ValueError("start, stop and step must be finite numbers")
         if (self.step is None) == (self.num is None):
             raise ValueError("give exactly one of step or num")
         if self.log and (self.num is None or self.start <= 0 or self.stop <= 0):

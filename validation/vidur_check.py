@@ -27,6 +27,7 @@ import typer
 from sim.errors import UserError
 from validation.calibrate import CALIBRATED_H100, REPO, error_stats
 from validation.clikit import user_errors
+from validation.records_file import iter_records
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "vidur" / "h100"
 SMALL_TOKENS = 64  # at or below this many tokens a layer's operators are decode-sized (microseconds)
@@ -239,8 +240,7 @@ def _our_gemm_us(N: int, K: int, rows: tuple[int, ...]) -> list[float] | None:
         return None
     want = {f"gemm/bf16/M={m}/N={N}/K={K}": m for m in rows}
     got = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
+    for _, rec in iter_records(path, "microbenchmark records"):
         if rec.get("key") in want and rec.get("status") == "ok":
             got[want[rec["key"]]] = rec["median_s"] * 1e6
     return [got[m] for m in rows] if len(got) == len(rows) else None
