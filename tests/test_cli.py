@@ -183,3 +183,13 @@ def test_yaml_merge_keys_still_load(tmp_path):
 def test_tp_message_lists_the_degrees_that_split_the_heads(cli):
     code, _, err = cli("simulate", "--set", "model=llama-3.2-3b", "--set", "parallel.tp=6")
     assert code == 2 and "24 attention heads and 8 KV heads evenly; choose one of 1, 2, 4, 8, 24" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simulate", "--set", "hardware=/nonexistent/chip.yaml"], "hardware profile file /nonexistent/chip.yaml does not exist"),
+    (["whatif", "--strategies", "ar", "--scale", "bandwidth=nan"], "--scale bandwidth: must be a finite number > 0, got nan"),
+    (["whatif", "--strategies", "ar", "--scale", "flops=inf"], "--scale flops: must be a finite number > 0, got inf"),
+])
+def test_profile_paths_and_scale_factors_are_checked(cli, args, message):
+    code, _, err = cli(*args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
