@@ -35,3 +35,12 @@ def graph_time_us(torch, fn, reps: int = 20) -> float:
     """Median microseconds per call of `fn()`: warmed up on a side stream, `reps` calls captured in one CUDA graph,
     the graph replayed 5 times."""
     return replay_us(torch, capture(torch, fn, reps), per=reps)
+
+
+def sm_clock_reader(index: int = 0):
+    """A function returning GPU `index`'s SM clock in MHz as NVML reads it now (nvidia-ml-py)."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    return lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)

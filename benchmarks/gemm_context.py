@@ -27,21 +27,16 @@ SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "dow
 
 
 def main() -> None:
-    import pynvml
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from cuda_timing import capture
+    from cuda_timing import capture, sm_clock_reader
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="512,1024,2048")
     ap.add_argument("--out")
     a = ap.parse_args()
-    pynvml.nvmlInit()
-    dev = pynvml.nvmlDeviceGetHandleByIndex(0)
-
-    def clock() -> int:
-        return pynvml.nvmlDeviceGetClockInfo(dev, pynvml.NVML_CLOCK_SM)
+    clock = sm_clock_reader()
 
     def timed(g, n: int = 1) -> float:
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -21,10 +21,9 @@ SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "dow
 
 
 def main() -> None:
-    import pynvml
     import torch
 
-    from cuda_timing import capture, replay_us
+    from cuda_timing import capture, replay_us, sm_clock_reader
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="512,1024")
@@ -32,11 +31,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--out")
     a = ap.parse_args()
-    pynvml.nvmlInit()
-    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-
-    def clock_mhz() -> int:
-        return pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+    clock_mhz = sm_clock_reader()
 
     dev, bf = "cuda", torch.bfloat16
     buf = torch.randn(int(a.mem_mb * 1e6 / 2), device=dev, dtype=bf)
