@@ -313,6 +313,9 @@ def build(folder: Path, profile_ref: str) -> tuple[list, dict]:
         blocks.append(("table", ["run", "shape", "measured ms", "predicted ms", "error"],
                        [[n, str(s), f"{a * 1e3:.3f}", f"{b * 1e3:.3f}", f"{b / a - 1:+.1%}"]
                         for _, n, s, a, b in worst]))
+        from validation.load_sensitivity import load_sensitivity_blocks
+
+        blocks += load_sensitivity_blocks(ok, preds, profile_ref)
         notes = folder / "validation-notes.md"
         if notes.exists():  # the team's explanation of the worst points, kept next to the data it explains
             blocks.append(("p", notes.read_text().strip()))

@@ -1,0 +1,87 @@
+"""How far a device-time error carries into TTFT under load (validation/load_sensitivity.py)."""
+
+import math
+
+import pytest
+
+from sim.hardware import load_profile, profile_from_dict
+from validation.calibrate import CALIBRATED_H100
+from validation.load_sensitivity import elasticity, load_sensitivity, rescaled_profile
+
+POISSON = {"name": "t", "model": "llama-3.2-1b", "hardware": "h100-sxm", "strategy": {"kind": "ar"},
+           "batching": {"kind": "continuous", "max_tokens_per_iter": 512, "chunked_prefill": True},
+           "workload": {"kind": "poisson", "num_requests": 48, "input_len": 512, "output_len": 32, "rate_qps": 1.0}}
+
+
+def _pred(ttft_measured_s: float, ttft_predicted_s: float, measured_s=(1.0,), predicted_s=(1.0,)) -> dict:
+    return {"name": "t", "strategy": "ar", "measured_s": list(measured_s), "predicted_s": list(predicted_s),
+            "metrics": {"ttft_p50_s": {"measured": ttft_measured_s, "predicted": ttft_predicted_s,
+                                       "rel_error": ttft_predicted_s / ttft_measured_s - 1}}}
+
+
+def test_elasticity_of_a_power_law_is_its_exponent():
+    passes = [1.0, 1.1, 1.2, 1.3]
+    slope, jitter = elasticity(passes, [3 * p**2 for p in passes])
+    assert slope == pytest.approx(2.0)
+    assert jitter == pytest.approx(0.0, abs=1e-12)
+
+
+def test_elasticity_jitter_is_the_largest_residual():
+    # ln TTFT = ln pass except one point 10% high: the line moves, the largest residual stays below 10%
+    slope, jitter = elasticity([1.0, 1.1, 1.2, 1.3, 1.4], [1.0, 1.1, 1.2 * 1.1, 1.3, 1.4])
+    assert 0 < jitter < 0.1
+    assert slope == pytest.approx(1.0, abs=0.3)
+
+
+def test_elasticity_needs_three_points_that_differ():
+    assert elasticity([1.0, 1.1], [1.0, 1.1]) is None
+    assert elasticity([1.0, 1.0, 1.0], [1.0, 1.1, 1.2]) is None
+    assert elasticity([1.0, 1.1, 0.0], [1.0, 1.1, 1.2]) is None  # a point without passes is dropped
+
+
+def test_rescaled_profile_scales_device_peaks_and_every_host_term():
+    base = load_profile(str(CALIBRATED_H100))
+    p = profile_from_dict(rescaled_profile(str(CALIBRATED_H100), 2.0, 3.0))
+    assert p.hbm_bandwidth_tb_s == pytest.approx(base.hbm_bandwidth_tb_s / 2)
+    assert p.peak_tflops["bf16"] == pytest.approx(base.peak_tflops["bf16"] / 2)
+    assert p.efficiency == base.efficiency  # fractions of the peaks: carried unchanged
+    assert p.host_pass_overhead_us == pytest.approx(3 * base.host_pass_overhead_us)
+    assert p.host_row_overhead_us == pytest.approx(3 * base.host_row_overhead_us)
+    for k, v in base.host_iteration_overhead_by_strategy_us.items():
+        assert p.host_iteration_overhead_by_strategy_us[k] == pytest.approx(3 * v)
+    assert p.launch_overhead_us == base.launch_overhead_us  # the eager launch cost is the device pass's, not the loop's
+
+
+def test_closed_runs_have_no_row():
+    rec = {"scenario": {**POISSON, "workload": {"kind": "closed", "num_requests": 4, "input_len": 64,
+                                                "output_len": 8}}}
+    assert load_sensitivity(rec, _pred(0.01, 0.011), "h100-sxm") is None
+
+
+def test_light_load_follows_the_passes_and_heavy_load_amplifies_them():
+    light = load_sensitivity({"scenario": POISSON}, _pred(0.01, 0.011), "h100-sxm")
+    heavy = load_sensitivity({"scenario": {**POISSON, "workload": {**POISSON["workload"], "rate_qps": 600.0}}},
+                             _pred(0.01, 0.011), "h100-sxm")
+    assert light["elasticity"] == pytest.approx(1.0, abs=0.15)  # a first token is its own prompt's passes
+    assert heavy["elasticity"] > light["elasticity"] + 0.5
+    assert light["busy_fraction"] < 0.1 < 0.9 < heavy["busy_fraction"]
+
+
+def test_nothing_left_to_correct_leaves_the_plain_error():
+    """Device error 0 and no host records: the corrected pricing is the plain one, so 'left' is the TTFT error of the
+    simulator's own prediction against the measured value."""
+    row = load_sensitivity({"scenario": POISSON}, _pred(0.01, 0.011), "h100-sxm")
+    assert row["device_error"] == 0.0 and row["host_error"] is None
+    from sim.engine import simulate
+    from sim.scenario import scenario_from_dict
+
+    plain = simulate(scenario_from_dict(POISSON))[0].ttft_s.p50
+    assert row["ttft_error_left"] == pytest.approx(plain / 0.01 - 1)
+
+
+def test_own_errors_are_time_weighted():
+    # a long pass priced 10% fast and a short one 50% slow: the sum, not the median of ratios, is what a TTFT waits on
+    row = load_sensitivity({"scenario": POISSON}, _pred(0.01, 0.011, measured_s=(1.0, 0.01),
+                                                        predicted_s=(0.9, 0.015)), "h100-sxm")
+    assert row["device_error"] == pytest.approx(0.915 / 1.01 - 1)
+    assert math.isfinite(row["ttft_error_left"])
