@@ -38,7 +38,7 @@ from sim.strategies import STRATEGIES, Strategy
 from sim.strategies.ar import AR
 from sim.strategies.speculative import Speculative, auto_k
 from sim.units import BYTES_PER_ELEMENT, GB
-from sim.workload import Request, generate_requests
+from sim.workload import Request, check_context, generate_requests, over_context
 
 
 @dataclass
@@ -106,6 +106,7 @@ def execution(s: Scenario) -> dict:
 def prepare(s: Scenario) -> Setup:
     """Resolve specs, check that the weights fit, and size the KV pool of one replica."""
     model, hw = s.resolve_model(), s.resolve_hardware()
+    check_context(s.workload, model.name, model.max_position_embeddings)
     tp, pp = s.parallel.tp, s.parallel.pp
     # tensor parallelism splits the attention heads evenly (Shoeybi et al. 2019); KV heads are split, or each
     # one is kept by tp / num_kv_heads GPUs when there are fewer of them than GPUs
@@ -212,6 +213,9 @@ class Engine:
             rejected=rejected, preemptions=preemptions, useful=st.strategy.useful,
         )
         extra = dict(st.strategy.summary())
+        too_long = over_context(requests, st.model.max_position_embeddings)
+        if too_long:  # priced as if the model had the positions; a real server would refuse or truncate them
+            extra["requests_over_context"] = too_long
         if s.strategy.kind != "ar" or self.padding:
             span = result.makespan_s or float("nan")
             extra.update(computed_positions_per_s=self.positions / span, wasted_positions=self.wasted,

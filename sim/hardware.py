@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, model_validator
+from pydantic import ConfigDict, Field, NonNegativeFloat, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error, unknown_name
+from sim.numbers import NumbersNotBools
 from sim.units import GB, MB, TB, TFLOPS, US
 from sim.yaml_file import read_yaml
 
@@ -35,7 +36,7 @@ PROFILES_DIR = Path(__file__).resolve().parent.parent / "hw_profiles"
 ComputeDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "fp4"]
 
 
-class _Frozen(BaseModel):
+class _Frozen(NumbersNotBools):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

@@ -16,13 +16,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error, unknown_name
+from sim.numbers import NumbersNotBools
 from sim.units import BYTES_PER_ELEMENT
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(NumbersNotBools):
     """Architecture of one decoder-only transformer (Llama family), with derived sizes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error
 from sim.hardware import HardwareProfile, Scale, load_profile, profile_from_dict
 from sim.model import ModelSpec, load_model
+from sim.numbers import NumbersNotBools
 
 
-class Strict(BaseModel):
+class Strict(NumbersNotBools):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

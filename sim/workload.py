@@ -47,6 +47,32 @@ def sample_lengths(spec, n: int, rng: np.random.Generator) -> np.ndarray:
     raise TypeError(f"unknown length spec {spec!r}")
 
 
+def shortest(spec) -> int:
+    """The smallest length a length spec can give."""
+    if isinstance(spec, int):
+        return spec
+    return {Fixed: lambda: spec.value, Uniform: lambda: spec.low, LogNormal: lambda: spec.min}[type(spec)]()
+
+
+def check_context(workload, model_name: str, context_tokens: int) -> None:
+    """A synthetic workload none of whose requests fits the model's context is refused: a server would turn every
+    one of them away (vLLM refuses a prompt longer than its max_model_len), so there would be nothing to price.
+    Workloads where only some requests are too long (wide distributions, traces) run, and the result counts those
+    requests (`requests_over_context`): refusing them would also refuse a real trace on a short-context model."""
+    if isinstance(workload, Trace):
+        return
+    least = shortest(workload.input_len) + shortest(workload.output_len)
+    if least > context_tokens:
+        raise UserError(f"workload: input_len + output_len is at least {least:,} tokens per request, beyond "
+                        f"{model_name}'s context of {context_tokens:,} tokens (max_position_embeddings); shorten "
+                        "them or choose a model with a longer context")
+
+
+def over_context(requests: list[Request], context_tokens: int) -> int:
+    """How many requests need more positions than the model has (prompt + output > context)."""
+    return sum(1 for r in requests if r.prompt_tokens + r.output_tokens > context_tokens)
+
+
 def _arrivals(workload, n: int, rng: np.random.Generator) -> np.ndarray:
     if isinstance(workload, Closed):
         return np.zeros(n)

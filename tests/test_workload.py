@@ -89,3 +89,29 @@ def test_bad_trace_through_the_cli(cli, tmp_path):
     f.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n1.0,x,5\n")
     code, _, err = cli("simulate", "--set", "workload.kind=trace", "--set", f"workload.path={f}")
     assert code == 2 and f"{f}:3: expected whole-number token counts" in err
+
+
+def test_a_workload_no_request_of_which_fits_the_context_is_refused():
+    from sim.engine import simulate
+    from sim.scenario import scenario_from_dict
+
+    # llama-2-7b has 4,096 positions: 4,000 + 97 cannot fit, 4,000 + 96 can
+    too_long = {"model": "llama-2-7b", "workload": {"num_requests": 2, "input_len": 4000, "output_len": 97}}
+    with pytest.raises(UserError, match=r"at least 4,097 tokens .* llama-2-7b's context of 4,096"):
+        simulate(scenario_from_dict(too_long))
+    fits = simulate(scenario_from_dict({**too_long, "workload": {**too_long["workload"], "output_len": 96}}))[0]
+    assert fits.completed == 2 and "requests_over_context" not in fits.extra
+
+
+def test_requests_beyond_the_context_in_a_wide_distribution_are_counted():
+    from sim.engine import simulate
+    from sim.scenario import scenario_from_dict
+    from sim.workload import shortest
+
+    assert shortest(Uniform(low=3000, high=6000)) == 3000 and shortest(LogNormal(mean=10, min=7)) == 7
+    s = scenario_from_dict({"model": "llama-2-7b", "workload": {
+        "num_requests": 20, "input_len": {"dist": "uniform", "low": 3000, "high": 6000}, "output_len": 16}})
+    requests = generate_requests(s.workload, s.workload_seed)
+    expected = sum(r.prompt_tokens + r.output_tokens > 4096 for r in requests)
+    assert 0 < expected < 20
+    assert simulate(s)[0].extra["requests_over_context"] == expected

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from sim.errors import UserError, explain_validation_error
+from sim.numbers import NumbersNotBools
 
 # chip -> its cited figures, and the H100 measurement and calibration they are read against
 SECOND_HAND = {
@@ -24,7 +25,7 @@ SECOND_HAND = {
 }
 
 
-class _Frozen(BaseModel):
+class _Frozen(NumbersNotBools):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

@@ -35,17 +35,18 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error
 from sim.hardware import Scale
+from sim.numbers import NumbersNotBools
 from sim.yaml_file import read_yaml
 from sim.scenario import apply_overrides, read_scenario_file
 
 # -- the sweep file -----------------------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBools):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
