@@ -20,6 +20,17 @@ def test_json_has_the_promised_keys(cli_json):
         assert set(r[k]) >= {"mean", "p50", "p90", "p99"}
 
 
+def test_sensitivity_to_device_time(cli, cli_json):
+    """A datasheet profile has no host time, so a closed static batch's throughput moves exactly against its passes
+    (elasticity -1) and its ITL with them (+1); the table says what 5% slower passes do."""
+    r = cli_json("simulate", "--sensitivity", "--set", "batching.batch_size=8", "--set", "workload.num_requests=8")
+    assert r["sensitivity"]["output_throughput_tok_s"]["elasticity"] == pytest.approx(-1.0, abs=0.02)
+    assert r["sensitivity"]["itl_p50_s"]["elasticity"] == pytest.approx(1.0, abs=0.02)
+    assert "sensitivity" not in cli_json("simulate")
+    code, out, _ = cli("simulate", "--sensitivity", "--set", "workload.kind=poisson", "--set", "workload.rate_qps=4")
+    assert code == 0 and "sensitivity to device time" in out and "if passes take 5% longer" in out
+
+
 def test_file_and_overrides(cli_json, tmp_path):
     r = cli_json("simulate", "examples/default.yaml", "--set", "batching.batch_size=32")
     assert r["completed"] == 32

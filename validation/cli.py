@@ -36,11 +36,16 @@ def simulate(
     set_: Optional[list[str]] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
     timeseries: Optional[Path] = typer.Option(None, help="write the per-pass log (batch, KV, queue) as CSV"),
+    sensitivity: bool = typer.Option(False, help="also price the scenario with every device pass up to 10% slower "
+                                                 "and faster (host unchanged): how far an error in pass time "
+                                                 "carries into each metric (its elasticity) and how unevenly it "
+                                                 "follows (its jitter: the farthest of those simulations from a "
+                                                 "straight line, e.g. a p50 over a few requests near capacity)"),
 ):
     """Predict throughput, latency and the binding roof of one scenario."""
     from sim.engine import simulate as run_sim
     from sim.scenario import load_scenario
-    from validation.format import result_tables
+    from validation.format import result_tables, sensitivity_table
 
     s = load_scenario(scenario, set_ or [])
     if timeseries:
@@ -48,11 +53,21 @@ def simulate(
     result, recorder = run_sim(s)
     if timeseries:
         recorder.write_timeseries(str(timeseries))
+    fits = None
+    if sensitivity and result.fits:
+        from validation.load_sensitivity import SPAN, STEPS, device_elasticity
+
+        _, fits = device_elasticity(s.model_dump(mode="json"))
     if as_json:
-        sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
+        out = result.model_dump(mode="json")
+        if fits is not None:
+            out["sensitivity"] = {k: None if v is None else {"elasticity": v[0], "jitter": v[1]} for k, v in fits.items()}
+        sys.stdout.write(json.dumps(out) + "\n")
     else:
         for t in result_tables(result):
             console.print(t)
+        if fits is not None:
+            console.print(sensitivity_table(fits, SPAN, STEPS))
 
 
 @profiles_app.callback()

@@ -54,6 +54,21 @@ def result_tables(r: Result) -> list[Table]:
     return [head, lat]
 
 
+def sensitivity_table(fits: dict, span: float, steps: int) -> Table:
+    """Per metric: its elasticity to device time, its jitter, and what a 5% slower device would do to it
+    (validation/load_sensitivity.device_elasticity)."""
+    t = Table(title=f"sensitivity to device time (passes up to {span:.0%} slower / faster, {steps} simulations)",
+              title_justify="left")
+    for c in ("metric", "elasticity", "jitter", "if passes take 5% longer"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for name, fit in fits.items():
+        if fit is None:
+            t.add_row(name, "-", "-", "-")
+        else:
+            t.add_row(name, f"{fit[0]:.2f}", f"{fit[1]:.1%}", f"{1.05 ** fit[0] - 1:+.1%}")
+    return t
+
+
 def profiles_table(rows: list[dict]) -> Table:
     t = Table(title="hardware profiles (dense peaks; ridge = bf16 FLOP per HBM byte)", title_justify="left")
     t.add_column("name", no_wrap=True)

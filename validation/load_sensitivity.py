@@ -21,6 +21,9 @@ reports
   errors, amplified by the queue, were the error. Not smaller: they are not what moves this TTFT (a host error in
   decode iterations, say, which a first token does not wait for), and the rest is the scheduler model's or jitter.
 
+`device_elasticity` is the first part alone, for any scenario: `memwall simulate --sensitivity` prints it, so that a
+prediction near capacity comes with how far a given error in pass time would move it.
+
 The correction uses the validation run's own totals, so it is a diagnostic of where an error comes from, never a
 prediction: nothing here feeds a fit, and the targets are judged on the plain prediction.
 """
@@ -37,16 +40,18 @@ HOST_FIELDS = ("host_pass_overhead_us", "host_row_overhead_us", "host_seq_overhe
                "host_iteration_overhead_us", "host_iteration_overhead_by_strategy_us")
 
 
-def rescaled_profile(profile_ref: str, device_factor: float, host_factor: float = 1.0) -> dict:
+def rescaled_profile(profile, device_factor: float, host_factor: float = 1.0) -> dict:
     """An inline profile whose device passes take about `device_factor` times as long (bandwidth and compute peaks
-    divided by it) and whose host model's terms are `host_factor` times as large.
+    divided by it) and whose host model's terms are `host_factor` times as large. `profile`: a scenario's
+    `hardware` value (a name, a YAML path, `{profile, scale}` or an inline profile).
 
     Efficiency curves are fractions of the peaks as a function of operator size, so they carry over unchanged;
     fixed per-kernel overheads do not scale, which is why the elasticity divides by the simulated change in mean
     pass time rather than by `device_factor`."""
-    from sim.hardware import Scale, load_profile
+    from sim.hardware import Scale
+    from sim.scenario import resolve_hardware
 
-    p = load_profile(profile_ref).scaled(Scale(bandwidth=1 / device_factor, flops=1 / device_factor))
+    p = resolve_hardware(profile).scaled(Scale(bandwidth=1 / device_factor, flops=1 / device_factor))
     update = {}
     for name in HOST_FIELDS:
         v = getattr(p, name)
@@ -57,18 +62,41 @@ def rescaled_profile(profile_ref: str, device_factor: float, host_factor: float 
     return p.model_copy(update=update).model_dump(mode="json")
 
 
-def elasticity(pass_s: list[float], ttft_s: list[float]) -> tuple[float, float] | None:
-    """(d ln TTFT / d ln pass time, largest |residual| of ln TTFT about that line as a ratio - 1) from simulations
-    of one point at several device speeds; None with fewer than three usable ones."""
+def elasticity(pass_s: list[float], values: list[float]) -> tuple[float, float] | None:
+    """(d ln value / d ln pass time, largest |residual| of ln value about that line, as a ratio - 1) from
+    simulations of one scenario at several device speeds; None with fewer than three usable ones."""
     from scipy.stats import linregress
 
-    pairs = [(math.log(p), math.log(t)) for p, t in zip(pass_s, ttft_s) if p > 0 and t > 0]
+    pairs = [(math.log(p), math.log(t)) for p, t in zip(pass_s, values) if p > 0 and t > 0]
     if len(pairs) < 3 or len({x for x, _ in pairs}) < 2:
         return None
     x, y = zip(*pairs)
     fit = linregress(x, y)
     jitter = max(abs(b - (fit.intercept + fit.slope * a)) for a, b in pairs)
     return float(fit.slope), math.expm1(jitter)
+
+
+# what `device_elasticity` reports: a Result's metric by name
+METRICS = {"output_throughput_tok_s": lambda r: r.output_throughput_tok_s, "ttft_p50_s": lambda r: r.ttft_s.p50,
+           "itl_p50_s": lambda r: r.itl_s.p50, "e2e_p50_s": lambda r: r.e2e_s.p50}
+
+
+def device_elasticity(scenario_data: dict, span: float = SPAN, steps: int = STEPS):
+    """The scenario's Result and, per metric of METRICS, (elasticity to mean pass time, jitter) or None, from
+    `steps` simulations with every device pass up to `span` slower or faster (its hardware's peaks divided by a
+    factor from 1 - span to 1 + span; host model unchanged)."""
+    from sim.engine import simulate
+    from sim.scenario import scenario_from_dict
+
+    def price(hardware):
+        return simulate(scenario_from_dict({**scenario_data, "hardware": hardware}))[0]
+
+    nominal = price(scenario_data.get("hardware", "h100-sxm"))
+    factors = [1 - span + 2 * span * i / (steps - 1) for i in range(steps)]
+    varied = [nominal if f == 1.0 else price(rescaled_profile(scenario_data.get("hardware", "h100-sxm"), f))
+              for f in factors]
+    passes = [r.pass_time_s.mean or 0.0 for r in varied]
+    return nominal, {name: elasticity(passes, [get(r) or 0.0 for r in varied]) for name, get in METRICS.items()}
 
 
 def _ratio_error(predicted: list[float], measured: list[float]) -> float | None:
@@ -93,10 +121,8 @@ def load_sensitivity(rec: dict, pred: dict, profile_ref: str, span: float = SPAN
         s = scenario_from_dict({**rec["scenario"], "hardware": hardware}, where=f"run {rec.get('key')}")
         return simulate(s)[0]
 
-    nominal = price(profile_ref)
-    factors = [1 - span + 2 * span * i / (steps - 1) for i in range(steps)]
-    varied = [nominal if f == 1.0 else price(rescaled_profile(profile_ref, f)) for f in factors]
-    fit = elasticity([r.pass_time_s.mean or 0.0 for r in varied], [r.ttft_s.p50 or 0.0 for r in varied])
+    nominal, fits = device_elasticity({**rec["scenario"], "hardware": profile_ref}, span, steps)
+    fit = fits["ttft_p50_s"]
     left = None
     if device_error is not None and device_error > -1:
         host_factor = 1 / (1 + host_error) if host_error is not None and host_error > -1 else 1.0
