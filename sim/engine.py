@@ -38,7 +38,7 @@ from sim.strategies import STRATEGIES, Strategy
 from sim.strategies.ar import AR
 from sim.strategies.speculative import Speculative, auto_k
 from sim.units import BYTES_PER_ELEMENT, GB
-from sim.workload import Request, check_context, generate_requests, over_context
+from sim.workload import Request, context_problem, generate_requests, over_context
 
 
 @dataclass
@@ -106,7 +106,6 @@ def execution(s: Scenario) -> dict:
 def prepare(s: Scenario) -> Setup:
     """Resolve specs, check that the weights fit, and size the KV pool of one replica."""
     model, hw = s.resolve_model(), s.resolve_hardware()
-    check_context(s.workload, model.name, model.max_position_embeddings)
     tp, pp = s.parallel.tp, s.parallel.pp
     # tensor parallelism splits the attention heads evenly (Shoeybi et al. 2019); KV heads are split, or each
     # one is kept by tp / num_kv_heads GPUs when there are fewer of them than GPUs
@@ -134,6 +133,10 @@ def prepare(s: Scenario) -> Setup:
     weight_per_gpu += extra_weights
     per_token_per_gpu += extra_kv
     setup = Setup(s, model, hw, whole, 0, weight_per_gpu, True, None, strategy, role_costs, kv_extra)
+    problem = context_problem(s.workload, strategy, model.name, model.context_tokens)
+    if problem:
+        setup.fits, setup.message = False, problem
+        return setup
     if kv_bytes <= 0:
         setup.fits = False
         setup.message = (
@@ -213,7 +216,7 @@ class Engine:
             rejected=rejected, preemptions=preemptions, useful=st.strategy.useful,
         )
         extra = dict(st.strategy.summary())
-        too_long = over_context(requests, st.model.max_position_embeddings)
+        too_long = over_context(requests, st.strategy, st.model.context_tokens)
         if too_long:  # priced as if the model had the positions; a real server would refuse or truncate them
             extra["requests_over_context"] = too_long
         if s.strategy.kind != "ar" or self.padding:

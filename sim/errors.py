@@ -104,5 +104,8 @@ def explain_validation_error(err: ValidationError, where: str = "", model: type[
         return f"{prefix}{path or 'kind'}: unknown kind {ctx.get('tag')}; allowed: {ctx.get('expected_tags')}"
     msg = first["msg"].removeprefix("Value error, ")  # pydantic's label for a validator's own sentence
     got = first.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    if isinstance(got, bool):  # as the YAML or JSON that held it said it
+        shown = f" (got {str(got).lower()})"
+    else:
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
     return f"{prefix}{path}: {msg}{shown}" if path else f"{prefix}{msg}"

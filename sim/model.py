@@ -43,7 +43,9 @@ class ModelSpec(NumbersNotBools):
     qkv_bias: bool = False
     rope_theta: float = Field(default=10000.0, gt=0)
     rope_scaling: dict | None = None
-    max_position_embeddings: int = Field(default=4096, gt=0)
+    max_position_embeddings: int = Field(default=4096, gt=0, description="context in positions; 4,096 when unstated, "
+                                         "which the runtime sizes its RoPE tables by but the simulator does not check "
+                                         "requests against (context_tokens)")
     rms_norm_eps: float = Field(default=1e-5, gt=0)
     mask_token_id: int | None = Field(default=None, description="masked-diffusion models: the [MASK] token")
     source: str = Field(default="", description="where the numbers come from (HF repo id or file)")
@@ -57,6 +59,12 @@ class ModelSpec(NumbersNotBools):
         if self.experts_per_token > self.num_experts:
             raise ValueError("experts_per_token cannot exceed num_experts")
         return self
+
+    @property
+    def context_tokens(self) -> int | None:
+        """The context the spec states (catalog, config.json, an inline spec that sets it), or None: a default of
+        4,096 that nobody wrote is no ground for refusing or counting requests."""
+        return self.max_position_embeddings if "max_position_embeddings" in self.model_fields_set else None
 
     # -- shapes -----------------------------------------------------------------------------------------------
     @property
@@ -196,6 +204,10 @@ def model_names() -> list[str]:
     return sorted(CATALOG)
 
 
+# where config.json files state the context, by family (Llama/Mistral/Qwen, LLaDA, GPT-2 style, others)
+_CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length", "max_seq_len")
+
+
 def from_hf_config(config: dict, name: str) -> ModelSpec:
     """A spec from a Hugging Face `config.json` mapping (Llama, Mistral, Qwen2, Mixtral and LLaDA layouts)."""
     get = config.get
@@ -216,11 +228,13 @@ def from_hf_config(config: dict, name: str) -> ModelSpec:
         qkv_bias=bool(get("attention_bias", get("model_type") == "qwen2")),
         rope_theta=get("rope_theta", 10000.0),
         rope_scaling=get("rope_scaling"),
-        max_position_embeddings=get("max_position_embeddings", get("max_sequence_length", 4096)),
+        max_position_embeddings=next((get(k) for k in _CONTEXT_KEYS if get(k) is not None), None),
         rms_norm_eps=get("rms_norm_eps", 1e-5),
         mask_token_id=get("mask_token_id"),
         source=name,
     )
+    if kwargs["max_position_embeddings"] is None:  # unstated: the spec's default, and no context check (context_tokens)
+        del kwargs["max_position_embeddings"]
     missing = [k for k, v in kwargs.items() if v is None and k not in ("head_dim", "rope_scaling", "mask_token_id")]
     if missing:
         raise UserError(f"{name}: config.json lacks {', '.join(missing)} (needed for a Llama-family model)")

@@ -37,7 +37,9 @@ def bool_where_number(value, annotation) -> str | None:
         return "" if takes_number_not_bool(annotation) else None
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return next((p for a in args if (p := bool_where_number(value, a)) is not None), None)
+        # refused only if every member of the value's shape refuses it: `list[bool] | list[float]` takes [true]
+        found = [bool_where_number(value, a) for a in args if _same_shape(value, a)]
+        return found[0] if found and all(p is not None for p in found) else None
     if origin is typing.Annotated:
         return bool_where_number(value, args[0])
     if origin is dict and isinstance(value, dict) and len(args) == 2:
@@ -47,6 +49,29 @@ def bool_where_number(value, annotation) -> str | None:
         return next((f"[{i}]{p}" for i, (v, a) in enumerate(zip(value, item_types))
                      if (p := bool_where_number(v, a)) is not None), None)
     return None
+
+
+def _same_shape(value, annotation) -> bool:
+    """Whether `annotation` could hold `value` as far as containers go (a mapping, a sequence or a scalar)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _same_shape(value, typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_same_shape(value, a) for a in typing.get_args(annotation))
+    if isinstance(value, dict):
+        return origin is dict
+    if isinstance(value, (list, tuple)):
+        return origin in (list, tuple)
+    return origin not in (dict, list, tuple)
+
+
+def _item(value, where: str) -> str:
+    """The YAML spelling of the boolean that `where` ('[1]', '.bf16', '[1][0]') points at."""
+    import re
+
+    for index, key in re.findall(r"\[(\d+)\]|\.([^.\[]+)", where):
+        value = value[int(index)] if index else value[key]
+    return str(value).lower()
 
 
 class NumbersNotBools(BaseModel):
@@ -59,5 +84,10 @@ class NumbersNotBools(BaseModel):
         if field is not None and isinstance(value, (bool, list, tuple, dict)):
             where = bool_where_number(value, field.annotation)
             if where is not None:
-                raise ValueError(f"expected a number{' at ' + where if where else ''}, not true or false")
+                from sim.errors import _members
+
+                what = "a number or a mapping" if _members(field.annotation) else "a number"
+                if not where:  # sim.errors shows the value itself
+                    raise ValueError(f"expected {what}, not a boolean")
+                raise ValueError(f"expected a number at {where}, not a boolean (got {_item(value, where)})")
         return value

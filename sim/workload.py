@@ -54,23 +54,36 @@ def shortest(spec) -> int:
     return {Fixed: lambda: spec.value, Uniform: lambda: spec.low, LogNormal: lambda: spec.min}[type(spec)]()
 
 
-def check_context(workload, model_name: str, context_tokens: int) -> None:
-    """A synthetic workload none of whose requests fits the model's context is refused: a server would turn every
-    one of them away (vLLM refuses a prompt longer than its max_model_len), so there would be nothing to price.
-    Workloads where only some requests are too long (wide distributions, traces) run, and the result counts those
-    requests (`requests_over_context`): refusing them would also refuse a real trace on a short-context model."""
-    if isinstance(workload, Trace):
-        return
-    least = shortest(workload.input_len) + shortest(workload.output_len)
+def positions_needed(prompt: int, output: int, strategy) -> int:
+    """Positions one request occupies at its end: its prompt and what the strategy commits for it (diffusion with a
+    full window pads to gen_length)."""
+    return prompt + strategy.tokens_to_commit(prompt, output)
+
+
+def context_problem(workload, strategy, model_name: str, context_tokens: int | None) -> str | None:
+    """Why no request of a synthetic workload fits the model's context, or None.
+
+    Such a workload cannot be served at all (vLLM's OpenAI-compatible server refuses a request whose prompt plus
+    max_tokens exceeds max_model_len), so it is reported like weights that do not fit. Workloads where only some
+    requests are too long (wide distributions, traces) are priced, and the result counts those requests
+    (`requests_over_context`): refusing them would refuse a real trace on a short-context model. A model whose spec
+    does not state its context (an inline spec without max_position_embeddings) is not checked."""
+    if isinstance(workload, Trace) or context_tokens is None:
+        return None
+    prompt = shortest(workload.input_len)
+    least = positions_needed(prompt, shortest(workload.output_len), strategy)
     if least > context_tokens:
-        raise UserError(f"workload: input_len + output_len is at least {least:,} tokens per request, beyond "
-                        f"{model_name}'s context of {context_tokens:,} tokens (max_position_embeddings); shorten "
-                        "them or choose a model with a longer context")
+        return (f"every request needs at least {least:,} positions (workload.input_len + output_len, or the "
+                f"strategy's gen_length), beyond {model_name}'s context of {context_tokens:,} "
+                "(max_position_embeddings); shorten them or choose a model with a longer context")
+    return None
 
 
-def over_context(requests: list[Request], context_tokens: int) -> int:
-    """How many requests need more positions than the model has (prompt + output > context)."""
-    return sum(1 for r in requests if r.prompt_tokens + r.output_tokens > context_tokens)
+def over_context(requests: list[Request], strategy, context_tokens: int | None) -> int:
+    """How many requests need more positions than the model has (0 when its context is not stated)."""
+    if context_tokens is None:
+        return 0
+    return sum(1 for r in requests if positions_needed(r.prompt_tokens, r.output_tokens, strategy) > context_tokens)
 
 
 def _arrivals(workload, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,14 +21,16 @@ def test_json_has_the_promised_keys(cli_json):
 
 
 def test_sensitivity_to_device_time(cli, cli_json):
-    """A datasheet profile has no host time, so a closed static batch's throughput moves exactly against its passes
-    (elasticity -1) and its ITL with them (+1); the table says what 5% slower passes do."""
+    """A datasheet profile has no host time, so a closed static batch's throughput moves against the compute and
+    memory time and its ITL with it: elasticities a little under 1 in size, as the per-kernel overheads do not
+    scale; the table says what 5% slower compute and memory do."""
     r = cli_json("simulate", "--sensitivity", "--set", "batching.batch_size=8", "--set", "workload.num_requests=8")
-    assert r["sensitivity"]["output_throughput_tok_s"]["elasticity"] == pytest.approx(-1.0, abs=0.02)
-    assert r["sensitivity"]["itl_p50_s"]["elasticity"] == pytest.approx(1.0, abs=0.02)
+    tput, itl = r["sensitivity"]["output_throughput_tok_s"], r["sensitivity"]["itl_p50_s"]
+    assert -1.0 <= tput["elasticity"] < -0.8 and 0.8 < itl["elasticity"] <= 1.0
+    assert tput["elasticity"] == pytest.approx(-itl["elasticity"], abs=0.01) and tput["jitter"] < 0.01
     assert "sensitivity" not in cli_json("simulate")
     code, out, _ = cli("simulate", "--sensitivity", "--set", "workload.kind=poisson", "--set", "workload.rate_qps=4")
-    assert code == 0 and "sensitivity to device time" in out and "if passes take 5% longer" in out
+    assert code == 0 and "sensitivity to compute and memory time" in out and "if 5% slower" in out
 
 
 def test_file_and_overrides(cli_json, tmp_path):

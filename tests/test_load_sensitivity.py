@@ -6,7 +6,7 @@ import pytest
 
 from sim.hardware import load_profile, profile_from_dict
 from validation.calibrate import CALIBRATED_H100
-from validation.load_sensitivity import elasticity, load_sensitivity, rescaled_profile
+from validation.load_sensitivity import elasticity, load_sensitivity, rescaled_profile, verdict
 
 POISSON = {"name": "t", "model": "llama-3.2-1b", "hardware": "h100-sxm", "strategy": {"kind": "ar"},
            "batching": {"kind": "continuous", "max_tokens_per_iter": 512, "chunked_prefill": True},
@@ -17,6 +17,11 @@ def _pred(ttft_measured_s: float, ttft_predicted_s: float, measured_s=(1.0,), pr
     return {"name": "t", "strategy": "ar", "measured_s": list(measured_s), "predicted_s": list(predicted_s),
             "metrics": {"ttft_p50_s": {"measured": ttft_measured_s, "predicted": ttft_predicted_s,
                                        "rel_error": ttft_predicted_s / ttft_measured_s - 1}}}
+
+
+def _rec(scenario: dict, passes=((512, 1, 1, 512, 131328),)) -> dict:
+    """A run record with its measured passes' shapes ([tokens, logit rows, seqs, KV read, attended pairs, s])."""
+    return {"scenario": scenario, "passes": [[*p, 0.01] for p in passes]}
 
 
 def test_elasticity_of_a_power_law_is_its_exponent():
@@ -53,35 +58,49 @@ def test_rescaled_profile_scales_device_peaks_and_every_host_term():
 
 
 def test_closed_runs_have_no_row():
-    rec = {"scenario": {**POISSON, "workload": {"kind": "closed", "num_requests": 4, "input_len": 64,
-                                                "output_len": 8}}}
+    rec = _rec({**POISSON, "workload": {"kind": "closed", "num_requests": 4, "input_len": 64, "output_len": 8}})
     assert load_sensitivity(rec, _pred(0.01, 0.011), "h100-sxm") is None
 
 
 def test_light_load_follows_the_passes_and_heavy_load_amplifies_them():
-    light = load_sensitivity({"scenario": POISSON}, _pred(0.01, 0.011), "h100-sxm")
-    heavy = load_sensitivity({"scenario": {**POISSON, "workload": {**POISSON["workload"], "rate_qps": 600.0}}},
+    light = load_sensitivity(_rec(POISSON), _pred(0.01, 0.011), "h100-sxm")
+    heavy = load_sensitivity(_rec({**POISSON, "workload": {**POISSON["workload"], "rate_qps": 600.0}}),
                              _pred(0.01, 0.011), "h100-sxm")
     assert light["elasticity"] == pytest.approx(1.0, abs=0.15)  # a first token is its own prompt's passes
     assert heavy["elasticity"] > light["elasticity"] + 0.5
-    assert light["busy_fraction"] < 0.1 < 0.9 < heavy["busy_fraction"]
 
 
-def test_nothing_left_to_correct_leaves_the_plain_error():
-    """Device error 0 and no host records: the corrected pricing is the plain one, so 'left' is the TTFT error of the
-    simulator's own prediction against the measured value."""
-    row = load_sensitivity({"scenario": POISSON}, _pred(0.01, 0.011), "h100-sxm")
-    assert row["device_error"] == 0.0 and row["host_error"] is None
-    from sim.engine import simulate
+def test_dividing_out_the_device_error_prices_the_measured_shapes_at_their_measured_time():
+    """The run's one 512-row pass measured at exactly what the profile prices it: the correction's factor is 1, so
+    'left' is the plain prediction's TTFT error against the measured value; the same pass measured 10% faster
+    than priced slows nothing and speeds the corrected run up."""
+    from sim.engine import prepare, simulate
     from sim.scenario import scenario_from_dict
+    from validation.validation_report import measured_passes
 
+    rec = _rec(POISSON)
+    setup = prepare(scenario_from_dict(POISSON))
+    priced = sum(setup.target_cost.pass_time(shape).time_s for _, shape, _ in measured_passes(rec))
     plain = simulate(scenario_from_dict(POISSON))[0].ttft_s.p50
-    assert row["ttft_error_left"] == pytest.approx(plain / 0.01 - 1)
+    row = load_sensitivity(rec, _pred(0.01, plain, measured_s=(priced,), predicted_s=(priced,)), "h100-sxm")
+    assert row["device_error"] == 0.0 and row["host_error"] is None and not row["left_divides_host"]
+    assert row["ttft_error_left"] == pytest.approx(plain / 0.01 - 1, rel=1e-3)
+    fast = load_sensitivity(rec, _pred(0.01, plain, measured_s=(priced / 1.1,), predicted_s=(priced,)), "h100-sxm")
+    assert fast["device_error"] == pytest.approx(0.1)
+    assert fast["ttft_error_left"] < row["ttft_error_left"]
 
 
 def test_own_errors_are_time_weighted():
     # a long pass priced 10% fast and a short one 50% slow: the sum, not the median of ratios, is what a TTFT waits on
-    row = load_sensitivity({"scenario": POISSON}, _pred(0.01, 0.011, measured_s=(1.0, 0.01),
-                                                        predicted_s=(0.9, 0.015)), "h100-sxm")
+    row = load_sensitivity(_rec(POISSON), _pred(0.01, 0.011, measured_s=(1.0, 0.01), predicted_s=(0.9, 0.015)),
+                           "h100-sxm")
     assert row["device_error"] == pytest.approx(0.915 / 1.01 - 1)
     assert math.isfinite(row["ttft_error_left"])
+
+
+@pytest.mark.parametrize("error, left, jitter, expected", [
+    (0.20, 0.08, 0.03, "mostly"), (0.20, 0.02, 0.03, "yes"), (0.09, 0.10, 0.035, "within jitter"),
+    (0.02, 0.12, 0.03, "no"), (0.05, None, 0.03, "–"),
+])
+def test_verdict_reads_left_against_twice_the_jitter(error, left, jitter, expected):
+    assert verdict(error, left, jitter) == expected

@@ -111,6 +111,16 @@ def test_a_point_that_does_not_fit_is_a_row(tmp_path):
     assert rows[1]["gpus"] == 2 and rows[1]["tok_s_per_w"] == pytest.approx(rows[1]["output_throughput_tok_s"] / 1400)
 
 
+def test_a_point_past_the_models_context_is_a_row_not_an_abort(tmp_path):
+    """models x prompt lengths: the 8,192-token prompt on llama-2-7b (4,096 positions) is recorded as not fitting,
+    and the points after it still run."""
+    run_sweep(small_sweep(axes={"workload.input_len": [8192, 64], "model": ["llama-2-7b"]}), tmp_path, workers=1,
+              progress=False)
+    rows = read_table(tmp_path)
+    assert [r["fits"] for r in rows] == [False, True]
+    assert "llama-2-7b's context of 4,096" in rows[0]["message"]
+
+
 def test_resume_skips_finished_points_and_survives_a_torn_line(tmp_path):
     full = tmp_path / "full"
     run_sweep(small_sweep(), full, workers=1, progress=False)

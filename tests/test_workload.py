@@ -91,16 +91,43 @@ def test_bad_trace_through_the_cli(cli, tmp_path):
     assert code == 2 and f"{f}:3: expected whole-number token counts" in err
 
 
-def test_a_workload_no_request_of_which_fits_the_context_is_refused():
+def test_a_workload_no_request_of_which_fits_the_context_does_not_fit():
     from sim.engine import simulate
     from sim.scenario import scenario_from_dict
 
-    # llama-2-7b has 4,096 positions: 4,000 + 97 cannot fit, 4,000 + 96 can
+    # llama-2-7b has 4,096 positions: 4,000 + 97 cannot fit, 4,000 + 96 can; reported like weights that do not fit
     too_long = {"model": "llama-2-7b", "workload": {"num_requests": 2, "input_len": 4000, "output_len": 97}}
-    with pytest.raises(UserError, match=r"at least 4,097 tokens .* llama-2-7b's context of 4,096"):
-        simulate(scenario_from_dict(too_long))
+    r = simulate(scenario_from_dict(too_long))[0]
+    assert not r.fits and r.rejected == 2
+    assert "at least 4,097 positions" in r.message and "llama-2-7b's context of 4,096" in r.message
     fits = simulate(scenario_from_dict({**too_long, "workload": {**too_long["workload"], "output_len": 96}}))[0]
     assert fits.completed == 2 and "requests_over_context" not in fits.extra
+
+
+def test_diffusion_needs_its_gen_length_of_positions():
+    from sim.engine import simulate
+    from sim.scenario import scenario_from_dict
+
+    # llada-8b: 4,096 positions; a full window commits gen_length whatever output_len says
+    base = {"model": "llada-8b", "strategy": {"kind": "diffusion", "gen_length": 1024, "steps": 64},
+            "workload": {"num_requests": 1, "input_len": 3800, "output_len": 64}}
+    assert not simulate(scenario_from_dict(base))[0].fits
+    short = {**base, "strategy": {"kind": "diffusion", "gen_length": 256, "steps": 64},
+             "workload": {"num_requests": 1, "input_len": 512, "output_len": 8192}}
+    assert simulate(scenario_from_dict(short))[0].fits
+
+
+def test_an_inline_model_without_a_stated_context_is_not_checked():
+    from sim.engine import simulate
+    from sim.model import load_model
+    from sim.scenario import scenario_from_dict
+
+    spec = {"name": "tiny", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+            "intermediate_size": 128, "vocab_size": 256}
+    assert load_model(spec).context_tokens is None and load_model("llama-2-7b").context_tokens == 4096
+    r = simulate(scenario_from_dict({"model": spec, "workload": {"num_requests": 1, "input_len": 8192,
+                                                                   "output_len": 4}}))[0]
+    assert r.fits and "requests_over_context" not in r.extra
 
 
 def test_requests_beyond_the_context_in_a_wide_distribution_are_counted():

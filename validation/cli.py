@@ -36,10 +36,10 @@ def simulate(
     set_: Optional[list[str]] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
     timeseries: Optional[Path] = typer.Option(None, help="write the per-pass log (batch, KV, queue) as CSV"),
-    sensitivity: bool = typer.Option(False, help="also price the scenario with every device pass up to 10% slower "
-                                                 "and faster (host unchanged): how far an error in pass time "
-                                                 "carries into each metric (its elasticity) and how unevenly it "
-                                                 "follows (its jitter: the farthest of those simulations from a "
+    sensitivity: bool = typer.Option(False, help="also price the scenario with the chip's compute and memory up to "
+                                                 "10% slower and faster (host unchanged): how far an error in "
+                                                 "them carries into each metric (its elasticity) and how unevenly "
+                                                 "it follows (its jitter: the farthest of those simulations from a "
                                                  "straight line, e.g. a p50 over a few requests near capacity)"),
 ):
     """Predict throughput, latency and the binding roof of one scenario."""
@@ -57,7 +57,7 @@ def simulate(
     if sensitivity and result.fits:
         from validation.load_sensitivity import SPAN, STEPS, device_elasticity
 
-        _, fits = device_elasticity(s.model_dump(mode="json"))
+        _, fits, _ = device_elasticity(s.model_dump(mode="json"))
     if as_json:
         out = result.model_dump(mode="json")
         if fits is not None:

@@ -55,11 +55,11 @@ def result_tables(r: Result) -> list[Table]:
 
 
 def sensitivity_table(fits: dict, span: float, steps: int) -> Table:
-    """Per metric: its elasticity to device time, its jitter, and what a 5% slower device would do to it
-    (validation/load_sensitivity.device_elasticity)."""
-    t = Table(title=f"sensitivity to device time (passes up to {span:.0%} slower / faster, {steps} simulations)",
-              title_justify="left")
-    for c in ("metric", "elasticity", "jitter", "if passes take 5% longer"):
+    """Per metric: its elasticity to the device's compute and memory time, its jitter, and what 5% slower compute
+    and memory would do to it (validation/load_sensitivity.device_elasticity)."""
+    t = Table(title=f"sensitivity to compute and memory time (peaks / 1 +- up to {span:g}, {steps} simulations; "
+                    "per-kernel overheads and host fixed)", title_justify="left")
+    for c in ("metric", "elasticity", "jitter", "if 5% slower"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for name, fit in fits.items():
         if fit is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from sim.engine import execution, prepare
 from sim.errors import UserError
 from sim.scenario import Scenario
-from sim.workload import generate_requests
+from sim.workload import generate_requests, over_context
 from validation.records_file import append_record, iter_records, prepare_append
 
 CPU_KV_BUDGET_BYTES = 2e9  # the CPU runs small models for tests and demos: cap its KV pool
@@ -83,6 +83,12 @@ def build(s: Scenario, device: str, weights: str | None = None):
         raise UserError(f"model: {setup.message}")
     spec = setup.model
     blocks = setup.kv_blocks_per_replica
+    reqs = generate_requests(s.workload, s.workload_seed)
+    too_long = over_context(reqs, setup.strategy, spec.context_tokens)
+    if too_long:  # checked before any weights are built; the simulator prices and counts them, the runtime cannot
+        raise UserError(f"workload: {too_long} of {len(reqs)} requests need more positions than {spec.name}'s context "
+                        f"of {spec.context_tokens:,} (prompt + output); the runtime cannot run them: shorten "
+                        "workload.input_len / output_len or choose a model with a longer context")
     if device == "cpu":
         _check_cpu_memory(spec)
         blocks = min(blocks, int(CPU_KV_BUDGET_BYTES // (spec.kv_bytes_per_token(s.precision.kv)
@@ -94,7 +100,6 @@ def build(s: Scenario, device: str, weights: str | None = None):
                  else load_hf_checkpoint(weights, device=device))
     else:
         model = Transformer.random(spec, seed=s.seed, device=device)
-    reqs = generate_requests(s.workload, s.workload_seed)
     longest = max((r.prompt_tokens + r.output_tokens for r in reqs), default=16)
     if s.strategy.kind != "ar":
         from runtime.strategy_build import strategy_executor

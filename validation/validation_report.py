@@ -52,28 +52,34 @@ def read_folder(folder: Path) -> dict:
     return out
 
 
-def predict_run(rec: dict, profile_ref: str) -> dict:
-    """Per-pass (measured, predicted) seconds and per-metric relative errors of one run, on `profile_ref`."""
-    from sim.engine import prepare, simulate
+def measured_passes(rec: dict) -> list[tuple]:
+    """(role, PassShape, measured device seconds) of every timed forward pass of a run record. Non-AR runs list
+    each forward pass with its role (drafts are priced with the draft's cost model); their `passes` are whole
+    iterations (drafts + verify), which no single pass price describes. Older records lack the roles."""
     from sim.passes import PassShape
-    from sim.scenario import scenario_from_dict
 
-    s = scenario_from_dict({**rec["scenario"], "hardware": profile_ref}, where=f"run {rec.get('key')}")
-    setup = prepare(s)
-    meas, pred, shapes = [], [], []
-    # Non-AR runs price each of their forward passes (drafts with the draft's cost model); their `passes` are
-    # whole iterations (drafts + verify), which no single pass price describes. Older records lack the shapes.
     strategy_passes = rec.get("strategy_passes") or []
     if strategy_passes and len(strategy_passes[0]) == 7:
         rows = [(role, shape, t) for role, *shape, t in strategy_passes]
     else:
         rows = [("target", shape, t) for *shape, t in rec.get("passes", [])]
-    for role, (tokens, logit_rows, seqs, kv, pairs), device_s in rows:
-        if device_s and device_s > 0:
-            cost = setup.role_costs[role] if role in setup.role_costs else setup.target_cost
-            meas.append(device_s)
-            pred.append(cost.pass_time(PassShape(tokens, logit_rows, seqs, kv, pairs, tokens)).time_s)
-            shapes.append((role, tokens, logit_rows, seqs, kv))
+    return [(role, PassShape(tokens, logit_rows, seqs, kv, pairs, tokens), device_s)
+            for role, (tokens, logit_rows, seqs, kv, pairs), device_s in rows if device_s and device_s > 0]
+
+
+def predict_run(rec: dict, profile_ref: str) -> dict:
+    """Per-pass (measured, predicted) seconds and per-metric relative errors of one run, on `profile_ref`."""
+    from sim.engine import prepare, simulate
+    from sim.scenario import scenario_from_dict
+
+    s = scenario_from_dict({**rec["scenario"], "hardware": profile_ref}, where=f"run {rec.get('key')}")
+    setup = prepare(s)
+    meas, pred, shapes = [], [], []
+    for role, shape, device_s in measured_passes(rec):
+        cost = setup.role_costs[role] if role in setup.role_costs else setup.target_cost
+        meas.append(device_s)
+        pred.append(cost.pass_time(shape).time_s)
+        shapes.append((role, shape.tokens, shape.logit_rows, shape.seqs, shape.kv_read_tokens))
     host_meas, host_pred = host_pairs(rec, setup)
     predicted = simulate(s)[0].model_dump(mode="json")
     metrics = {}

@@ -34,6 +34,19 @@ def test_run_and_simulate_share_the_schema(cli, tmp_path):
     assert code == 2 and "--weights: " in err and "does not exist" in err
 
 
+def test_requests_past_the_context_are_one_sentence_before_any_weight(cli, tmp_path):
+    """The simulator prices and counts requests past the context; the runtime has no positions for them, so `run`
+    refuses the workload in one sentence (it used to build the model and stop mid-run on a RoPE table bound)."""
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "max_position_embeddings": 64}))
+    args = ["--set", f"model={tmp_path}", "--set", "workload.num_requests=8", "--set", "workload.input_len.dist=uniform",
+            "--set", "workload.input_len.low=40", "--set", "workload.input_len.high=70", "--set", "workload.output_len=4"]
+    code, out, err = cli("simulate", "--json", *args)
+    assert code == 0 and json.loads(out)["extra"]["requests_over_context"] > 0
+    code, _, err = cli("run", "--device", "cpu", *args)
+    assert code == 2 and "requests need more positions than" in err and "context of 64" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
 def test_run_without_cuda_is_one_sentence(cli):
     code, _, err = cli("run")
