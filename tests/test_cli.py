@@ -83,6 +83,9 @@ def test_model_that_does_not_fit_is_a_result(cli_json):
         (["--set", "noequals"], "expected PATH=VALUE"),
         (["--set", "execution.attention_reads=bogus"],
          "execution.attention_reads: Input should be 'row_groups' or 'sequence'"),
+        (["--set", "batching.batch_size=true"], "batching.batch_size: expected a number, not a boolean (got true)"),
+        (["--set", "strategy.kind=speculative", "--set", "strategy.alpha=[0.8, false]"],
+         "strategy.alpha: expected a number at [1], not a boolean (got false)"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(cli, args, message):
