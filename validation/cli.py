@@ -56,8 +56,11 @@ def simulate(
     fits = None
     if sensitivity and result.fits:
         from validation.load_sensitivity import SPAN, STEPS, device_elasticity
+        from validation.sweep import _progress
 
-        _, fits, _ = device_elasticity(s.model_dump(mode="json"))
+        with _progress(True) as bar:  # a trace of an hour is seconds per simulation
+            task = bar.add_task("sensitivity", total=STEPS)
+            _, fits, _ = device_elasticity(s.model_dump(mode="json"), on_step=lambda: bar.advance(task))
     if as_json:
         out = result.model_dump(mode="json")
         if fits is not None:

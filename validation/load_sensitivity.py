@@ -90,18 +90,22 @@ def factors(span: float = SPAN, steps: int = STEPS) -> list[float]:
     return [1 - span + 2 * span * i / (steps - 1) for i in range(steps)]
 
 
-def device_elasticity(scenario_data: dict, span: float = SPAN, steps: int = STEPS, device_time=None):
+def device_elasticity(scenario_data: dict, span: float = SPAN, steps: int = STEPS, device_time=None, on_step=None):
     """The scenario's Result, and per metric of METRICS (elasticity, jitter) or None, from `steps` simulations with
     the device's peaks divided by factors from 1 - span to 1 + span (host model unchanged). `device_time(hardware)`
     gives the x of each simulation (e.g. a run's measured shapes priced on that hardware); without it, the factor.
-    Also returns the x of each factor, for callers that interpolate in it."""
+    Also returns the x of each factor, for callers that interpolate in it. `on_step()` is called after each
+    simulation (a progress bar's advance)."""
     from sim.engine import simulate
     from sim.scenario import scenario_from_dict
 
     hardware = scenario_data.get("hardware", "h100-sxm")
 
     def price(hw):
-        return simulate(scenario_from_dict({**scenario_data, "hardware": hw}))[0]
+        result = simulate(scenario_from_dict({**scenario_data, "hardware": hw}))[0]
+        if on_step is not None:
+            on_step()
+        return result
 
     nominal = price(hardware)
     fs = factors(span, steps)
