@@ -38,7 +38,7 @@ from sim.strategies import STRATEGIES, Strategy
 from sim.strategies.ar import AR
 from sim.strategies.speculative import Speculative, auto_k
 from sim.units import BYTES_PER_ELEMENT, GB
-from sim.workload import Request, context_problem, generate_requests, over_context
+from sim.workload import Request, all_over_context, context_problem, generate_requests, over_context
 
 
 @dataclass
@@ -183,9 +183,12 @@ class Engine:
                     batching=s.batching.kind, weight_bytes_per_gpu=st.weight_bytes_per_gpu)
         self.positions = self.wasted = self.padding = 0
         self.recorder = Recorder(len(requests))
-        if not st.fits:
-            return Result(**base, fits=False, message=st.message, num_requests=len(requests),
-                          rejected=len(requests))
+        too_long = over_context(requests, st.strategy, st.model.context_tokens)
+        fits, message = st.fits, st.message
+        if fits and requests and too_long == len(requests):  # a sample none of whose requests fits the context
+            fits, message = False, all_over_context(too_long, st.model.name, st.model.context_tokens)
+        if not fits:
+            return Result(**base, fits=False, message=message, num_requests=len(requests), rejected=len(requests))
         env = simpy.Environment()
         pp = s.parallel.pp
         blocks = st.kv_blocks_per_replica // pp
@@ -216,7 +219,6 @@ class Engine:
             rejected=rejected, preemptions=preemptions, useful=st.strategy.useful,
         )
         extra = dict(st.strategy.summary())
-        too_long = over_context(requests, st.strategy, st.model.context_tokens)
         if too_long:  # priced as if the model had the positions; a real server would refuse or truncate them
             extra["requests_over_context"] = too_long
         if s.strategy.kind != "ar" or self.padding:

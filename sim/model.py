@@ -235,6 +235,11 @@ def from_hf_config(config: dict, name: str) -> ModelSpec:
     )
     if kwargs["max_position_embeddings"] is None:  # unstated: the spec's default, and no context check (context_tokens)
         del kwargs["max_position_embeddings"]
+    else:
+        key = next(k for k in _CONTEXT_KEYS if get(k) is not None)
+        value = kwargs["max_position_embeddings"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name}: config.json {key}: expected a positive integer (the context), got {value!r}")
     missing = [k for k, v in kwargs.items() if v is None and k not in ("head_dim", "rope_scaling", "mask_token_id")]
     if missing:
         raise UserError(f"{name}: config.json lacks {', '.join(missing)} (needed for a Llama-family model)")

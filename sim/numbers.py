@@ -33,21 +33,28 @@ def takes_number_not_bool(annotation) -> bool:
 def bool_where_number(value, annotation) -> str | None:
     """Where in `value` a boolean stands for a number of `annotation`: '' for the value itself, '[i]' or '.key'
     (and deeper) for an item; None when there is none."""
+    found = _find(value, annotation)
+    return None if found is None else found[0]
+
+
+def _find(value, annotation) -> tuple[str, bool] | None:
+    """(where, the boolean) of bool_where_number; the boolean is carried up rather than looked up again by path,
+    since a mapping's key may hold '.' or '['."""
     if isinstance(value, bool):
-        return "" if takes_number_not_bool(annotation) else None
+        return ("", value) if takes_number_not_bool(annotation) else None
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         # refused only if every member of the value's shape refuses it: `list[bool] | list[float]` takes [true]
-        found = [bool_where_number(value, a) for a in args if _same_shape(value, a)]
-        return found[0] if found and all(p is not None for p in found) else None
+        found = [_find(value, a) for a in args if _same_shape(value, a)]
+        return found[0] if found and all(f is not None for f in found) else None
     if origin is typing.Annotated:
-        return bool_where_number(value, args[0])
+        return _find(value, args[0])
     if origin is dict and isinstance(value, dict) and len(args) == 2:
-        return next((f".{k}{p}" for k, v in value.items() if (p := bool_where_number(v, args[1])) is not None), None)
+        return next(((f".{k}{f[0]}", f[1]) for k, v in value.items() if (f := _find(v, args[1])) is not None), None)
     if origin in (list, tuple) and isinstance(value, (list, tuple)) and args:
         item_types = [args[0]] * len(value) if origin is list or args[-1] is Ellipsis else list(args)
-        return next((f"[{i}]{p}" for i, (v, a) in enumerate(zip(value, item_types))
-                     if (p := bool_where_number(v, a)) is not None), None)
+        return next(((f"[{i}]{f[0]}", f[1]) for i, (v, a) in enumerate(zip(value, item_types))
+                     if (f := _find(v, a)) is not None), None)
     return None
 
 
@@ -65,15 +72,6 @@ def _same_shape(value, annotation) -> bool:
     return origin not in (dict, list, tuple)
 
 
-def _item(value, where: str) -> str:
-    """The YAML spelling of the boolean that `where` ('[1]', '.bf16', '[1][0]') points at."""
-    import re
-
-    for index, key in re.findall(r"\[(\d+)\]|\.([^.\[]+)", where):
-        value = value[int(index)] if index else value[key]
-    return str(value).lower()
-
-
 class NumbersNotBools(BaseModel):
     """A base for schema models: `true` / `false` where a number belongs is an error naming the field."""
 
@@ -82,12 +80,13 @@ class NumbersNotBools(BaseModel):
     def _refuse_bool_as_number(cls, value, info: ValidationInfo):
         field = cls.model_fields.get(info.field_name)
         if field is not None and isinstance(value, (bool, list, tuple, dict)):
-            where = bool_where_number(value, field.annotation)
-            if where is not None:
+            found = _find(value, field.annotation)
+            if found is not None:
                 from sim.errors import _members
 
+                where, flag = found
                 what = "a number or a mapping" if _members(field.annotation) else "a number"
                 if not where:  # sim.errors shows the value itself
                     raise ValueError(f"expected {what}, not a boolean")
-                raise ValueError(f"expected a number at {where}, not a boolean (got {_item(value, where)})")
+                raise ValueError(f"expected a number at {where}, not a boolean (got {str(flag).lower()})")
         return value

@@ -61,7 +61,8 @@ def positions_needed(prompt: int, output: int, strategy) -> int:
 
 
 def context_problem(workload, strategy, model_name: str, context_tokens: int | None) -> str | None:
-    """Why no request of a synthetic workload fits the model's context, or None.
+    """Why no request of a synthetic workload can fit the model's context (its shortest possible request does not),
+    or None. A sample whose requests all happen to be too long is caught once drawn (all_over_context).
 
     Such a workload cannot be served at all (vLLM's OpenAI-compatible server refuses a request whose prompt plus
     max_tokens exceeds max_model_len), so it is reported like weights that do not fit. Workloads where only some
@@ -73,10 +74,16 @@ def context_problem(workload, strategy, model_name: str, context_tokens: int | N
     prompt = shortest(workload.input_len)
     least = positions_needed(prompt, shortest(workload.output_len), strategy)
     if least > context_tokens:
-        return (f"every request needs at least {least:,} positions (workload.input_len + output_len, or the "
+        return (f"workload: every request needs at least {least:,} positions (input_len + output_len, or the "
                 f"strategy's gen_length), beyond {model_name}'s context of {context_tokens:,} "
                 "(max_position_embeddings); shorten them or choose a model with a longer context")
     return None
+
+
+def all_over_context(n: int, model_name: str, context_tokens: int) -> str:
+    """The does-not-fit message of a workload whose drawn (or recorded) requests are all past the context."""
+    return (f"workload: all {n:,} requests need more positions than {model_name}'s context of {context_tokens:,} "
+            "(max_position_embeddings); shorten them or choose a model with a longer context")
 
 
 def over_context(requests: list[Request], strategy, context_tokens: int | None) -> int:

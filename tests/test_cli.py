@@ -29,6 +29,7 @@ def test_sensitivity_to_device_time(cli, cli_json):
     assert -1.0 <= tput["elasticity"] < -0.8 and 0.8 < itl["elasticity"] <= 1.0
     assert tput["elasticity"] == pytest.approx(-itl["elasticity"], abs=0.01) and tput["jitter"] < 0.01
     assert "sensitivity" not in cli_json("simulate")
+    assert cli_json("simulate", "--sensitivity", "--set", "workload.input_len=200000")["sensitivity"] is None
     code, out, _ = cli("simulate", "--sensitivity", "--set", "workload.kind=poisson", "--set", "workload.rate_qps=4")
     assert code == 0 and "sensitivity to compute and memory time" in out and "if 5% slower" in out
 
@@ -153,6 +154,31 @@ def test_empty_or_binary_scenario_file(cli, tmp_path, content):
     f.write_bytes(content)
     code, _, err = cli("simulate", str(f))
     assert code == 2 and str(f) in err and ("empty" in err or "not UTF-8" in err)
+
+
+def test_whatif_report_where_the_base_chip_does_not_fit(cli, tmp_path):
+    """The 70B model fits only the 2x-capacity variant: the report says 'does not fit' where it does not (it used to
+    end in a TypeError on the missing gain); a workload past the context fits no chip, which is one sentence."""
+    code, _, err = cli("report", "whatif", "--strategies", "ar", "--set", "model=llama-3.1-70b", "--out",
+                       str(tmp_path / "a"))
+    assert code == 0, err
+    md = (tmp_path / "a" / "whatif.md").read_text()
+    assert "| ar | does not fit | does not fit | does not fit |" in md and "nan" not in md
+    code, _, err = cli("report", "whatif", "--strategies", "ar", "--set", "workload.input_len=200000", "--out",
+                       str(tmp_path / "b"))
+    assert code == 2 and "no strategy fits on any chip" in err and "context of 131,072" in err
+
+
+def test_validate_predict_says_which_points_do_not_fit(cli, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: g\nbase:\n  model: llama-2-7b\n  workload: {kind: closed, num_requests: 2, output_len: 8}\n"
+                    "axes:\n  workload.input_len: [256, 8192]\n")
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("")
+    code, out, err = cli("validate", str(plan), "--predict", "--runs", str(runs), "--hardware", "h100-sxm")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "g-01" in line)
+    assert "does not fit" in row  # it used to print a predicted 0.0 tok/s
 
 
 def test_an_unusable_path_from_deeper_down_is_one_line(cli, tmp_path):

@@ -91,11 +91,34 @@ def test_dividing_out_the_device_error_prices_the_measured_shapes_at_their_measu
 
 
 def test_own_errors_are_time_weighted():
-    # a long pass priced 10% fast and a short one 50% slow: the sum, not the median of ratios, is what a TTFT waits on
-    row = load_sensitivity(_rec(POISSON), _pred(0.01, 0.011, measured_s=(1.0, 0.01), predicted_s=(0.9, 0.015)),
-                           "h100-sxm")
-    assert row["device_error"] == pytest.approx(0.915 / 1.01 - 1)
-    assert math.isfinite(row["ttft_error_left"])
+    """A 512-row pass priced 10% fast and a decode priced 50% slow: the summed times, not the median of the two
+    ratios, are what a first token waits on; the correction then stays inside the simulated factors."""
+    from sim.engine import prepare
+    from sim.scenario import scenario_from_dict
+    from validation.validation_report import measured_passes
+
+    rec = _rec(POISSON, passes=((512, 1, 1, 512, 131328), (1, 1, 1, 600, 600)))
+    setup = prepare(scenario_from_dict(POISSON))
+    priced = [setup.target_cost.pass_time(shape).time_s for _, shape, _ in measured_passes(rec)]
+    measured = (priced[0] / 0.9, priced[1] / 1.5)
+    row = load_sensitivity(rec, _pred(0.01, 0.011, measured_s=measured, predicted_s=priced), "h100-sxm")
+    assert row["device_error"] == pytest.approx(sum(priced) / sum(measured) - 1)
+    assert math.isfinite(row["ttft_error_left"]) and not row["left_extrapolated"]
+
+
+def test_a_device_error_past_the_span_is_flagged_and_a_flat_curve_gives_no_correction():
+    from sim.engine import prepare
+    from sim.scenario import scenario_from_dict
+    from validation.validation_report import measured_passes
+
+    rec = _rec(POISSON)
+    priced = sum(prepare(scenario_from_dict(POISSON)).target_cost.pass_time(shape).time_s
+                 for _, shape, _ in measured_passes(rec))
+    far = load_sensitivity(rec, _pred(0.01, 0.011, measured_s=(priced * 1.4,), predicted_s=(priced,)), "h100-sxm")
+    assert far["left_extrapolated"] and math.isfinite(far["ttft_error_left"])
+    # shapes of no rows price at the per-kernel overheads alone, the same at every factor: nothing to interpolate in
+    flat = load_sensitivity(_rec(POISSON, passes=((0, 0, 0, 0, 0),)), _pred(0.01, 0.011), "h100-sxm")
+    assert flat is None or flat["ttft_error_left"] is None
 
 
 @pytest.mark.parametrize("error, left, jitter, expected", [

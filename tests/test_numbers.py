@@ -58,3 +58,10 @@ def test_numbers_written_as_floats_and_real_flags_still_read():
     s = scenario_from_dict({"batching": {"kind": "static", "batch_size": 8.0},
                             "execution": {"fused_epilogues": False}})
     assert s.batching.batch_size == 8 and s.execution.fused_epilogues is False
+
+
+def test_a_mapping_key_with_a_dot_is_named_not_looked_up():
+    s = scenario_from_dict({"hardware": {"base": "h100-sxm", "name": "x", "peak_tflops": {"fp8.e4m3": True}}})
+    with pytest.raises(UserError, match=r"peak_tflops: expected a number at \.fp8\.e4m3, not a boolean \(got true\)"):
+        s.resolve_hardware()
+

@@ -142,3 +142,26 @@ def test_requests_beyond_the_context_in_a_wide_distribution_are_counted():
     expected = sum(r.prompt_tokens + r.output_tokens > 4096 for r in requests)
     assert 0 < expected < 20
     assert simulate(s)[0].extra["requests_over_context"] == expected
+
+
+def test_a_sample_all_of_whose_requests_are_past_the_context_does_not_fit():
+    """The lognormal's shortest possible request (min 1) fits, but all eight drawn ones are ~20,000 tokens."""
+    from sim.engine import simulate
+    from sim.scenario import scenario_from_dict
+
+    r = simulate(scenario_from_dict({"model": "llama-2-7b", "workload": {
+        "num_requests": 8, "input_len": {"dist": "lognormal", "mean": 20000, "sigma": 0.1, "max": 40000},
+        "output_len": 16}}))[0]
+    assert not r.fits and r.message.startswith("workload: all 8 requests need more positions than llama-2-7b's")
+
+
+def test_a_config_json_context_is_read_from_its_own_key_and_a_bad_one_named():
+    from sim.model import from_hf_config
+
+    cfg = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "intermediate_size": 128, "vocab_size": 256}
+    assert from_hf_config({**cfg, "n_positions": 2048}, "m").context_tokens == 2048
+    assert from_hf_config({**cfg, "max_position_embeddings": None}, "m").context_tokens is None
+    with pytest.raises(UserError, match="m: config.json seq_length: expected a positive integer"):
+        from_hf_config({**cfg, "seq_length": 0}, "m")
+

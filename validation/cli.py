@@ -58,19 +58,24 @@ def simulate(
         from validation.load_sensitivity import SPAN, STEPS, device_elasticity
         from validation.sweep import _progress
 
-        with _progress(True) as bar:  # a trace of an hour is seconds per simulation
-            task = bar.add_task("sensitivity", total=STEPS)
-            _, fits, _ = device_elasticity(s.model_dump(mode="json"), on_step=lambda: bar.advance(task))
+        # a trace of an hour takes seconds per simulation; the nominal one is the result above
+        with _progress(sys.stderr.isatty(), unit="simulations") as bar:
+            task = bar.add_task("sensitivity", total=STEPS - 1)
+            _, fits, _ = device_elasticity(s.model_dump(mode="json"), on_step=lambda: bar.advance(task),
+                                           nominal=result)
     if as_json:
         out = result.model_dump(mode="json")
-        if fits is not None:
-            out["sensitivity"] = {k: None if v is None else {"elasticity": v[0], "jitter": v[1]} for k, v in fits.items()}
+        if sensitivity:  # null: not computed, the scenario does not fit
+            out["sensitivity"] = None if fits is None else {
+                k: None if v is None else {"elasticity": v[0], "jitter": v[1]} for k, v in fits.items()}
         sys.stdout.write(json.dumps(out) + "\n")
     else:
         for t in result_tables(result):
             console.print(t)
         if fits is not None:
             console.print(sensitivity_table(fits, SPAN, STEPS))
+        elif sensitivity:
+            console.print("sensitivity: not computed, the scenario does not fit")
 
 
 @profiles_app.callback()

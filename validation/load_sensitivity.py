@@ -90,12 +90,13 @@ def factors(span: float = SPAN, steps: int = STEPS) -> list[float]:
     return [1 - span + 2 * span * i / (steps - 1) for i in range(steps)]
 
 
-def device_elasticity(scenario_data: dict, span: float = SPAN, steps: int = STEPS, device_time=None, on_step=None):
+def device_elasticity(scenario_data: dict, span: float = SPAN, steps: int = STEPS, device_time=None, on_step=None,
+                      nominal=None):
     """The scenario's Result, and per metric of METRICS (elasticity, jitter) or None, from `steps` simulations with
     the device's peaks divided by factors from 1 - span to 1 + span (host model unchanged). `device_time(hardware)`
     gives the x of each simulation (e.g. a run's measured shapes priced on that hardware); without it, the factor.
     Also returns the x of each factor, for callers that interpolate in it. `on_step()` is called after each
-    simulation (a progress bar's advance)."""
+    simulation (a progress bar's advance); `nominal`, the scenario's Result when the caller has it already."""
     from sim.engine import simulate
     from sim.scenario import scenario_from_dict
 
@@ -107,7 +108,7 @@ def device_elasticity(scenario_data: dict, span: float = SPAN, steps: int = STEP
             on_step()
         return result
 
-    nominal = price(hardware)
+    nominal = nominal if nominal is not None else price(hardware)
     fs = factors(span, steps)
     varied = [nominal if f == 1.0 else price(rescaled_profile(hardware, f)) for f in fs]
     xs = [device_time(rescaled_profile(hardware, f)) for f in fs] if device_time else fs
@@ -157,13 +158,13 @@ def load_sensitivity(rec: dict, pred: dict, profile_ref: str, span: float = SPAN
     _, fits, curve = device_elasticity({**rec["scenario"], "hardware": profile_ref}, span, steps,
                                        lambda hw: _shapes_device_s(rec, hw))
     fit = fits["ttft_p50_s"]
-    left = None
-    if device_error is not None and device_error > -1:
+    left, factor = None, None
+    xs = [x for _, x in curve]
+    if device_error is not None and device_error > -1 and min(xs) > 0 and len(set(xs)) == len(xs):
         # the factor at which the measured shapes' predicted time equals their measured time (log-linear in the
-        # simulated factors; extrapolated along the end segment beyond them)
+        # simulated factors; extrapolated along the end segment beyond them, and flagged so)
         target = math.log(sum(pred["measured_s"]))
-        lx = np.log([x for _, x in curve])
-        lf = np.log([f for f, _ in curve])
+        lx, lf = np.log(xs), np.log([f for f, _ in curve])
         i = int(np.clip(np.searchsorted(lx, target), 1, len(lx) - 1))
         factor = math.exp(lf[i - 1] + (target - lx[i - 1]) * (lf[i] - lf[i - 1]) / (lx[i] - lx[i - 1]))
         host_factor = 1 / (1 + host_error) if host_error is not None and host_error > -1 else 1.0
@@ -177,6 +178,7 @@ def load_sensitivity(rec: dict, pred: dict, profile_ref: str, span: float = SPAN
             "ttft_measured_s": ttft["measured"], "ttft_predicted_s": ttft["predicted"], "ttft_error": ttft["rel_error"],
             "elasticity": e, "jitter": j, "device_error": device_error, "host_error": host_error,
             "ttft_error_left": left, "left_divides_host": host_error is not None,
+            "left_extrapolated": factor is not None and not (1 - span <= factor <= 1 + span),
             "verdict": verdict(ttft["rel_error"], left, j), "span": span}
 
 
@@ -194,7 +196,8 @@ def load_sensitivity_blocks(runs: list[dict], preds: list[dict], profile_ref: st
               "–" if r["elasticity"] is None else f"{r['elasticity']:.2f}",
               "–" if r["jitter"] is None else f"{r['jitter']:.1%}", pct(r["device_error"]), pct(r["host_error"]),
               pct(r["ttft_error_left"]) + ("" if r["left_divides_host"] or r["ttft_error_left"] is None
-                                           else " (device only)"), r["verdict"]] for r in rows]
+                                           else " (device only)")
+              + (" (extrapolated)" if r["left_extrapolated"] else ""), r["verdict"]] for r in rows]
     return [("h", "TTFT under load: where its error comes from"),
             ("p", f"Each run under Poisson load priced again with its device and host varied "
                   f"(validation/load_sensitivity.py; what-if profiles, nothing fitted). Elasticity: the slope of "

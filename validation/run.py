@@ -79,16 +79,19 @@ def build(s: Scenario, device: str, weights: str | None = None):
         raise UserError("parallel: 'memwall run' uses one GPU (tp = pp = replicas = 1)")
     resolve_device(device)
     setup = prepare(s)
-    if not setup.fits:
-        raise UserError(f"model: {setup.message}")
+    if not setup.fits:  # the weights (the model's fault) or a workload past the context (the message names it)
+        raise UserError(setup.message if setup.message.startswith("workload:") else f"model: {setup.message}")
     spec = setup.model
     blocks = setup.kv_blocks_per_replica
     reqs = generate_requests(s.workload, s.workload_seed)
-    too_long = over_context(reqs, setup.strategy, spec.context_tokens)
+    # the runtime's RoPE tables end at max_position_embeddings, stated or not (its default, 4,096)
+    positions = spec.context_tokens or spec.max_position_embeddings
+    too_long = over_context(reqs, setup.strategy, positions)
     if too_long:  # checked before any weights are built; the simulator prices and counts them, the runtime cannot
-        raise UserError(f"workload: {too_long} of {len(reqs)} requests need more positions than {spec.name}'s context "
-                        f"of {spec.context_tokens:,} (prompt + output); the runtime cannot run them: shorten "
-                        "workload.input_len / output_len or choose a model with a longer context")
+        stated = "" if spec.context_tokens else " (max_position_embeddings, 4,096 where the model does not state it)"
+        raise UserError(f"workload: {too_long} of {len(reqs)} requests need more positions than {spec.name}'s "
+                        f"{positions:,}{stated} (prompt + what the strategy commits); the runtime cannot run them: "
+                        "shorten workload.input_len / output_len or choose a model with a longer context")
     if device == "cpu":
         _check_cpu_memory(spec)
         blocks = min(blocks, int(CPU_KV_BUDGET_BYTES // (spec.kv_bytes_per_token(s.precision.kv)

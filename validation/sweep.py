@@ -251,8 +251,8 @@ def load_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def _progress(enabled: bool):
-    """A rich progress bar on stderr: points done of total, points/s, elapsed time and ETA."""
+def _progress(enabled: bool, unit: str = "points"):
+    """A rich progress bar on stderr: `unit` done of total, per second, elapsed time and ETA."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
@@ -260,7 +260,7 @@ def _progress(enabled: bool):
 
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
-            return Text(f"{task.speed:,.1f} points/s" if task.speed else "- points/s")
+            return Text(f"{task.speed:,.1f} {unit}/s" if task.speed else f"- {unit}/s")
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,

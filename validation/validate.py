@@ -68,9 +68,11 @@ def predict_plan(scenarios: list[Scenario], runs: dict[str, dict], profile: str)
             continue
         data = {**s.model_dump(mode="json"), "hardware": profile}
         res = simulate(scenario_from_dict(data))[0].model_dump(mode="json")
+        fits = res["fits"]  # a point that does not fit has no numbers to show, not zeros
         rows.append({"name": s.name, "strategy": s.strategy.kind, "batching": s.batching.kind, "measured_s": [],
-                     "predicted_s": [], "metrics": {k: {"measured": None, "predicted": get(res), "rel_error": None}
-                                                    for k, get in RUN_METRICS.items()}})
+                     "predicted_s": [], "fits": fits, "message": res["message"],
+                     "metrics": {k: {"measured": None, "predicted": get(res) if fits else None, "rel_error": None}
+                                 for k, get in RUN_METRICS.items()}})
     return rows
 
 
@@ -90,7 +92,9 @@ def comparison_table(rows: list[dict], title: str):
         tp = r["metrics"].get("output_throughput_tok_s", {})
         rel = [b / a - 1 for a, b in zip(r["measured_s"], r["predicted_s"])]
         meas = "–" if tp.get("measured") is None else f"{tp['measured']:,.1f}"
-        t.add_row(r["name"], f"{r['strategy']} ({r['batching']})", meas, f"{tp.get('predicted', 0):,.1f}",
+        pred = "does not fit" if r.get("fits") is False else (
+            "–" if tp.get("predicted") is None else f"{tp['predicted']:,.1f}")
+        t.add_row(r["name"], f"{r['strategy']} ({r['batching']})", meas, pred,
                   err(tp), err(r["metrics"].get("ttft_p50_s")), err(r["metrics"].get("itl_p50_s")),
                   f"{np.median(np.abs(rel)):.1%}" if rel else "–", str(len(rel)))
     return t

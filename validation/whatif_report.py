@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sim.errors import UserError
 from sim.scenario import Scenario
 from validation.compare import parse_strategies, variants, whatif
 from validation.format import bound_of
@@ -58,7 +59,10 @@ def _roofline_png(s: Scenario, names: list[str], path: Path) -> list[str]:
     ax.loglog(xs, np.minimum(peak, bw * xs) / 1e12, "k-", lw=1.5, label=f"{hw.name} roofline (datasheet)")
     lines = []
     for kind in names:
-        _, rec = simulate(with_strategy(s, kind))
+        res, rec = simulate(with_strategy(s, kind))
+        if not res.fits:  # no passes to place on the roofline
+            lines.append(f"- **{kind}**: does not fit ({res.message})")
+            continue
         cols = rec.columns()
         ok = (cols["bytes"] > 0) & (cols["duration_s"] > 0)
         intensity = cols["flops"][ok] / cols["bytes"][ok]
@@ -103,7 +107,7 @@ def _batch_png(s: Scenario, names: list[str], path: Path, batches=(1, 2, 4, 8, 1
             r = simulate(scenario_from_dict(data))[0]
             ys.append(r.output_throughput_tok_s if r.fits else float("nan"))
         ax.loglog(batches, ys, "o-", label=kind)
-        table.append(f"| {kind} | " + " | ".join(f"{y:,.0f}" for y in ys) + " |")
+        table.append(f"| {kind} | " + " | ".join("does not fit" if y != y else f"{y:,.0f}" for y in ys) + " |")
     ax.set_xlabel("static batch size")
     ax.set_ylabel("output tokens/s (simulated)")
     ax.set_title("tokens/s versus batch size", fontsize=10)
@@ -126,6 +130,8 @@ def write_report(scenarios: list[tuple[str, Scenario]], out_dir: Path, strategie
         chips = variants(s, SCALES, [])
         rows = whatif(s, chips, names)
         chip_names = [c.label for c in chips]
+        if not any(r["result"].fits for r in rows):  # a report of empty cells would say nothing
+            raise UserError(f"{label}: no strategy fits on any chip of the report: {rows[0]['result'].message}")
         lines += [f"## {label}", "", f"Model `{rows[0]['result'].model}`, {s.batching.kind} batching, "
                   f"strategies with their default parameters unless the scenario sets them.", ""]
         lines.append("| strategy | " + " | ".join(chip_names) + " | bound on base |")
@@ -136,10 +142,11 @@ def write_report(scenarios: list[tuple[str, Scenario]], out_dir: Path, strategie
                 r = next(x for x in rows if x["chip"] == c and x["strategy"] == kind)
                 res = r["result"]
                 cells.append("does not fit" if not res.fits else f"{res.output_throughput_tok_s:,.0f}"
-                             + ("" if c == chip_names[0] else f" ({r['gain']:.2f}x)"))
+                             + ("" if c == chip_names[0] or r["gain"] is None else f" ({r['gain']:.2f}x)"))
             base = next(x for x in rows if x["chip"] == chip_names[0] and x["strategy"] == kind)["result"]
-            lines.append(f"| {kind} | " + " | ".join(cells) + f" | {bound_of(base)} "
-                         f"({base.memory_bound_fraction:.0%} of time memory-bound) |")
+            bound = (f"{bound_of(base)} ({base.memory_bound_fraction:.0%} of time memory-bound)" if base.fits
+                     else "does not fit")
+            lines.append(f"| {kind} | " + " | ".join(cells) + f" | {bound} |")
         lines.append("")
         gains = {(r["strategy"], r["chip"]): r["gain"] for r in rows}
         bw, fl = chip_names[1], chip_names[2]

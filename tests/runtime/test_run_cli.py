@@ -43,8 +43,15 @@ def test_requests_past_the_context_are_one_sentence_before_any_weight(cli, tmp_p
     code, out, err = cli("simulate", "--json", *args)
     assert code == 0 and json.loads(out)["extra"]["requests_over_context"] > 0
     code, _, err = cli("run", "--device", "cpu", *args)
-    assert code == 2 and "requests need more positions than" in err and "context of 64" in err
+    assert code == 2 and "requests need more positions than" in err
+    assert "'s 64 (prompt + what the strategy commits)" in err
     assert "Traceback" not in err
+    # a config that does not state its context: the simulator does not check it, the runtime's 4,096 still binds
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "max_position_embeddings": None}))
+    long = ["--set", f"model={tmp_path}", "--set", "workload.num_requests=1", "--set", "workload.input_len=5000",
+            "--set", "workload.output_len=4"]
+    code, _, err = cli("run", "--device", "cpu", *long)
+    assert code == 2 and "4,096 where the model does not state it" in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
