@@ -44,3 +44,32 @@ def sm_clock_reader(index: int = 0):
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
     return lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+
+
+def nvml_state_reader(index: int = 0):
+    """A function returning GPU `index`'s power (W) and SM clock (MHz) as NVML reads them now."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    return lambda: {"power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
+                    "sm_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)}
+
+
+def sustained_us(torch, g, sustain_s: float, per: int = 1, batch: int = 1) -> float:
+    """Replay graph `g` back to back for `sustain_s` seconds (`batch` replays between host syncs), so that the chip
+    reaches the power state of that load, then time 5 replays (CUDA events): microseconds per `per` units."""
+    import time
+
+    end = time.perf_counter() + sustain_s
+    while time.perf_counter() < end:
+        for _ in range(batch):
+            g.replay()
+        torch.cuda.synchronize()
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    e0.record()
+    for _ in range(5):
+        g.replay()
+    e1.record()
+    e1.synchronize()
+    return e0.elapsed_time(e1) * 1e3 / 5 / per

@@ -18,7 +18,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,10 +27,9 @@ READ_TB_S = 3.0  # about what a plain sum reads on the H100 (METHOD.md figures),
 
 
 def main() -> None:
-    import pynvml
     import torch
 
-    from cuda_timing import capture
+    from cuda_timing import capture, nvml_state_reader, sustained_us
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="512,1024")
@@ -41,32 +39,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out")
     a = ap.parse_args()
-    pynvml.nvmlInit()
-    h = pynvml.nvmlDeviceGetHandleByIndex(0)
-
-    def state():
-        return {"power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1e3,
-                "sm_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)}
+    state = nvml_state_reader()
 
     dev, bf = "cuda", torch.bfloat16
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     buf = torch.randn(int(2e9 / 2), device=dev, dtype=bf)  # 2 GB to read slices of
     acc = torch.empty((), device=dev, dtype=bf)
-    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def sustained_us(g, per: int) -> float:
-        """Replay `g` back to back for --sustain s, then time 5 replays; us per `per` units."""
-        end = time.perf_counter() + a.sustain
-        while time.perf_counter() < end:
-            for _ in range(10):
-                g.replay()
-            torch.cuda.synchronize()
-        ev0.record()
-        for _ in range(5):
-            g.replay()
-        ev1.record()
-        ev1.synchronize()
-        return ev0.elapsed_time(ev1) * 1e3 / 5 / per
+    def sustained(g, per: int) -> float:
+        return sustained_us(torch, g, a.sustain, per, batch=10)
 
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "sustain_s": a.sustain, "cases": []}
     for rows in [int(r) for r in a.rows.split(",")]:
@@ -101,9 +82,9 @@ def main() -> None:
             states = {k: [] for k in variants}
             for _ in range(a.rounds):
                 for label, (g, r, _) in variants.items():
-                    total = sustained_us(g, a.reps)
+                    total = sustained(g, a.reps)
                     states[label].append(state())
-                    read = sustained_us(r, a.reps) if r is not None else 0.0
+                    read = sustained(r, a.reps) if r is not None else 0.0
                     times[label].append(total - read)
                     reads[label].append(read)
             flops = 2 * rows * N * K

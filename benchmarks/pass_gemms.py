@@ -27,11 +27,10 @@ GEMM_MARKERS = ("gemm", "nvjet", "xmma", "cutlass")  # cuBLAS's kernel names on 
 
 
 def main() -> None:
-    import pynvml
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from cuda_timing import capture
+    from cuda_timing import capture, nvml_state_reader, sustained_us
     from runtime.forward import SeqInput, build_meta, forward
     from runtime.model import Transformer
     from sim.model import load_model
@@ -41,31 +40,16 @@ def main() -> None:
     ap.add_argument("--sustain", type=float, default=2.0)
     ap.add_argument("--out")
     a = ap.parse_args()
-    pynvml.nvmlInit()
-    h = pynvml.nvmlDeviceGetHandleByIndex(0)
-
-    def state():
-        return {"power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1e3,
-                "sm_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)}
+    state = nvml_state_reader()
 
     spec = load_model("llama-3.1-8b")
     model = Transformer.random(spec, seed=0, device="cuda", max_positions=4096)
     d, inter, vocab = spec.hidden_size, spec.intermediate_size, spec.vocab_size
     qkv_n = spec.q_dim + 2 * spec.kv_dim
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def sustained_us(g, per: int = 1) -> float:
-        end = time.perf_counter() + a.sustain
-        while time.perf_counter() < end:
-            g.replay()
-            torch.cuda.synchronize()
-        ev0.record()
-        for _ in range(5):
-            g.replay()
-        ev1.record()
-        ev1.synchronize()
-        return ev0.elapsed_time(ev1) * 1e3 / 5 / per
+    def sustained(g, per: int = 1) -> float:
+        return sustained_us(torch, g, a.sustain, per)
 
     def suite_us(rows: int, n: int, k: int) -> float:
         """One projection the GEMM suite's way: back to back in a graph, weights rotating, sustained."""
@@ -76,7 +60,7 @@ def main() -> None:
         reps = max(8, sets)
         it = iter(range(10**9))
         g = capture(torch, lambda: torch.matmul(x, ws[next(it) % sets].t(), out=y), reps)
-        return sustained_us(g, reps)
+        return sustained(g, reps)
 
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "sustain_s": a.sustain, "shapes": []}
     bt = 16
@@ -91,7 +75,7 @@ def main() -> None:
             forward(model, cache, build_meta([SeqInput([1] * C, 0, seqs[i].block_ids, 1)], cache, "cuda", 4096))
         meta = build_meta(seqs, cache, "cuda", 4096)
         g = capture(torch, lambda c=cache, m=meta: forward(model, c, m), reps=1, warmup=2)
-        pass_us = sustained_us(g)
+        pass_us = sustained(g)
         pass_state = state()
         # profile while the passes run back to back (the profiler's start-up idles the GPU for a while, and a pass
         # right after it runs cool), then read the kernels of the last `tail` passes only
