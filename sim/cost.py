@@ -76,13 +76,16 @@ class PassCost:
     time_s: float = field(init=False)
     flops: float = field(init=False)
     bytes: float = field(init=False)
-    memory_bound_s: float = field(init=False)
+    memory_bound_s: float = field(init=False)  # in operators bound by memory or by their fixed per-kernel time
+    host_launch_s: float = field(init=False)  # an eager pass's wait for the host to issue its kernels
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "time_s", sum(o.time_s for o in self.ops))
         object.__setattr__(self, "flops", sum(o.flops for o in self.ops))
         object.__setattr__(self, "bytes", sum(o.bytes for o in self.ops))
-        object.__setattr__(self, "memory_bound_s", sum(o.time_s for o in self.ops if o.bound in ("memory", "overhead")))
+        memory = [o for o in self.ops if o.bound in ("memory", "overhead") and o.name != "host_launch"]
+        object.__setattr__(self, "memory_bound_s", sum(o.time_s for o in memory))
+        object.__setattr__(self, "host_launch_s", sum(o.time_s for o in self.ops if o.name == "host_launch"))
 
     @property
     def achieved_flops_per_s(self) -> float:
@@ -98,7 +101,9 @@ class PassCost:
 
     @property
     def bound(self) -> str:
-        """The roof that holds most of this pass's time."""
+        """The roof that holds most of this pass's time (the host, where issuing its kernels does)."""
+        if self.host_launch_s >= self.time_s / 2:
+            return "host"
         return "memory" if self.memory_bound_s >= self.time_s / 2 else "compute"
 
 
@@ -216,7 +221,7 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
     m, t, L = ctx.model, ctx.tp, ctx.num_layers
     wb, ab = BYTES_PER_ELEMENT[ctx.weights], BYTES_PER_ELEMENT[ctx.activations]
     d, Q = m.hidden_size, tokens
-    qkv_out = (m.q_dim + 2 * m.kv_dim) / t
+    qkv_out = m.q_dim / t + 2 * m.kv_dim_per_gpu(t)  # (KV heads replicated where GPUs outnumber them)
     inter = m.intermediate_size / t
     ops: list[Op] = []
 
@@ -233,7 +238,7 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
     ops.append(Op("embedding", 1, 1, 0.0, 2 * Q * d * ab, "elementwise"))
     ops.append(elementwise("attn_norm", 2 * Q * d, L, 4.0))
     ops.append(linear("qkv_proj", d, qkv_out, Q, L))
-    ops.append(elementwise("rope", 2 * Q * (m.q_dim + m.kv_dim) / t, L, 3.0))
+    ops.append(elementwise("rope", 2 * Q * (m.q_dim / t + m.kv_dim_per_gpu(t)), L, 3.0))
     ops.append(linear("o_proj", m.q_dim / t, d, Q, L))
     if t > 1:
         ops.extend(_allreduce(ctx, Q * d * ab, 2 * L))
@@ -267,7 +272,7 @@ def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
     """Attention proper: scores and values over the attended pairs, KV read and written (DESIGN §3 formulas)."""
     m, t, L = ctx.model, ctx.tp, ctx.num_layers
     kvb, ab = BYTES_PER_ELEMENT[ctx.kv], BYTES_PER_ELEMENT[ctx.activations]
-    kv_per_token_layer = 2 * m.kv_dim / t * kvb  # K and V of one position in one layer on one GPU
+    kv_per_token_layer = 2 * m.kv_dim_per_gpu(t) * kvb  # K and V of one position in one layer on one GPU
     flops = 4.0 * (m.q_dim / t) * shape.attn_pairs
     kv_read = ctx.kv_read_positions(shape) * kv_per_token_layer
     kv_write = shape.kv_write_tokens * kv_per_token_layer
@@ -308,7 +313,7 @@ def price(op: Op, ctx: CostContext) -> OpCost:
     eff = hw.efficiency
     paged = op.family == "paged_attention"
     attn = paged or op.family == "attention"
-    peak_flops = hw.peak_flops_per_s(ctx.activations if attn else ctx.weights)
+    peak_flops = hw.peak_flops_per_s(ctx.activations) if attn else hw.matmul_flops_per_s(ctx.weights, ctx.activations)
     cmp_curve = eff.paged_attn_compute if paged else eff.attn_compute if attn else eff.compute
     compute = _hockney_s(cmp_curve, op.flops, peak_flops) if op.family in ("linear", "gemv") or attn else 0.0
     mem_curve = (eff.paged_attn_memory if paged else eff.attn_memory if attn else eff.gemv_mem if op.family == "gemv"
@@ -362,7 +367,8 @@ class PassTime:
     time_s: float
     flops: float
     bytes: float
-    memory_bound_s: float  # time spent in operators bound by memory (or launch overhead)
+    memory_bound_s: float  # time spent in operators bound by memory (or their fixed per-kernel time)
+    host_launch_s: float = 0.0  # time an eager pass waits for the host to issue its kernels (the rest: compute)
 
 
 HEAD_OPS = ("final_norm", "lm_head", "sampling")
@@ -406,7 +412,7 @@ class CostModel:
             for i, op in enumerate(ops0)
         ]
         self._eff = eff
-        self._peak_w = hw.peak_flops_per_s(ctx.weights)
+        self._peak_w = hw.matmul_flops_per_s(ctx.weights, ctx.activations)
         self._cmp_curve, self._mem_curve, self._gemv_curve = eff.compute, eff.memory, eff.gemv_mem
         self._kernels = sum(op.kernels * op.count for op in ops0 if op.name not in HEAD_OPS)
         self._head_kernels = sum(op.kernels * op.count for op in ops0 if op.name in HEAD_OPS)
@@ -414,7 +420,7 @@ class CostModel:
         self._fused_head_kernels = sum(op.kernels * op.count for op in ops0 if op.name in FUSED_OPS & set(HEAD_OPS))
         # attention constants, so that `pass_time` does a few multiplications per call
         self._L = ctx.num_layers
-        self._kv_per_tok = 2 * m.kv_dim / t * kvb
+        self._kv_per_tok = 2 * m.kv_dim_per_gpu(t) * kvb
         self._flops_per_pair = 4.0 * m.q_dim / t
         self._io_per_tok = 2 * m.q_dim / t * ab
         self._attn_curves = {False: (eff.attn_compute, eff.attn_memory),
@@ -464,9 +470,10 @@ class CostModel:
                 mem_s += t
         return PassTime(total_s, flops_sum, bytes_sum, mem_s)
 
-    def repeated_times(self, shape: PassShape, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-pass (time, flops, bytes, memory-bound time) of `steps` decode passes that repeat `shape` with every
-        sequence one position further each pass (sum c and attended pairs grow by `shape.seqs` per pass)."""
+    def repeated_times(self, shape: PassShape, steps: int) -> tuple[np.ndarray, ...]:
+        """Per-pass (time, flops, bytes, memory-bound time, host-launch time) of `steps` decode passes that repeat
+        `shape` with every sequence one position further each pass (sum c and attended pairs grow by `shape.seqs`
+        per pass)."""
         if shape.tokens != shape.seqs:  # (decodes read each context once: kv_read_positions is kv_read_tokens)
             raise ValueError("repeated_times prices decode passes (one token per sequence)")
         lin = self._linear(self.ctx.priced_rows(shape), self.ctx.priced_logit_rows(shape))
@@ -487,17 +494,19 @@ class CostModel:
         attn_s = (overhead + core) * self._L
         mem_s = np.where((memory >= compute) | (overhead > core), attn_s, 0.0)
         time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
+        host_s = np.zeros_like(time_s)
         if self.ctx.eager(shape):  # as pass_time: the host issuing kernels one by one may set the pace
             launch_s = host_launch_s(self.ctx, self.kernels(shape))
-            mem_s = np.where(launch_s > time_s, mem_s + launch_s - time_s, mem_s)
+            host_s = np.maximum(launch_s - time_s, 0.0)
             time_s = np.maximum(time_s, launch_s)
-        return time_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, mem_s
+        return time_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, mem_s, host_s
 
     def kernels(self, shape: PassShape) -> int:
         """Kernels the cost model counts for one pass (what an eager pass's host issues; the `launch` microbenchmark
         divides a measured eager pass by this count to get launch_overhead_us)."""
         head = shape.logit_rows and self.ctx.lm_head
-        kernels = self._kernels + self._L + (self._head_kernels if head else 0)
+        attention = paged_launch_of(self.ctx, shape).kernels if self.ctx.paged_kernel(shape) else 1  # + the merge
+        kernels = self._kernels + self._L * attention + (self._head_kernels if head else 0)
         if self.ctx.fused(self.ctx.priced_rows(shape)):
             kernels -= self._fused_kernels + (self._fused_head_kernels if head else 0)
         return kernels
@@ -525,9 +534,10 @@ class CostModel:
         attn_s = (overhead + core) * self._L
         mem_s = attn_s if memory >= compute or overhead > core else 0.0
         time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
+        host_s = 0.0
         if self.ctx.eager(shape):  # the host issuing kernels one by one may be the slower pipeline stage
             launch_s = host_launch_s(self.ctx, self.kernels(shape))
             if launch_s > time_s:
-                mem_s += launch_s - time_s
+                host_s = launch_s - time_s
                 time_s = launch_s
-        return PassTime(time_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, mem_s)
+        return PassTime(time_s, lin.flops + flops * self._L, lin.bytes + nbytes * self._L, mem_s, host_s)

@@ -25,7 +25,7 @@ import numpy as np
 import simpy
 
 from sim.cost import CostContext, CostModel
-from sim.runtime_layout import GRAPH_MAX_ROWS, host_eager
+from sim.runtime_layout import GRAPH_LOGITS_EVERY_ROW, GRAPH_MAX_ROWS, host_eager
 from sim.errors import UserError
 from sim.model import load_model
 from sim.passes import PassShape
@@ -73,8 +73,8 @@ def build_strategy(s: Scenario, model, hw, target: CostModel) -> tuple[Strategy,
         else:
             draft = load_model(spec.draft)
             draft_ctx = CostContext(draft, hw, prec.weights, prec.kv, prec.activations, tp, **execution(s))
-            weight_bytes = draft.weight_bytes(prec.weights) / tp
-            kv_bytes = draft.kv_bytes_per_token(prec.kv) / tp
+            weight_bytes = draft.weight_bytes(prec.weights) / tp + draft.replicated_kv_weight_bytes(tp, prec.weights)
+            kv_bytes = draft.kv_bytes_per_token_per_gpu(prec.kv, tp)
         draft_cost = CostModel(draft_ctx)
         k = spec.k
         if k == "auto":
@@ -82,7 +82,7 @@ def build_strategy(s: Scenario, model, hw, target: CostModel) -> tuple[Strategy,
             b = s.batching
             batch = b.batch_size if b.kind == "static" else min(b.max_batch, 64)
             ctx = _mean_length(s.workload, "input_len") + _mean_length(s.workload, "output_len") // 2
-            k = auto_k(float(np.mean(alphas)), batch, max(ctx, 1), target, draft_cost)
+            k = auto_k([float(a) for a in alphas], batch, max(ctx, 1), target, draft_cost)
         return Speculative(spec, k, self_draft), {"draft": draft_cost}, weight_bytes, kv_bytes, k
     cls = STRATEGIES[spec.kind]
     strategy = cls(spec) if spec.kind != "ar" else cls()
@@ -117,16 +117,21 @@ def prepare(s: Scenario) -> Setup:
         raise UserError(f"parallel.tp: {tp} does not split {model.name}'s {model.num_heads} attention heads and "
                         f"{model.num_kv_heads} KV heads evenly; choose one of {', '.join(map(str, ok))}")
     prec = s.precision
-    weight_per_gpu = model.weight_bytes(prec.weights) / (tp * pp)
+    weight_per_gpu = (model.weight_bytes(prec.weights) / tp + model.replicated_kv_weight_bytes(tp, prec.weights)) / pp
     b = s.batching
     if b.activation_reserve_gb is not None:
         reserve = b.activation_reserve_gb * GB
     else:
-        tokens = b.max_tokens_per_iter if b.kind == "continuous" else b.batch_size
+        # the widest pass: a continuous batch's token budget; a static batch's prefill, every prompt in one pass
+        # (sized at the workload's typical prompt: a padded worst case would reserve for lengths rarely drawn)
+        tokens = (b.max_tokens_per_iter if b.kind == "continuous"
+                  else b.batch_size * max(1, _mean_length(s.workload, "input_len")))
         rows = b.max_batch if b.kind == "continuous" else b.batch_size
+        if GRAPH_LOGITS_EVERY_ROW and s.execution.graphs == "paged":  # a replayed graph writes logits for every row
+            rows = max(rows, min(tokens, GRAPH_MAX_ROWS))
         reserve = activation_reserve_bytes(model, tokens, rows, tp, prec.activations)
     kv_bytes = kv_capacity_bytes(hw, model, prec.weights, b.gpu_memory_utilization, reserve, tp, pp)
-    per_token_per_gpu = model.kv_bytes_per_token(prec.kv) / (tp * pp)
+    per_token_per_gpu = model.kv_bytes_per_token_per_gpu(prec.kv, tp) / pp
     whole = CostModel(CostContext(model, hw, prec.weights, prec.kv, prec.activations, tp, **execution(s)))
     strategy, role_costs, extra_weights, extra_kv, kv_extra = build_strategy(s, model, hw, whole)
     kv_bytes -= extra_weights
@@ -136,6 +141,15 @@ def prepare(s: Scenario) -> Setup:
     problem = context_problem(s.workload, strategy, model.name, model.context_tokens)
     if problem:
         setup.fits, setup.message = False, problem
+        return setup
+    if kv_bytes <= 0 < kv_bytes + reserve and b.activation_reserve_gb is None:  # the weights fit; activations don't
+        setup.fits = False
+        widest = ("every prompt of the static batch in one pass" if b.kind == "static"
+                  else "batching.max_tokens_per_iter")
+        setup.message = (
+            f"the activations of its widest pass ({tokens:,} tokens: {widest}) need {reserve / GB:.1f} GB per GPU, "
+            f"more than the {(kv_bytes + reserve) / GB:.1f} GB left beside the weights on {hw.name}; batch fewer "
+            "requests, use continuous batching with chunked prefill, or set batching.activation_reserve_gb")
         return setup
     if kv_bytes <= 0:
         setup.fits = False
@@ -214,11 +228,18 @@ class Engine:
         result = summarize(
             self.recorder, requests, base,
             gpus=s.parallel.replicas * s.parallel.tp * pp, executors=s.parallel.replicas * pp,
-            peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
+            peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.matmul_flops_per_s(
+                s.precision.weights, s.precision.activations),
             kv_blocks=blocks * pp, kv_block_tokens=s.batching.kv_block_tokens, slo=s.slo,
             rejected=rejected, preemptions=preemptions, useful=st.strategy.useful,
         )
         extra = dict(st.strategy.summary())
+        schedulers = [ex.scheduler for rep in replicas for ex in rep.executors]
+        limited = sum(sc.kv_limited_batches for sc in schedulers)
+        if limited:  # the KV pool, not batch_size, set these batches' size
+            extra["kv_limited_batches"] = limited
+            extra["smallest_kv_limited_batch"] = min(sc.smallest_kv_limited_batch for sc in schedulers
+                                                     if sc.kv_limited_batches)
         if too_long:  # priced as if the model had the positions; a real server would refuse or truncate them
             extra["requests_over_context"] = too_long
         if s.strategy.kind != "ar" or self.padding:
@@ -278,8 +299,9 @@ class Engine:
                     rec.admitted_s[rid] = start
             steps = sched.repeatable_steps(plan, self.max_repeat)
             if steps == 1:  # one pass: plain floats
-                dur, flops, nbytes, mem_s = self._price1(plan)
+                dur, flops, nbytes, mem_s, host = self._price1(plan)
                 dur += send_s * plan.shape.tokens
+                host += send_s * plan.shape.tokens
                 yield env.timeout(dur)
                 end = env.now
                 upd = sched.update(plan)
@@ -293,16 +315,18 @@ class Engine:
                 rep.outstanding -= len(upd.finished)
                 rec.pass_done(ex.replica, start, end - start, plan.shape.seqs, plan.shape.tokens,
                               int(upd.committed[0]), sched.kv.used_blocks, sched.num_running, sched.num_waiting,
-                              flops * tp, nbytes * tp, mem_s, len(upd.first_token))
+                              flops * tp, nbytes * tp, mem_s, len(upd.first_token), host)
                 continue
-            dur, flops, nbytes, mem_s = self.setup.target_cost.repeated_times(plan.shape, steps)
-            dur = dur + send_s * plan.shape.tokens + host_s(self.setup, plan.shape) + host_iteration_s(self.setup)
+            dur, flops, nbytes, mem_s, launch = self.setup.target_cost.repeated_times(plan.shape, steps)
+            host = send_s * plan.shape.tokens + host_s(self.setup, plan.shape) + host_iteration_s(self.setup)
+            dur = dur + host
+            host = launch + host
             if not sched.static and not sched.waiting and self._next_arrival_s is not None:
                 # a request arriving mid-run could be admitted at the next pass boundary: stop at the first
                 # boundary at or after its arrival, exactly where a pass-by-pass run would see it
                 ends = start + np.cumsum(dur)
                 steps = min(steps, int(np.searchsorted(ends, self._next_arrival_s, side="left")) + 1)
-                dur, flops, nbytes, mem_s = dur[:steps], flops[:steps], nbytes[:steps], mem_s[:steps]
+                dur, flops, nbytes, mem_s, host = (a[:steps] for a in (dur, flops, nbytes, mem_s, host))
             ends = start + np.cumsum(dur)
             yield env.timeout(float(ends[-1] - start))
             upd = sched.update(plan, steps=steps)
@@ -317,18 +341,20 @@ class Engine:
             # the cost model prices one GPU of the tensor-parallel group; the log counts all of them
             rec.passes_done(ex.replica, ends - dur, dur, plan.shape.seqs, plan.shape.tokens, upd.committed,
                             sched.kv.used_blocks, sched.num_running, sched.num_waiting, flops * tp, nbytes * tp,
-                            mem_s, len(upd.first_token))
+                            mem_s, len(upd.first_token), host)
 
-    def _price1(self, plan: Plan) -> tuple[float, float, float, float]:
-        """(time, flops, bytes, memory-bound time) of one iteration: every pass of it (the target over all its
-        pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
+    def _price1(self, plan: Plan) -> tuple[float, float, float, float, float]:
+        """(time, flops, bytes, memory-bound time, host time) of one iteration: every pass of it (the target over
+        all its pipeline stages back to back; then other models' passes, e.g. speculative drafts)."""
         t, f, b, m = host_iteration_s(self.setup), 0.0, 0.0, 0.0
+        h = t
         for role, shape in plan.passes:  # the serving loop's own host time per pass (calibrated) is added to each
             cost = self.setup.target_cost if role == "target" else self.setup.role_costs[role]
             pt = cost.pass_time(shape)
-            t, f, b, m = (t + pt.time_s + host_s(self.setup, shape), f + pt.flops, b + pt.bytes,
-                          m + pt.memory_bound_s)
-        return t, f, b, m
+            loop_s = host_s(self.setup, shape)
+            t, f, b, m = t + pt.time_s + loop_s, f + pt.flops, b + pt.bytes, m + pt.memory_bound_s
+            h += loop_s + pt.host_launch_s
+        return t, f, b, m, h
 
     def _stage_send_s(self) -> float:
         """Seconds per token to send activations to the next pipeline stage (hidden state over the link)."""

@@ -241,7 +241,9 @@ class HardwareProfile(_Frozen):
     name: str
     vendor: str
     description: str = ""
-    hbm_capacity_gb: float = Field(gt=0, description="device memory, decimal GB")
+    hbm_capacity_gb: float = Field(gt=0, description="device memory, decimal GB (1e9 bytes), as the driver reports "
+                                                     "the card's total (NVIDIA's '80GB' is 80 GiB less a reserve, "
+                                                     "~85.5 GB); the KV pool takes a utilization share of it")
     hbm_bandwidth_tb_s: float = Field(gt=0, description="device memory bandwidth, decimal TB/s")
     peak_tflops: dict[ComputeDtype, float] = Field(description="dense tensor-core peak per dtype, TFLOP/s (no sparsity)")
     sm_count: int = Field(gt=0, description="SMs (NVIDIA) or CUs (AMD)")
@@ -347,17 +349,36 @@ class HardwareProfile(_Frozen):
                 return self.peak_tflops[d] * TFLOPS
         raise AssertionError("validator guarantees bf16 or fp16")
 
+    def matmul_flops_per_s(self, weights: str, activations: str) -> float:
+        """Dense peak of a product of `weights` by `activations`: the slower of the two formats' rates, since the
+        tensor cores take both operands in one format. Weight-only quantization (fp8 or int8 weights, bf16
+        activations) dequantizes to bf16 and runs bf16 math; fp8 x fp8 runs at the fp8 rate."""
+        return min(self.peak_flops_per_s(weights), self.peak_flops_per_s(activations))
+
     def ridge_point_flop_per_byte(self, dtype: str = "bf16") -> float:
         """Arithmetic intensity above which an operator is compute-bound on the datasheet roofs."""
         return self.peak_flops_per_s(dtype) / self.hbm_bandwidth_bytes_per_s
 
     def scaled(self, scale: Scale) -> "HardwareProfile":
-        """A what-if copy with bandwidth, compute, capacity and link multiplied by `scale` (efficiency unchanged)."""
+        """A what-if copy with bandwidth, compute, capacity and link multiplied by `scale` (the efficiency curves,
+        fractions of the peaks, unchanged).
+
+        The paged kernel's walk (Efficiency.paged_attention_programs) is in absolute time, so it would cap what a
+        bandwidth factor does for attention at the calibrated chip's walk rate (about 4 TB/s of KV on the H100): a
+        what-if chip of b x the bandwidth walks each position in 1/b of the time, i.e. its kernel is assumed to keep
+        b x the bytes in flight, as a kernel tuned for that chip would. (Carrying a calibration to a real chip of the
+        same SMs, validation/carry.py, keeps the walk instead: that predicts this kernel as it is.)"""
         if scale.is_identity:
             return self
         combined = Scale(**{k: getattr(self.scale, k) * v for k, v in scale.model_dump().items()})
+        eff = self.efficiency
+        if eff.paged_attention_programs is not None and scale.bandwidth != 1.0:
+            walks = {k: w.model_copy(update={"position_ns": w.position_ns / scale.bandwidth})
+                     for k, w in eff.paged_attention_programs.by_config.items()}
+            eff = eff.model_copy(update={"paged_attention_programs": PagedPrograms(by_config=walks)})
         return self.model_copy(
             update={
+                "efficiency": eff,
                 "name": f"{self.name}[{scale.label()}]",
                 "hbm_bandwidth_tb_s": self.hbm_bandwidth_tb_s * scale.bandwidth,
                 "hbm_capacity_gb": self.hbm_capacity_gb * scale.capacity,

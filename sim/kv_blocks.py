@@ -23,7 +23,7 @@ def activation_reserve_bytes(model: ModelSpec, tokens_per_pass: int, logit_rows:
     fused QKV and gate/up outputs, the residual stream twice) and fp32 logits of `logit_rows` rows. A rough upper
     bound in the spirit of vLLM's profiling run, which measures the peak of a maximal dummy pass."""
     ab = BYTES_PER_ELEMENT[act]
-    widest = (2 * model.intermediate_size + model.q_dim + 2 * model.kv_dim) / tp + 2 * model.hidden_size
+    widest = (2 * model.intermediate_size + model.q_dim) / tp + 2 * model.kv_dim_per_gpu(tp) + 2 * model.hidden_size
     return tokens_per_pass * widest * ab + logit_rows * model.vocab_size / tp * 4
 
 
@@ -39,7 +39,8 @@ def kv_capacity_bytes(
 ) -> float:
     """KV bytes one GPU can hold: utilization * HBM - its share of the weights - the activation reserve.
     Negative when the weights alone do not fit."""
-    weight_share = (model.weight_bytes(weights) + extra_weight_bytes) / (tp * pp)
+    weight_share = ((model.weight_bytes(weights) + extra_weight_bytes) / tp
+                    + model.replicated_kv_weight_bytes(tp, weights)) / pp
     return utilization * hw.hbm_capacity_bytes - weight_share - reserve_bytes
 
 

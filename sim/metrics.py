@@ -27,7 +27,7 @@ class Recorder:
     _rows: list[tuple] = field(default_factory=list)  # single passes: scalars in PASS_COLUMNS order + first tokens
 
     PASS_COLUMNS = ("replica", "start_s", "duration_s", "seqs", "tokens", "committed", "kv_used_blocks",
-                    "running", "waiting", "flops", "bytes", "memory_bound_s")
+                    "running", "waiting", "flops", "bytes", "memory_bound_s", "host_s")
 
     def __post_init__(self) -> None:
         n = self.num_requests
@@ -37,18 +37,20 @@ class Recorder:
         self.finish_s = np.full(n, np.nan)
 
     def passes_done(self, replica: int, starts, durations, seqs: int, tokens: int, committed, kv_used: int,
-                    running: int, waiting: int, flops, nbytes, mem_s, first_tokens: int) -> None:
+                    running: int, waiting: int, flops, nbytes, mem_s, first_tokens: int, host_s=0.0) -> None:
         """Log a run of passes (arrays, one entry per pass) that share their batch; first tokens come from the
-        first pass only. The KV and queue columns are the state after the run."""
+        first pass only. The KV and queue columns are the state after the run. `mem_s` is each pass's time in
+        memory-bound operators, `host_s` its time on the host (and links) with the GPU idle: the rest is
+        compute-bound."""
         self._chunks.append((replica, starts, durations, seqs, tokens, committed, kv_used, running, waiting, flops,
-                             nbytes, mem_s, first_tokens))
+                             nbytes, mem_s, host_s, first_tokens))
 
     def pass_done(self, replica: int, start: float, duration: float, seqs: int, tokens: int, committed: int,
                   kv_used: int, running: int, waiting: int, flops: float, nbytes: float, mem_s: float,
-                  first_tokens: int) -> None:
+                  first_tokens: int, host_s: float = 0.0) -> None:
         """Log one pass (scalars)."""
         self._rows.append((replica, start, duration, seqs, tokens, committed, kv_used, running, waiting, flops,
-                           nbytes, mem_s, first_tokens))
+                           nbytes, mem_s, host_s, first_tokens))
 
     def _arrays(self) -> np.ndarray:
         """Every pass as a row of PASS_COLUMNS + first tokens, ordered by start time (cached until a new pass)."""
@@ -105,7 +107,7 @@ def summarize(rec: Recorder, requests, base: dict, *, gpus: int, executors: int,
     cols = rec.columns()
     start, dur, seqs, tokens, committed, kv_used = (cols[c] for c in ("start_s", "duration_s", "seqs", "tokens",
                                                                        "committed", "kv_used_blocks"))
-    flops, nbytes, mem_s = cols["flops"], cols["bytes"], cols["memory_bound_s"]
+    flops, nbytes, mem_s, host_s = cols["flops"], cols["bytes"], cols["memory_bound_s"], cols["host_s"]
     if len(dur):
         t0 = float(np.nanmin(rec.arrival_s)) if len(requests) else 0.0
         makespan = float((start + dur).max()) - t0
@@ -156,7 +158,8 @@ def summarize(rec: Recorder, requests, base: dict, *, gpus: int, executors: int,
         mfu=float(flops.sum()) / (gpu_s * peak_flops) if gpu_s > 0 else 0.0,
         arithmetic_intensity_flop_per_byte=float(flops.sum() / nbytes.sum()) if nbytes.sum() > 0 else 0.0,
         memory_bound_fraction=float(mem_s.sum()) / busy if busy > 0 else 0.0,
-        compute_bound_fraction=1.0 - float(mem_s.sum()) / busy if busy > 0 else 0.0,
+        compute_bound_fraction=max(0.0, 1.0 - float(mem_s.sum() + host_s.sum()) / busy) if busy > 0 else 0.0,
+        host_bound_fraction=float(host_s.sum()) / busy if busy > 0 else 0.0,
         busy_fraction=busy / (makespan * executors) if makespan > 0 else 0.0,
         kv_capacity_tokens=kv_blocks * kv_block_tokens,
         kv_peak_occupancy=float(occupancy.max()) if len(occupancy) else 0.0,

@@ -79,6 +79,23 @@ class ModelSpec(NumbersNotBools):
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.d_head
 
+    def kv_heads_per_gpu(self, tp: int) -> float:
+        """KV heads on each GPU of a tensor-parallel group of `tp`: an even share, and one, replicated, where GPUs
+        outnumber KV heads (how Megatron-LM and vLLM shard grouped-query attention)."""
+        return max(self.num_kv_heads / tp, 1.0)
+
+    def kv_dim_per_gpu(self, tp: int) -> float:
+        return self.kv_heads_per_gpu(tp) * self.d_head
+
+    def replicated_kv_weight_bytes(self, tp: int, weights: str = "bf16") -> float:
+        """Bytes of K and V projection weights each GPU holds beyond an even 1/tp share (replicated KV heads)."""
+        extra = self.kv_dim_per_gpu(tp) - self.kv_dim / tp
+        return self.num_layers * 2 * extra * (self.hidden_size + self.qkv_bias) * BYTES_PER_ELEMENT[weights]
+
+    def kv_bytes_per_token_per_gpu(self, kv: str = "bf16", tp: int = 1) -> float:
+        """KV cache bytes one token occupies on each GPU of a tensor-parallel group (replicated heads included)."""
+        return 2 * self.num_layers * self.kv_dim_per_gpu(tp) * BYTES_PER_ELEMENT[kv]
+
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1

@@ -83,6 +83,7 @@ class Result(BaseModel):
     arithmetic_intensity_flop_per_byte: float = 0.0
     memory_bound_fraction: float = 0.0  # of busy time
     compute_bound_fraction: float = 0.0
+    host_bound_fraction: float = 0.0  # busy time spent on the host (scheduling, launches not hidden) or links
     busy_fraction: float = 0.0  # of the makespan, time a pass was running
 
     kv_capacity_tokens: int = 0  # per replica

@@ -157,6 +157,8 @@ class Trace(Strict):
     time_scale: float = Field(default=1.0, gt=0, description=">1 replays slower, <1 faster")
     max_requests: int | None = Field(default=None, ge=0)
     start_s: float = Field(default=0.0, ge=0, description="skip requests that arrived before this time")
+    rate_qps: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                   description="Poisson arrivals for a length-only trace (one without times)")
     seed: int | None = None
 
 

@@ -87,6 +87,8 @@ class Scheduler(DecodeFastPath):
         self.requests: dict[int, Request] = {}
         self.rejected: list[int] = []
         self.preemptions = 0
+        self.kv_limited_batches = 0  # static batches formed below batch_size because the KV pool was full
+        self.smallest_kv_limited_batch = 0
         self._order = 0
         self._aranged = np.arange(256, dtype=np.int64)
         self._ones = np.ones(256, dtype=np.int64)
@@ -203,6 +205,10 @@ class Scheduler(DecodeFastPath):
             batch.append(self.waiting.popleft()[0])
         if not batch:  # cannot happen after add()'s fit check, but never spin
             return None
+        if self.waiting and len(batch) < self.batching.batch_size:
+            self.kv_limited_batches += 1
+            small = self.smallest_kv_limited_batch
+            self.smallest_kv_limited_batch = min(small, len(batch)) if small else len(batch)
         p_pad = max(x.prompt_tokens for x in batch)
         g_pad = max(self.strategy.tokens_to_commit(x.prompt_tokens, x.output_tokens) for x in batch)
         for req in batch:

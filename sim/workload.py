@@ -108,7 +108,7 @@ def _arrivals(workload, n: int, rng: np.random.Generator) -> np.ndarray:
 def generate_requests(workload, seed: int) -> list[Request]:
     """The requests of a workload, sorted by arrival (ties by id)."""
     if isinstance(workload, Trace):
-        return read_trace(workload)
+        return read_trace(workload, seed)
     rng = np.random.default_rng(seed)
     n = workload.num_requests
     arrivals = _arrivals(workload, n, rng)
@@ -144,19 +144,27 @@ def _parse_time(text: str) -> float:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}" if frac else head).timestamp()
 
 
-def read_trace(trace: Trace) -> list[Request]:
-    """Requests from a trace file, arrivals rebased to the first request and multiplied by `time_scale`."""
+def read_trace(trace: Trace, seed: int = 0) -> list[Request]:
+    """Requests from a trace file, arrivals rebased to the first request and multiplied by `time_scale`. A
+    length-only trace's requests arrive at t = 0, or as a Poisson process of `rate_qps` (seeded, in file order)."""
     path = Path(trace.path)
     if not path.exists():
         raise UserError(f"workload.path: trace file {path} does not exist")
     if path.is_dir():
         raise UserError(f"workload.path: {path} is a folder; expected a CSV or JSONL trace file")
     try:
-        rows = _read_jsonl(path) if path.suffix in (".jsonl", ".ndjson") else _read_csv(path)
+        rows, timed = (_read_jsonl(path), True) if path.suffix in (".jsonl", ".ndjson") else _read_csv(path)
     except UnicodeDecodeError:
         raise UserError(f"workload.path: {path} is not UTF-8 text; expected a CSV or JSONL trace") from None
     if not rows:
         raise UserError(f"workload.path: {path} holds no requests")
+    if trace.rate_qps is not None:
+        if timed:
+            raise UserError(f"workload.rate_qps: {path} has arrival times of its own; rate_qps sets arrivals only "
+                            "for a length-only trace (use time_scale to replay it faster or slower)")
+        rng = np.random.default_rng(trace.seed if trace.seed is not None else seed)
+        gaps = rng.exponential(1.0 / trace.rate_qps, size=len(rows))
+        rows = [(float(t), p, o) for t, (_, p, o) in zip(np.cumsum(gaps) - gaps[0], rows)]
     rows.sort(key=lambda r: r[0])
     if rows:
         t0 = rows[0][0]
@@ -177,7 +185,8 @@ def _lengths(path: Path, line: int, prompt: str, output: str) -> tuple[int, int]
     return p, o
 
 
-def _read_csv(path: Path) -> list[tuple[float, int, int]]:
+def _read_csv(path: Path) -> tuple[list[tuple[float, int, int]], bool]:
+    """The rows (arrival, prompt, output) and whether the file has arrival times."""
     with path.open(newline="") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
@@ -200,7 +209,7 @@ def _read_csv(path: Path) -> list[tuple[float, int, int]]:
             except ValueError:
                 raise UserError(f"{path}:{line}: expected an arrival time (seconds or a date), got {rec[t_col]!r}") from None
             rows.append((t, *_lengths(path, line, rec[p_col], rec[o_col])))
-    return rows
+    return rows, t_col is not None
 
 
 def _read_jsonl(path: Path) -> list[tuple[float, int, int]]:

@@ -48,9 +48,17 @@ def test_batch1_is_memory_bound_and_near_roofline(cli_json):
 
 
 def test_large_prefill_is_compute_bound(cli_json):
+    r = cli_json("simulate", "--set", "batching.batch_size=64", "--set", "workload.num_requests=64",
+                 "--set", "workload.input_len=2048", "--set", "workload.output_len=1")
+    assert r["compute_bound_fraction"] > 0.9 and r["host_bound_fraction"] == 0.0
+
+
+def test_a_static_prefill_whose_activations_do_not_fit_says_so(cli_json):
+    """512 prompts of 2,048 tokens in one pass: the gate/up output alone is 1M x 28,672 x 2 bytes = 60 GB."""
     r = cli_json("simulate", "--set", "batching.batch_size=512", "--set", "workload.num_requests=512",
                  "--set", "workload.input_len=2048", "--set", "workload.output_len=1")
-    assert r["compute_bound_fraction"] > 0.9
+    assert not r["fits"] and "activations of its widest pass (1,048,576 tokens" in r["message"]
+    assert "batching.activation_reserve_gb" in r["message"]
 
 
 def test_same_seed_same_result_byte_for_byte(cli):
@@ -63,7 +71,7 @@ def test_same_seed_same_result_byte_for_byte(cli):
 def test_model_that_does_not_fit_is_a_result(cli_json):
     r = cli_json("simulate", "--set", "model=llama-3.1-70b")
     assert r["fits"] is False
-    assert r["message"].startswith("needs 141.1 GB of weights, h100-sxm has 80 GB")
+    assert r["message"].startswith("needs 141.1 GB of weights, h100-sxm has 85.52 GB")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sim.cost import CostContext, CostModel, attention_ops, experts_touched, linear_ops, pass_cost
@@ -11,6 +11,7 @@ from sim.passes import batch_shape, decode_shape, prefill_shape, seq_shape
 TINY = ModelSpec(name="tiny", hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=16,
                  vocab_size=32)
 H100 = load_profile("h100-sxm")
+H100_CALIBRATED = load_profile("hw_profiles/calibrated/h100-sxm-calibrated.yaml")
 
 
 def ops_by_name(ops):
@@ -152,18 +153,23 @@ def test_quantized_weights_move_fewer_bytes():
     assert int4.time_s < bf16.time_s
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seqs=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 3000)), min_size=1, max_size=12),
-       tp=st.sampled_from([1, 2, 8]), model=st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "smollm2-135m"]))
-def test_fast_path_equals_breakdown(seqs, tp, model):
-    """CostModel.pass_time (memoized, used by the engine) must equal the full per-operator breakdown."""
-    ctx = CostContext(load_model(model), H100, tp=tp)
+       tp=st.sampled_from([1, 2, 8]), model=st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "smollm2-135m"]),
+       graphs=st.sampled_from(["paged", "decode", "none", "all"]), calibrated=st.booleans())
+@example(seqs=[(5, 1000)], tp=1, model="llama-3.1-8b", graphs="decode", calibrated=True)  # eager verify, 8 splits
+@example(seqs=[(5, 1000)], tp=1, model="smollm2-135m", graphs="none", calibrated=False)
+def test_fast_path_equals_breakdown(seqs, tp, model, graphs, calibrated):
+    """CostModel.pass_time (memoized, used by the engine) must equal the full per-operator breakdown, eager passes
+    through the paged kernel (whose split launch adds a merge kernel for the host to issue) included."""
+    ctx = CostContext(load_model(model), H100_CALIBRATED if calibrated else H100, tp=tp, graphs=graphs)
     shape = batch_shape([(q, q + c, 1) for q, c in seqs])
     full, fast = pass_cost(ctx, shape), CostModel(ctx).pass_time(shape)
     assert fast.time_s == pytest.approx(full.time_s, rel=1e-9)
     assert fast.flops == pytest.approx(full.flops, rel=1e-9)
     assert fast.bytes == pytest.approx(full.bytes, rel=1e-9)
     assert fast.memory_bound_s == pytest.approx(full.memory_bound_s, rel=1e-9)
+    assert fast.host_launch_s == pytest.approx(full.host_launch_s, rel=1e-9, abs=1e-15)
 
 
 @settings(max_examples=40, deadline=None)
@@ -270,6 +276,7 @@ def test_fast_path_equals_breakdown_with_a_walk(seqs, tp):
     full, fast = pass_cost(ctx, shape), CostModel(ctx).pass_time(shape)
     assert fast.time_s == pytest.approx(full.time_s, rel=1e-9)
     assert fast.memory_bound_s == pytest.approx(full.memory_bound_s, rel=1e-9)
+    assert fast.host_launch_s == pytest.approx(full.host_launch_s, rel=1e-9, abs=1e-15)
 
 
 @given(batch=st.integers(1, 1500), context=st.integers(1, 5000), steps=st.integers(1, 40))
@@ -307,3 +314,19 @@ def test_graph_passes_price_their_projections_at_the_bucket_rows():
         assert cm.pass_time(shape).time_s == pytest.approx(pass_cost(ctx, shape).time_s, rel=1e-9)
     t, *_ = cm.repeated_times(decode_shape(9, 300), 3)
     assert t[0] == pytest.approx(cm.pass_time(decode_shape(9, 300)).time_s, rel=1e-9)
+
+
+def test_weight_only_quantization_runs_products_at_the_activations_rate():
+    """fp8 weights with bf16 activations are dequantized and multiplied in bf16 (the tensor cores take one format):
+    a compute-bound prefill is no faster than bf16's, while fp8 x fp8 runs at the fp8 rate."""
+    m = load_model("llama-3.1-8b")
+    shape = prefill_shape(8, 2048)
+    bf16 = pass_cost(CostContext(m, H100, weights="bf16"), shape)
+    w8a16 = pass_cost(CostContext(m, H100, weights="fp8", activations="bf16"), shape)
+    w8a8 = pass_cost(CostContext(m, H100, weights="fp8", activations="fp8"), shape)
+    assert w8a16.time_s == pytest.approx(bf16.time_s, rel=0.02)
+    assert w8a8.time_s < 0.7 * bf16.time_s
+    assert H100.matmul_flops_per_s("fp8", "bf16") == H100.peak_flops_per_s("bf16")
+    assert H100.matmul_flops_per_s("fp8", "fp8") == H100.peak_flops_per_s("fp8")
+    for ctx in (CostContext(m, H100, weights="fp8"), CostContext(m, H100, weights="fp8", activations="fp8")):
+        assert CostModel(ctx).pass_time(shape).time_s == pytest.approx(pass_cost(ctx, shape).time_s, rel=1e-9)

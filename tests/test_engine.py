@@ -20,7 +20,7 @@ class LinearCost:
     def repeated_times(self, shape, steps):
         t = np.full(steps, 1.0 + 0.01 * shape.tokens)
         z = np.zeros(steps)
-        return t, z, z, z
+        return t, z, z, z, z
 
 
 def run_with(overrides, requests, max_repeat=1 << 20):
@@ -331,3 +331,52 @@ def test_host_time_per_iteration_is_the_strategys_own():
         slow = Engine(setup).run()
         assert slow.passes == base.passes
         assert slow.makespan_s - base.makespan_s == pytest.approx(added_us * 1e-6 * base.passes, rel=1e-6)
+
+
+def test_host_time_is_its_own_share_of_busy_time_not_compute():
+    """Host time per iteration lengthens passes without using the GPU: it is reported as the host's share, and the
+    memory and compute shares are those of the device time alone (the host used to count as compute-bound)."""
+    import dataclasses
+
+    s = load_scenario(None, ["batching.batch_size=1", "workload.num_requests=1", "workload.output_len=64"])
+    base = Engine(prepare(s)).run()
+    for repeat in (1 << 20, 1):  # runs of repeated decodes and pass by pass alike
+        setup = prepare(s)
+        setup = dataclasses.replace(setup, hardware=setup.hardware.model_copy(
+            update={"host_iteration_overhead_us": 1e4}))
+        slow = Engine(setup, max_repeat=repeat).run()
+        host_s = 1e-2 * slow.passes
+        busy = slow.pass_time_s.mean * slow.passes
+        assert slow.host_bound_fraction == pytest.approx(host_s / busy, rel=1e-6)
+        assert slow.memory_bound_fraction * busy == pytest.approx(base.memory_bound_fraction * (busy - host_s),
+                                                                  rel=1e-6)
+        assert slow.memory_bound_fraction + slow.compute_bound_fraction + slow.host_bound_fraction == (
+            pytest.approx(1.0))
+    assert base.host_bound_fraction == 0.0
+
+
+def test_static_batches_the_kv_pool_cuts_short_are_counted():
+    over = ["batching.batch_size=64", "workload.num_requests=128", "workload.input_len=4096",
+            "workload.output_len=8192"]
+    r = simulate(load_scenario(None, over))[0]
+    assert r.extra["kv_limited_batches"] >= 1
+    assert 1 <= r.extra["smallest_kv_limited_batch"] < 64
+    assert r.mean_batch < 64
+    roomy = simulate(load_scenario(None, over[:1] + ["workload.num_requests=64", "workload.input_len=128",
+                                                     "workload.output_len=64"]))[0]
+    assert "kv_limited_batches" not in roomy.extra
+
+
+def test_tensor_parallel_replicates_kv_heads_beyond_their_count():
+    """llama-3.1-70b has 8 KV heads: at tp = 16 every GPU still holds one whole KV head (Megatron-LM / vLLM
+    replicate it), so its KV per token and per GPU is tp = 8's, not half of it."""
+    from sim.model import load_model
+
+    m = load_model("llama-3.1-70b")
+    assert m.kv_bytes_per_token_per_gpu("bf16", 16) == m.kv_bytes_per_token_per_gpu("bf16", 8)
+    assert m.kv_bytes_per_token_per_gpu("bf16", 4) == pytest.approx(m.kv_bytes_per_token("bf16") / 4)
+    assert m.replicated_kv_weight_bytes(8) == 0 and m.replicated_kv_weight_bytes(16) == pytest.approx(
+        80 * 2 * 128 * 8192 * 2 / 2)  # each GPU: one K and one V head of 128 where an even share is half of one
+    tokens = {tp: prepare(load_scenario(None, ["model=llama-3.1-70b", f"parallel.tp={tp}"])).kv_blocks_per_replica
+              for tp in (8, 16)}
+    assert tokens[16] < 1.3 * tokens[8]  # more room only from the weights' smaller share, not from halved heads

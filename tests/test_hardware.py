@@ -20,7 +20,7 @@ def test_every_required_chip_loads_with_a_datasheet():
 def test_units_and_ridge_point():
     p = load_profile("h100-sxm")
     assert p.hbm_bandwidth_bytes_per_s == 3.35e12
-    assert p.hbm_capacity_bytes == 80e9
+    assert p.hbm_capacity_bytes == 85.52e9  # 81,559 MiB, what the driver reports of an "80GB" H100
     assert p.ridge_point_flop_per_byte("bf16") == pytest.approx(989.4e12 / 3.35e12)
     # int4 weights run bf16 math after dequantization; A100 has no fp8 and falls back to bf16
     assert p.peak_flops_per_s("int4") == p.peak_flops_per_s("bf16")
@@ -38,8 +38,28 @@ def test_hypothetical_files_derive_from_their_base():
 def test_scaled_profile():
     p = load_profile("h100-sxm").scaled(Scale(flops=2, capacity=2))
     assert p.peak_tflops["bf16"] == pytest.approx(2 * 989.4)
-    assert p.hbm_capacity_gb == 160
+    assert p.hbm_capacity_gb == pytest.approx(2 * 85.52)
     assert "flopsx2" in p.name
+
+
+def test_more_bandwidth_speeds_the_paged_kernels_walk_too():
+    """The calibrated walk is in absolute time: left alone it would cap attention at the H100's walk rate however
+    much bandwidth a what-if chip had (a batch-64 decode at 4K positions gained 1.19x from 2x bandwidth)."""
+    from sim.cost import CostContext, CostModel
+    from sim.model import load_model
+    from sim.passes import decode_shape
+
+    base = load_profile("hw_profiles/calibrated/h100-sxm-calibrated.yaml")
+    fast = base.scaled(Scale(bandwidth=2))
+    for key, walk in base.efficiency.paged_attention_programs.by_config.items():
+        scaled = fast.efficiency.paged_attention_programs.by_config[key]
+        assert scaled.position_ns == pytest.approx(walk.position_ns / 2)
+        assert scaled.program_overhead_us == walk.program_overhead_us and scaled.resident == walk.resident
+    m, shape = load_model("llama-3.1-8b"), decode_shape(64, 4096)
+    gain = CostModel(CostContext(m, base)).pass_time(shape).time_s / CostModel(CostContext(m, fast)).pass_time(
+        shape).time_s
+    assert 1.8 < gain <= 2.0
+    assert base.scaled(Scale(flops=2)).efficiency == base.efficiency  # compute alone leaves the walk
 
 
 def test_hockney_curve():

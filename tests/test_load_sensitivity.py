@@ -49,7 +49,10 @@ def test_rescaled_profile_scales_device_peaks_and_every_host_term():
     p = profile_from_dict(rescaled_profile(str(CALIBRATED_H100), 2.0, 3.0))
     assert p.hbm_bandwidth_tb_s == pytest.approx(base.hbm_bandwidth_tb_s / 2)
     assert p.peak_tflops["bf16"] == pytest.approx(base.peak_tflops["bf16"] / 2)
-    assert p.efficiency == base.efficiency  # fractions of the peaks: carried unchanged
+    # fractions of the peaks carry unchanged; the paged kernel's walk, in absolute time, slows with the device
+    assert p.efficiency.compute == base.efficiency.compute and p.efficiency.memory == base.efficiency.memory
+    for key, walk in base.efficiency.paged_attention_programs.by_config.items():
+        assert p.efficiency.paged_attention_programs.by_config[key].position_ns == pytest.approx(2 * walk.position_ns)
     assert p.host_pass_overhead_us == pytest.approx(3 * base.host_pass_overhead_us)
     assert p.host_row_overhead_us == pytest.approx(3 * base.host_row_overhead_us)
     for k, v in base.host_iteration_overhead_by_strategy_us.items():

@@ -13,7 +13,7 @@ from sim.scenario import load_scenario
 from sim.strategies.base import even_schedule, mean_tokens_per_step
 from sim.strategies.block_diffusion import BlockDiffusion
 from sim.strategies.diffusion import Diffusion
-from sim.strategies.speculative import Speculative, expected_committed
+from sim.strategies.speculative import Speculative, expected_committed, expected_committed_positional
 
 BATCH1 = ["batching.batch_size=1", "workload.num_requests=2", "workload.input_len=512", "workload.output_len=256"]
 
@@ -63,6 +63,21 @@ def test_compare_ranks_speculative_above_ar_and_diffusion_compute_bound(cli_json
     assert 1.3 <= speedup <= 3.0
     assert by["diffusion"]["compute_bound_fraction"] > 0.5
     assert by["ar"]["memory_bound_fraction"] > 0.9
+
+
+def test_k_auto_with_one_alpha_per_position_stays_within_the_list():
+    """`k: auto` with alpha listed per draft position used to pick k from the list's mean and then crash on a list
+    shorter than that k: k now goes no further than the list, and the expected tokens follow the positions."""
+    r = sim(*BATCH1, "strategy.kind=speculative", "strategy.k=auto", "strategy.alpha=[0.9, 0.5]")
+    assert 1 <= r.extra["k"] <= 2
+    assert r.extra["expected_tokens_per_iteration"] == pytest.approx(expected_committed_positional([0.9, 0.5],
+                                                                                                  r.extra["k"]))
+
+
+@given(alpha=st.floats(0, 0.999) | st.just(1.0), k=st.integers(1, 16))  # (1 - a^(k+1)) / (1 - a) loses digits near 1
+def test_positional_expectation_with_equal_alphas_is_the_geometric_one(alpha, k):
+    assert expected_committed_positional([alpha] * k, k) == pytest.approx(expected_committed(alpha, k), rel=1e-9)
+    assert expected_committed_positional([0.9, 0.5, 0.1], 3) == pytest.approx(1 + 0.9 + 0.45 + 0.045)
 
 
 def test_k_auto_is_at_least_as_good_as_fixed_k():

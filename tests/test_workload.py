@@ -165,3 +165,20 @@ def test_a_config_json_context_is_read_from_its_own_key_and_a_bad_one_named():
     with pytest.raises(UserError, match="m: config.json seq_length: expected a positive integer"):
         from_hf_config({**cfg, "seq_length": 0}, "m")
 
+
+
+def test_length_only_trace_arrives_at_rate_qps(tmp_path):
+    f = tmp_path / "lengths.csv"
+    f.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{10 + i},5\n" for i in range(2000)))
+    assert {r.arrival_s for r in read_trace(Trace(path=str(f)))} == {0.0}
+    reqs = read_trace(Trace(path=str(f), rate_qps=4.0, seed=3))
+    gaps = np.diff([r.arrival_s for r in reqs])
+    assert reqs[0].arrival_s == 0.0 and np.all(gaps >= 0)
+    assert gaps.mean() == pytest.approx(0.25, rel=0.1)
+    assert [r.prompt_tokens for r in reqs] == list(range(10, 2010))  # file order kept
+    assert [r.arrival_s for r in reqs] == [r.arrival_s for r in read_trace(Trace(path=str(f), rate_qps=4.0, seed=3))]
+
+
+def test_rate_qps_is_refused_for_a_trace_with_its_own_times():
+    with pytest.raises(UserError, match=r"workload.rate_qps: .* has arrival times of its own"):
+        read_trace(Trace(path="data/traces/splitwise_conv.csv", rate_qps=2.0))

@@ -131,7 +131,8 @@ def predict_records(records: list[dict], profile: HardwareProfile) -> list[dict]
         group = group_of(rec)
         if group is None:
             continue
-        ctx = CostContext(model, profile, weights=rec["dtype"], activations="bf16")
+        # a microbenchmark's product has both operands in its dtype (fp8 x fp8 through torch._scaled_mm)
+        ctx = CostContext(model, profile, weights=rec["dtype"], activations=rec["dtype"])
         family = _family(rec)
         flops = rec["flops"] if family != "elementwise" else 0.0
         # a paged launch is priced from its shape (programs, unique bytes), as the cost model prices a pass's

@@ -33,7 +33,9 @@ def result_tables(r: Result) -> list[Table]:
         ("output tokens", f"{r.output_tokens:,}"),
         ("makespan", f"{r.makespan_s:,.3f} s"),
         ("passes", f"{r.passes:,} (mean batch {r.mean_batch:.1f}, {r.tokens_per_pass:.1f} tokens/pass)"),
-        ("bound", f"memory {r.memory_bound_fraction:.0%} / compute {r.compute_bound_fraction:.0%} of busy time"),
+        ("bound", f"memory {r.memory_bound_fraction:.0%} / compute {r.compute_bound_fraction:.0%}"
+                  + (f" / host {r.host_bound_fraction:.0%}" if r.host_bound_fraction >= 0.005 else "")
+                  + " of busy time"),
         ("MBU / MFU", f"{r.mbu:.1%} / {r.mfu:.1%}"),
         ("arithmetic intensity", f"{r.arithmetic_intensity_flop_per_byte:,.1f} FLOP/byte"),
         ("KV capacity (per replica)", f"{r.kv_capacity_tokens:,} tokens, peak use {r.kv_peak_occupancy:.0%}"),
@@ -85,7 +87,8 @@ def profiles_table(rows: list[dict]) -> Table:
 def bound_of(r: Result) -> str:
     if not r.fits:
         return "does not fit"
-    return "memory" if r.memory_bound_fraction >= 0.5 else "compute"
+    shares = {"memory": r.memory_bound_fraction, "compute": r.compute_bound_fraction, "host": r.host_bound_fraction}
+    return max(shares, key=shares.get)  # the largest share of busy time (a tie goes to memory, then compute)
 
 
 def compare_table(rows: list[tuple[str, Result]], title: str) -> Table:

@@ -52,7 +52,8 @@ def rescaled_profile(profile, device_factor: float, host_factor: float = 1.0) ->
     `profile`: a scenario's `hardware` value (a name, a YAML path, `{profile, scale}` or an inline profile).
 
     Efficiency curves are fractions of the peaks as a function of operator size, so they carry over unchanged;
-    fixed per-kernel overheads do not scale."""
+    the paged kernel's walk per position scales with the bandwidth (HardwareProfile.scaled); fixed per-kernel
+    overheads do not scale."""
     from sim.hardware import Scale
     from sim.scenario import resolve_hardware
 

@@ -200,7 +200,8 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
     try:
         with NvmlSampler() as sampler, CompileWatch() as compiles:
             served = serve(reqs, s.batching, executor, blocks, base, seed=s.seed, count=count,
-                           peak_bw=hw.hbm_bandwidth_bytes_per_s, peak_flops=hw.peak_flops_per_s(s.precision.weights),
+                           peak_bw=hw.hbm_bandwidth_bytes_per_s,
+                           peak_flops=hw.matmul_flops_per_s(s.precision.weights, s.precision.activations),
                            on_pass=progress, strategy=None if ar else setup.strategy,
                            kv_extra=0 if ar else setup.kv_extra)
     finally:

@@ -53,7 +53,7 @@ def _roofline_png(s: Scenario, names: list[str], path: Path) -> list[str]:
     from validation.compare import with_strategy
 
     hw = s.resolve_hardware()
-    peak, bw = hw.peak_flops_per_s(s.precision.weights), hw.hbm_bandwidth_bytes_per_s
+    peak, bw = hw.matmul_flops_per_s(s.precision.weights, s.precision.activations), hw.hbm_bandwidth_bytes_per_s
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = np.logspace(-1, 4.5, 200)
     ax.loglog(xs, np.minimum(peak, bw * xs) / 1e12, "k-", lw=1.5, label=f"{hw.name} roofline (datasheet)")

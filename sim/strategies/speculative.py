@@ -27,6 +27,12 @@ def expected_committed(alpha: float, k: int) -> float:
     return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
+def expected_committed_positional(alphas, k: int) -> float:
+    """E[tokens per iteration] when draft position j is accepted with probability alphas[j] given all before it
+    were: 1 + sum over j <= k of alphas[0] * ... * alphas[j-1]."""
+    return 1.0 + float(np.sum(np.cumprod(np.asarray(alphas[:k], dtype=float))))
+
+
 def read_acceptance_trace(path: str) -> np.ndarray:
     """Accepted draft counts, one whole number per line (blank lines and '#' comments skipped)."""
     p = Path(path)
@@ -116,25 +122,28 @@ class Speculative(Strategy):
         return passes
 
     def summary(self) -> dict:
-        alpha = float(self.alphas.mean()) if self.trace is None else float("nan")
         out = {"k": self.k, "draft": "self" if self.self_draft else "model"}
-        if self.trace is None and np.all(self.alphas == self.alphas[0]):
-            out["expected_tokens_per_iteration"] = expected_committed(alpha, self.k)
+        if self.trace is None:
+            out["expected_tokens_per_iteration"] = expected_committed_positional(self.alphas, self.k)
         return out
 
 
-def auto_k(alpha: float, batch: int, context: int, target_cost, draft_cost, k_max: int = 12) -> int:
+def auto_k(alphas: list[float], batch: int, context: int, target_cost, draft_cost, k_max: int = 12) -> int:
     """The k that maximizes expected committed tokens per second of iteration time, for `batch` sequences at
-    `context` positions: E[n](k) / (k * t_draft + t_verify(k+1))."""
+    `context` positions: E[n](k) / (k * t_draft + t_verify(k+1)). One alpha is every position's; a list gives one per
+    draft position, and k then goes no further than the list."""
     from sim.passes import decode_shape
 
+    if len(alphas) > 1:
+        k_max = min(k_max, len(alphas))
+    positional = [alphas[0]] * k_max if len(alphas) == 1 else list(alphas)
     t_draft = draft_cost.pass_time(decode_shape(batch, context)).time_s
     best, best_rate = 1, -1.0
     for k in range(1, k_max + 1):
         q = k + 1
         c = context + k
         verify = PassShape(batch * q, batch * q, batch, batch * c, batch * (q * (c - q) + q * (q + 1) // 2), batch * q)
-        rate = expected_committed(alpha, k) / (k * t_draft + target_cost.pass_time(verify).time_s)
+        rate = expected_committed_positional(positional, k) / (k * t_draft + target_cost.pass_time(verify).time_s)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
