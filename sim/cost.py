@@ -27,7 +27,7 @@ import numpy as np
 from sim.hardware import Curve, HardwareProfile
 from sim.model import ModelSpec
 from sim.paged_launch import PagedLaunch, paged_launch, split_walk
-from sim.passes import PassShape
+from sim.passes import NO_SPANS, PassShape
 from sim.runtime_layout import (FUSED_OPS, GRAPH_LOGITS_EVERY_ROW, GRAPH_MAX_ROWS, PAGED_MAX_Q,  # noqa: F401
                                 RUNTIME_TRITON_MAX_ROWS, graph_bucket, rows_per_kv_read)
 from sim.units import BYTES_PER_ELEMENT
@@ -149,7 +149,27 @@ class CostContext:
         (at most PAGED_MAX_Q per sequence). Eager prompts attend through SDPA, the attention curves' own kernel."""
         if self.attention_reads != "row_groups" or not shape.seqs:
             return False
-        return not self.eager(shape) or shape.tokens <= PAGED_MAX_Q * shape.seqs
+        if not self.eager(shape):
+            return True
+        if shape.spans is not None:  # the pass's own spans (a pass mixing both kinds is split: attention_parts)
+            return shape.spans[0] < shape.tokens
+        return shape.tokens <= PAGED_MAX_Q * shape.seqs  # totals alone: by the mean rows per sequence
+
+    def attention_parts(self, shape: PassShape) -> list[tuple[PassShape, bool]]:
+        """The pass's attention as (part, runs the paged kernel): one part, or, for an eager pass mixing spans of
+        more than PAGED_MAX_Q new tokens (prompt chunks, through SDPA, each K/V read once for many queries) with
+        paged rows (decodes), two. Pricing such a pass by its mean rows per sequence made the chunk's rows paged
+        rows that re-read their prefix once per group of rows_per_kv_read: 321 GB of K/V for a 1,661-token chunk
+        beside 96 decodes of the 8B model, where its parts read 109 GB."""
+        paged = self.paged_kernel(shape)
+        sp = shape.spans
+        if not (paged and self.eager(shape) and sp is not None and 0 < sp[0] < shape.tokens):
+            return [(shape, paged)]
+        writes = min(sp[0], shape.kv_write_tokens)  # a prompt chunk writes its KV
+        long = PassShape(sp[0], 0, sp[1], sp[2], sp[3], writes, shape.attention, sp)
+        short = PassShape(shape.tokens - sp[0], 0, shape.seqs - sp[1], shape.kv_read_tokens - sp[2],
+                          shape.attn_pairs - sp[3], shape.kv_write_tokens - writes, shape.attention, NO_SPANS)
+        return [(short, True), (long, False)]
 
     def replayed(self, shape: PassShape) -> bool:
         """Whether the pass replays one of memwall's CUDA graphs, so that it runs the graph's padded rows
@@ -172,19 +192,19 @@ class CostContext:
             return self.priced_rows(shape)
         return shape.logit_rows
 
-    def walk_priced(self, shape: PassShape) -> bool:
+    def walk_priced(self, shape: PassShape, paged: bool | None = None) -> bool:
         """Whether the pass's paged kernel has a measured walk (Efficiency.paged_attention_programs lists its launch
         configuration): then its HBM bytes are each context once and the walk prices the rest; otherwise (an
         unmeasured shape, tensor-parallel heads, a datasheet profile) the row-group bytes on the curves do."""
         progs = self.hardware.efficiency.paged_attention_programs
-        return (progs is not None and self.paged_kernel(shape)
-                and paged_launch_of(self, shape).config in progs.by_config)
+        paged = self.paged_kernel(shape) if paged is None else paged
+        return progs is not None and paged and paged_launch_of(self, shape).config in progs.by_config
 
     @property
     def num_layers(self) -> int:
         return self.layers if self.layers is not None else self.model.num_layers
 
-    def kv_read_positions(self, shape: PassShape) -> float:
+    def kv_read_positions(self, shape: PassShape, paged: bool | None = None) -> float:
         """K/V positions (per layer) the pass's attention reads. Paged rows (every row of a graph-replayed pass,
         spans of at most PAGED_MAX_Q tokens of an eager one) read them once per group of rows_per_kv_read rows of
         a sequence, each group up to the largest of its rows' key limits: with r = tokens / seqs rows per
@@ -194,11 +214,10 @@ class CostContext:
         kv = shape.kv_read_tokens
         if self.attention_reads != "row_groups" or not shape.seqs or shape.tokens <= shape.seqs:
             return kv
-        if self.walk_priced(shape):
-            return kv  # HBM reads each context once; the groups' re-reads (from L2) are the programs' walk
+        paged = self.paged_kernel(shape) if paged is None else paged  # (`paged`: a part of a pass, given)
+        if not paged or self.walk_priced(shape, paged):
+            return kv  # SDPA reads each K/V once; or HBM does and the groups' re-reads (L2) are the programs' walk
         rows = shape.tokens / shape.seqs
-        if self.eager(shape) and rows > PAGED_MAX_Q:
-            return kv
         groups = -(-rows // rows_per_kv_read(self.model.num_heads, self.model.num_kv_heads))
         return max(kv, shape.attn_pairs / rows * groups)
 
@@ -269,18 +288,22 @@ def linear_ops(ctx: CostContext, tokens: int, logit_rows: int, touched: float | 
 
 
 def attention_ops(ctx: CostContext, shape: PassShape) -> list[Op]:
-    """Attention proper: scores and values over the attended pairs, KV read and written (DESIGN §3 formulas)."""
+    """Attention proper: scores and values over the attended pairs, KV read and written (DESIGN §3 formulas); an
+    eager pass mixing prompt chunks with paged rows has one operator for each (CostContext.attention_parts)."""
     m, t, L = ctx.model, ctx.tp, ctx.num_layers
     kvb, ab = BYTES_PER_ELEMENT[ctx.kv], BYTES_PER_ELEMENT[ctx.activations]
     kv_per_token_layer = 2 * m.kv_dim_per_gpu(t) * kvb  # K and V of one position in one layer on one GPU
-    flops = 4.0 * (m.q_dim / t) * shape.attn_pairs
-    kv_read = ctx.kv_read_positions(shape) * kv_per_token_layer
-    kv_write = shape.kv_write_tokens * kv_per_token_layer
-    io = 2 * shape.tokens * (m.q_dim / t) * ab  # queries in, outputs out
-    paged = ctx.paged_kernel(shape)
-    launch = paged_launch_of(ctx, shape) if paged else None
-    return [Op("attention", L, launch.kernels if launch else 1, flops, kv_read + kv_write + io,
-               "paged_attention" if paged else "attention", launch=launch)]
+    ops = []
+    for part, paged in ctx.attention_parts(shape):
+        flops = 4.0 * (m.q_dim / t) * part.attn_pairs
+        kv_read = ctx.kv_read_positions(part, paged) * kv_per_token_layer
+        kv_write = part.kv_write_tokens * kv_per_token_layer
+        io = 2 * part.tokens * (m.q_dim / t) * ab  # queries in, outputs out
+        launch = paged_launch_of(ctx, part) if paged else None
+        name = "attention" if not ops else "attention_spans"
+        ops.append(Op(name, L, launch.kernels if launch else 1, flops, kv_read + kv_write + io,
+                      "paged_attention" if paged else "attention", launch=launch))
+    return ops
 
 
 def paged_launch_of(ctx: CostContext, shape: PassShape) -> PagedLaunch:
@@ -505,34 +528,42 @@ class CostModel:
         """Kernels the cost model counts for one pass (what an eager pass's host issues; the `launch` microbenchmark
         divides a measured eager pass by this count to get launch_overhead_us)."""
         head = shape.logit_rows and self.ctx.lm_head
-        attention = paged_launch_of(self.ctx, shape).kernels if self.ctx.paged_kernel(shape) else 1  # + the merge
+        attention = sum(paged_launch_of(self.ctx, part).kernels if paged else 1  # (a split launch: + the merge)
+                        for part, paged in self.ctx.attention_parts(shape))
         kernels = self._kernels + self._L * attention + (self._head_kernels if head else 0)
         if self.ctx.fused(self.ctx.priced_rows(shape)):
             kernels -= self._fused_kernels + (self._fused_head_kernels if head else 0)
         return kernels
 
-    def pass_time(self, shape: PassShape) -> PassTime:
-        """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""
-        if shape.tokens == 0:
-            return PassTime(0.0, 0.0, 0.0, 0.0)
-        lin = self._linear(self.ctx.priced_rows(shape), self.ctx.priced_logit_rows(shape))
-        flops = self._flops_per_pair * shape.attn_pairs
-        nbytes = ((self.ctx.kv_read_positions(shape) + shape.kv_write_tokens) * self._kv_per_tok
-                  + shape.tokens * self._io_per_tok)
-        paged = self.ctx.paged_kernel(shape)
+    def _attention(self, part: PassShape, paged: bool) -> tuple[float, float, float, float]:
+        """(FLOPs, bytes per layer; seconds, memory-bound seconds over all layers) of one part of a pass's
+        attention (CostContext.attention_parts), as attention_ops prices it."""
+        flops = self._flops_per_pair * part.attn_pairs
+        nbytes = ((self.ctx.kv_read_positions(part, paged) + part.kv_write_tokens) * self._kv_per_tok
+                  + part.tokens * self._io_per_tok)
         attn_cmp, attn_mem = self._attn_curves[paged]
         compute = _hockney_s(attn_cmp, flops, self._peak)
         memory = _hockney_s(attn_mem, nbytes, self._bw)
         overhead = self._overhead
         if paged:
-            la = paged_launch_of(self.ctx, shape)
+            la = paged_launch_of(self.ctx, part)
             overhead *= la.kernels
             if self._programs is not None:
                 walk = self._programs.time_s(la.programs, la.positions, la.config)
                 memory = walk if walk > memory else memory
         core = compute if compute > memory else memory
         attn_s = (overhead + core) * self._L
-        mem_s = attn_s if memory >= compute or overhead > core else 0.0
+        return flops, nbytes, attn_s, attn_s if memory >= compute or overhead > core else 0.0
+
+    def pass_time(self, shape: PassShape) -> PassTime:
+        """Time, FLOPs, bytes and memory-bound time of one pass (equal to `pass_cost` totals)."""
+        if shape.tokens == 0:
+            return PassTime(0.0, 0.0, 0.0, 0.0)
+        lin = self._linear(self.ctx.priced_rows(shape), self.ctx.priced_logit_rows(shape))
+        flops = nbytes = attn_s = mem_s = 0.0
+        for part, paged in self.ctx.attention_parts(shape):
+            f, b, t, m = self._attention(part, paged)
+            flops, nbytes, attn_s, mem_s = flops + f, nbytes + b, attn_s + t, mem_s + m
         time_s, mem_s = lin.time_s + attn_s, lin.memory_bound_s + mem_s
         host_s = 0.0
         if self.ctx.eager(shape):  # the host issuing kernels one by one may be the slower pipeline stage

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.passes import PassShape
+from sim.passes import NO_SPANS, PassShape
 from sim.plan import Plan, Update, _Ones
 
 
@@ -53,7 +53,7 @@ class DecodeFastPath:
             self._trues = np.ones(2 * n, dtype=bool)
         ones = self._ones[:n]
         c_sum = int(known.sum())
-        shape = PassShape(n, n, n, c_sum, c_sum, n, "causal")
+        shape = PassShape(n, n, n, c_sum, c_sum, n, "causal", NO_SPANS)
         return Plan(self._arange(n), r.rid[:n].copy(), ones, known - 1, ones, self._zeros[:n], self._trues[:n],
                     shape, [("target", shape)])
 

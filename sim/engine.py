@@ -20,6 +20,7 @@ simultaneous events by insertion.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import simpy
@@ -155,6 +156,7 @@ def prepare(s: Scenario) -> Setup:
         setup.fits = False
         setup.message = (
             f"needs {model.weight_bytes(prec.weights) / GB:.1f} GB of weights"
+            + (f" and {extra_weights * tp / GB:.1f} GB for the draft model {s.strategy.draft}" if extra_weights else "")
             + (f" ({weight_per_gpu / GB:.1f} GB per GPU at tp={tp}, pp={pp})" if tp * pp > 1 else "")
             + f", {hw.name} has {hw.hbm_capacity_gb:g} GB"
             + f" ({b.gpu_memory_utilization:g} usable, {reserve / GB:.1f} GB kept for activations)"
@@ -187,6 +189,7 @@ class Engine:
 
     setup: Setup
     max_repeat: int = 1 << 20  # 1 prices every pass separately (same result up to float rounding; slower)
+    on_finished: Callable[[int], None] | None = None  # called with how many requests each pass finished (progress)
     recorder: Recorder = field(init=False)
 
     def run(self) -> Result:
@@ -313,6 +316,8 @@ class Engine:
                 for rid, _ in upd.finished:
                     rec.finish_s[rid] = end
                 rep.outstanding -= len(upd.finished)
+                if upd.finished and self.on_finished is not None:
+                    self.on_finished(len(upd.finished))
                 rec.pass_done(ex.replica, start, end - start, plan.shape.seqs, plan.shape.tokens,
                               int(upd.committed[0]), sched.kv.used_blocks, sched.num_running, sched.num_waiting,
                               flops * tp, nbytes * tp, mem_s, len(upd.first_token), host)
@@ -338,6 +343,8 @@ class Engine:
             for rid, step in upd.finished:
                 rec.finish_s[rid] = ends[step - 1]
             rep.outstanding -= len(upd.finished)
+            if upd.finished and self.on_finished is not None:
+                self.on_finished(len(upd.finished))
             # the cost model prices one GPU of the tensor-parallel group; the log counts all of them
             rec.passes_done(ex.replica, ends - dur, dur, plan.shape.seqs, plan.shape.tokens, upd.committed,
                             sched.kv.used_blocks, sched.num_running, sched.num_waiting, flops * tp, nbytes * tp,
@@ -388,8 +395,9 @@ def host_iteration_s(setup: Setup) -> float:
     return setup.hardware.host_iteration_s(setup.scenario.strategy.kind)
 
 
-def simulate(scenario: Scenario) -> tuple[Result, Recorder]:
-    """Simulate a scenario: the Result and the recorder (per-pass log for time series)."""
-    engine = Engine(prepare(scenario))
+def simulate(scenario: Scenario, on_finished: Callable[[int], None] | None = None) -> tuple[Result, Recorder]:
+    """Simulate a scenario: the Result and the recorder (per-pass log for time series). `on_finished` hears of
+    every request finished (a progress bar)."""
+    engine = Engine(prepare(scenario), on_finished=on_finished)
     result = engine.run()
     return result, engine.recorder

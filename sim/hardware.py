@@ -294,6 +294,9 @@ class HardwareProfile(_Frozen):
     def _check(self) -> "HardwareProfile":
         if "bf16" not in self.peak_tflops and "fp16" not in self.peak_tflops:
             raise ValueError("peak_tflops must list bf16 or fp16")
+        for dtype, v in self.peak_tflops.items():
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"peak_tflops.{dtype}: expected a positive TFLOP/s rate, got {v:g}")
         if self.price_per_gpu_hour_usd is not None and not self.price_source:
             raise ValueError("price_per_gpu_hour_usd needs price_source (where the price was read)")
         return self
@@ -379,7 +382,7 @@ class HardwareProfile(_Frozen):
         return self.model_copy(
             update={
                 "efficiency": eff,
-                "name": f"{self.name}[{scale.label()}]",
+                "name": f"{self.name.split('[')[0]}[{combined.label()}]",  # the factors from the base chip
                 "hbm_bandwidth_tb_s": self.hbm_bandwidth_tb_s * scale.bandwidth,
                 "hbm_capacity_gb": self.hbm_capacity_gb * scale.capacity,
                 "peak_tflops": {k: v * scale.flops for k, v in self.peak_tflops.items()},

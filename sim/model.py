@@ -272,7 +272,14 @@ def load_model(name_or_path: str | dict) -> ModelSpec:
         try:
             return ModelSpec(**name_or_path)
         except ValidationError as e:
+            missing = [".".join(map(str, err["loc"])) for err in e.errors() if err["type"] == "missing"]
+            if len(missing) > 1:  # e.g. `--set model.num_layers=2` on a catalog model made an inline one of one key
+                raise UserError(f"model: an inline model needs {', '.join(missing)} as well (got only "
+                                f"{', '.join(sorted(name_or_path)) or 'nothing'}); a catalog model is named by a "
+                                "string (memwall models), or give a config.json path") from None
             raise UserError(explain_validation_error(e, "model", ModelSpec)) from None
+    if not str(name_or_path).strip():
+        raise unknown_name("model", name_or_path, CATALOG)
     if name_or_path in CATALOG:
         return ModelSpec(name=name_or_path, **CATALOG[name_or_path])
     path = Path(name_or_path)
@@ -285,5 +292,8 @@ def load_model(name_or_path: str | dict) -> ModelSpec:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{path}: expected a JSON object (a Hugging Face config.json), got a "
+                            f"{type(config).__name__}")
         return from_hf_config(config, name=str(name_or_path))
     raise unknown_name("model", name_or_path, CATALOG)

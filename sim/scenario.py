@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from sim.errors import UserError, explain_validation_error
 from sim.hardware import HardwareProfile, Scale, load_profile, profile_from_dict
@@ -126,7 +126,7 @@ class _Synthetic(Strict):
     num_requests: int = Field(default=32, ge=0, le=10_000_000)
     input_len: Length = 512
     output_len: Length = 256
-    seed: int | None = Field(default=None, description="defaults to the scenario's seed")
+    seed: int | None = Field(default=None, ge=0, description="defaults to the scenario's seed")
 
 
 class Closed(_Synthetic):
@@ -137,15 +137,15 @@ class Closed(_Synthetic):
 
 class Poisson(_Synthetic):
     kind: Literal["poisson"] = "poisson"
-    rate_qps: float = Field(gt=0, description="mean arrivals per second")
+    rate_qps: float = Field(gt=0, allow_inf_nan=False, description="mean arrivals per second")
 
 
 class Gamma(_Synthetic):
     """Bursty arrivals: gamma-distributed gaps with the given rate and coefficient of variation (cv=1 is Poisson)."""
 
     kind: Literal["gamma"] = "gamma"
-    rate_qps: float = Field(gt=0)
-    cv: float = Field(default=2.0, gt=0)
+    rate_qps: float = Field(gt=0, allow_inf_nan=False)
+    cv: float = Field(default=2.0, gt=0, allow_inf_nan=False)
 
 
 class Trace(Strict):
@@ -159,7 +159,7 @@ class Trace(Strict):
     start_s: float = Field(default=0.0, ge=0, description="skip requests that arrived before this time")
     rate_qps: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                    description="Poisson arrivals for a length-only trace (one without times)")
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0)
 
 
 Workload = Annotated[
@@ -254,6 +254,9 @@ class Diffusion(Strict):
     def _check(self) -> "Diffusion":
         if self.steps is not None and self.threshold is not None:
             raise ValueError("give steps (even schedule) or threshold (confidence), not both")
+        if self.steps is not None and self.gen_length is not None and self.steps > self.gen_length:
+            raise ValueError(f"steps {self.steps} exceeds gen_length {self.gen_length}: every step commits at least "
+                             "one token")
         return self
 
 
@@ -271,6 +274,9 @@ class BlockDiffusion(Strict):
     def _check(self) -> "BlockDiffusion":
         if self.steps_per_block is not None and self.threshold is not None:
             raise ValueError("give steps_per_block or threshold, not both")
+        if self.steps_per_block is not None and self.steps_per_block > self.block_size:
+            raise ValueError(f"steps_per_block {self.steps_per_block} exceeds block_size {self.block_size}: every "
+                             "step commits at least one token")
         return self
 
 
@@ -306,7 +312,7 @@ class Scenario(Strict):
     batching: Batching = Field(default_factory=Static)
     workload: Workload = Field(default_factory=Closed)
     slo: SLO = Field(default_factory=SLO)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     def resolve_hardware(self) -> HardwareProfile:
         """The profile this scenario runs on, with any `scale` applied."""
@@ -361,9 +367,21 @@ def read_scenario_file(path: str | Path) -> dict:
     return read_yaml(path)
 
 
+def _kinds() -> dict[str, dict[str, type[BaseModel]]]:
+    """Each tagged section's kinds and their models."""
+    sections = {"strategy": (AR, Speculative, Diffusion, BlockDiffusion), "batching": (Static, Continuous),
+                "workload": (Closed, Poisson, Gamma, Trace)}
+    return {sec: {m.model_fields["kind"].default: m for m in models} for sec, models in sections.items()}
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides (value parsed as YAML: numbers, booleans, lists) to a raw scenario mapping."""
+    """Apply `a.b.c=value` overrides (value parsed as YAML: numbers, booleans, lists) to a raw scenario mapping.
+
+    `--set batching.kind=continuous` on a file whose batching is static drops the file's keys that the new kind
+    has no field for (its batch_size), so that switching a section's kind from the command line works; keys given
+    by --set are never dropped."""
     data = json.loads(json.dumps(data))  # deep copy of plain data
+    from_file = {sec: set(data[sec]) for sec in ("strategy", "batching", "workload") if isinstance(data.get(sec), dict)}
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected PATH=VALUE, e.g. batching.batch_size=32")
@@ -382,6 +400,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node.get(k), dict):
                 node[k] = {}
             node = node[k]
+        if len(keys) == 2 and keys[1] == "kind" and keys[0] in from_file and node.get("kind") != value:
+            model = _kinds()[keys[0]].get(value)
+            if model is not None:
+                for k in from_file[keys[0]] - set(model.model_fields):
+                    node.pop(k, None)
         node[keys[-1]] = value
     return data
 

@@ -29,7 +29,7 @@ import numpy as np
 from sim.kv_blocks import KVBlockManager, blocks_for
 from sim.decode_fast_path import DecodeFastPath
 from sim.plan import Plan, Update, _Ones  # noqa: F401 - Plan and Update are part of this module's API
-from sim.passes import PassShape
+from sim.passes import EMPTY, PassShape, long_spans
 from sim.strategies import Strategy
 from sim.strategies.ar import AR
 from sim.strategies.base import causal_pairs
@@ -339,8 +339,9 @@ class Scheduler(DecodeFastPath):
             steps = np.concatenate([np.ones(len(srows), dtype=bool), np.asarray(stepping, dtype=bool)])
             o = steps.astype(np.int64)
             tokens = int(q.sum())
-            shape = PassShape(tokens, int(o.sum()), len(all_rows), int(c.sum()),
-                              int((q * (c - q) + q * (q + 1) // 2).sum()), tokens, "causal")
+            pairs = q * (c - q) + q * (q + 1) // 2
+            shape = PassShape(tokens, int(o.sum()), len(all_rows), int(c.sum()), int(pairs.sum()), tokens, "causal",
+                              long_spans(q, c, pairs))
             return Plan(all_rows, r.rid[all_rows], q, start, o, catch, steps, shape, [("target", shape)],
                         preempted, admitted)
         comp = r.computed
@@ -349,7 +350,7 @@ class Scheduler(DecodeFastPath):
         q_all, c_all, o_all, pairs, writes = st.q, st.c, st.o, st.pairs, np.maximum(st.hold - s_start, 0)
         catch_all = np.zeros(len(srows), dtype=np.int64)
         steps_all = np.ones(len(srows), dtype=bool)
-        catch_shape = PassShape(0, 0, 0, 0, 0, 0)
+        catch_shape = EMPTY
         if rows:
             x = np.asarray(rows, dtype=np.int64)
             xq, xc, xs = (np.asarray(v, dtype=np.int64) for v in (qs, catches, stepping))
@@ -365,7 +366,7 @@ class Scheduler(DecodeFastPath):
             step_writes = np.where(xs & (sq > 0), np.maximum(st_x.hold - ckv, 0), 0)
             n_c = int((xc > 0).sum())
             catch_shape = PassShape(int(xc.sum()), n_c, n_c, int(ckv[xc > 0].sum()), int(c_pairs.sum()),
-                                    int(xc.sum()))
+                                    int(xc.sum()), "causal", long_spans(xc, ckv, c_pairs))
             srows = np.concatenate([srows, x])
             s_start = np.concatenate([s_start, start])
             q_all = np.concatenate([q_all, xq])
@@ -377,7 +378,7 @@ class Scheduler(DecodeFastPath):
             steps_all = np.concatenate([steps_all, xs])
         tokens = int(q_all.sum())
         shape = PassShape(tokens, int(o_all.sum()), len(srows), int(c_all.sum()), int(pairs.sum()),
-                          int(writes.sum()), "causal")
+                          int(writes.sum()), "causal", long_spans(q_all, c_all, pairs))
         passes: list[tuple[str, PassShape]] = [("target", shape)]
         if strat.extra_models:
             sr = srows[steps_all]

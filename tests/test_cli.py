@@ -95,6 +95,20 @@ def test_model_that_does_not_fit_is_a_result(cli_json):
         (["--set", "batching.batch_size=true"], "batching.batch_size: expected a number, not a boolean (got true)"),
         (["--set", "strategy.kind=speculative", "--set", "strategy.alpha=[0.8, false]"],
          "strategy.alpha: expected a number at [1], not a boolean (got false)"),
+        (["--set", "seed=-1"], "seed: Input should be greater than or equal to 0 (got -1)"),
+        (["--set", "workload.seed=-5"], "workload.seed: Input should be greater than or equal to 0"),
+        (["--set", "batching.kind=continuous", "--set", "workload.kind=gamma", "--set", "workload.rate_qps=8",
+          "--set", "workload.cv=inf"], "workload.cv: Input should be a finite number"),
+        (["--set", "workload.kind=poisson", "--set", "workload.rate_qps=.inf"], "workload.rate_qps: Input should be a"),
+        (["--set", "strategy=speculative"], "strategy: expected a mapping with a kind, e.g. --set "
+                                            "strategy.kind=speculative"),
+        (["--set", "strategy.kind=speculative", "--set", "strategy.k=autox"],
+         "strategy.k: Input should be a valid integer or 'auto' (got 'autox')"),
+        (["--set", "model.num_layers=2"], "model: an inline model needs name, hidden_size"),
+        (["--set", "strategy.kind=block_diffusion", "--set", "strategy.steps_per_block=64"],
+         "steps_per_block 64 exceeds block_size 32"),
+        (["--set", "strategy.kind=diffusion", "--set", "strategy.gen_length=16", "--set", "strategy.steps=32"],
+         "steps 32 exceeds gen_length 16"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(cli, args, message):
@@ -243,3 +257,54 @@ def test_tp_message_lists_the_degrees_that_split_the_heads(cli):
 def test_profile_paths_and_scale_factors_are_checked(cli, args, message):
     code, _, err = cli(*args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_profile_and_model_files_of_the_wrong_shape_are_one_line(cli, tmp_path):
+    profile = tmp_path / "neg.yaml"
+    profile.write_text(open("hw_profiles/h100-sxm.yaml").read().replace("bf16: 989.4", "bf16: -5"))
+    code, _, err = cli("simulate", "--set", f"hardware={profile}")
+    assert code == 2 and "peak_tflops.bf16: expected a positive TFLOP/s rate, got -5" in err
+    listed = tmp_path / "config.json"
+    listed.write_text("[1, 2]")
+    code, _, err = cli("simulate", "--set", f"model={listed}")
+    assert code == 2 and "expected a JSON object (a Hugging Face config.json), got a list" in err
+
+
+def test_switching_a_sections_kind_from_the_command_line_drops_the_files_keys_it_has_no_field_for(cli_json):
+    """examples/default.yaml's static batching has batch_size; --set batching.kind=continuous keeps the rest."""
+    r = cli_json("simulate", "examples/default.yaml", "--set", "batching.kind=continuous", "--set",
+                 "workload.kind=poisson", "--set", "workload.rate_qps=8", "--set", "workload.num_requests=8")
+    assert r["batching"] == "continuous" and r["completed"] == 8
+
+
+def test_a_what_if_chip_is_named_in_the_tables(cli):
+    from sim.hardware import Scale, load_profile
+
+    """rich read the name's '[bandwidthx2]' as a markup tag and dropped it from titles and columns."""
+    code, out, _ = cli("simulate", "--set", "hardware.scale.bandwidth=2", "--set", "workload.num_requests=2")
+    assert code == 0 and "h100-sxm[bandwidthx2]" in out
+    code, out, _ = cli("whatif", "--scale", "bandwidth=2", "--set", "hardware.scale.bandwidth=2", "--strategies", "ar",
+                       "--set", "workload.num_requests=2")
+    assert code == 0 and "h100-sxm[bandwidthx2]" in out  # the base column is the 2x chip, named as such
+    assert load_profile("h100-sxm").scaled(Scale(bandwidth=2)).scaled(Scale(bandwidth=2)).name == (
+        "h100-sxm[bandwidthx4]")
+
+
+def test_a_draft_too_large_is_named_in_the_message(cli_json):
+    r = cli_json("simulate", "--set", "strategy.kind=speculative", "--set", "strategy.draft=llama-3.1-70b")
+    assert not r["fits"] and "141.1 GB for the draft model llama-3.1-70b" in r["message"]
+
+
+def test_validate_predict_prices_a_plan_on_its_own_chips_calibrated_profile(cli, tmp_path):
+    """The H200 transfer plan used to be priced on the H100's calibration when --hardware was left out; and with no
+    measured runs the command now says so rather than printing a table of dashes alone."""
+    code, out, err = cli("validate", "examples/validation/plan-h200.yaml", "--predict", "--out",
+                         str(tmp_path / "none.jsonl"))
+    assert code == 0 and "predicted on h200-from-h100" in out.replace("\n", " ")
+    assert "no measured point of this plan to compare with" in err
+    code, _, err = cli("validate", "examples/validation/plan-h200.yaml", "--predict", "--runs",
+                       "reports/h100/microbench.jsonl")
+    assert code == 0 and "no measured point of this plan in reports/h100/microbench.jsonl" in " ".join(err.split())
+    code, _, err = cli("validate", "examples/validation/plan-h200.yaml", "--predict", "--host-probes",
+                       str(tmp_path / "p.jsonl"))
+    assert code == 2 and "--host-probes: only when running the grid" in err

@@ -6,7 +6,7 @@ from sim.cost import CostContext, CostModel, attention_ops, experts_touched, lin
 from sim.hardware import PagedPrograms, PagedWalk, load_profile
 from sim.model import ModelSpec, load_model
 from sim.paged_launch import paged_launch
-from sim.passes import batch_shape, decode_shape, prefill_shape, seq_shape
+from sim.passes import PassShape, batch_shape, decode_shape, prefill_shape, seq_shape
 
 TINY = ModelSpec(name="tiny", hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=16,
                  vocab_size=32)
@@ -305,7 +305,8 @@ def test_graph_passes_price_their_projections_at_the_bucket_rows():
     full = {o.name: o for o in pass_cost(ctx, batch_shape([(512, 512, 1)])).ops}
     own = {o.name: o for o in pass_cost(eager, mixed).ops}  # the same pass on its own 387 rows
     assert lin["gate_up_proj"].flops == full["gate_up_proj"].flops > own["gate_up_proj"].flops
-    assert lin["attention"].flops == own["attention"].flops  # attention keeps the pass's own rows
+    # attention keeps the pass's own rows (eagerly, as two parts: the prompt chunk through SDPA, decodes paged)
+    assert lin["attention"].flops == own["attention"].flops + own["attention_spans"].flops
     assert ctx.priced_rows(decode_shape(9, 300)) == 16 and ctx.priced_rows(decode_shape(16, 300)) == 16
     big = batch_shape([(2048, 2048, 1)])
     assert ctx.priced_rows(big) == 2048
@@ -330,3 +331,24 @@ def test_weight_only_quantization_runs_products_at_the_activations_rate():
     assert H100.matmul_flops_per_s("fp8", "fp8") == H100.peak_flops_per_s("fp8")
     for ctx in (CostContext(m, H100, weights="fp8"), CostContext(m, H100, weights="fp8", activations="fp8")):
         assert CostModel(ctx).pass_time(shape).time_s == pytest.approx(pass_cost(ctx, shape).time_s, rel=1e-9)
+
+
+def test_an_eager_pass_mixing_a_prompt_chunk_with_decodes_prices_each_as_it_runs():
+    """The runtime attends an eager pass's spans of more than PAGED_MAX_Q tokens through SDPA and its decodes as
+    paged rows; priced by the mean rows per sequence (18 here) the chunk's rows were paged rows re-reading their
+    prefix once per group of 4: 321 GB of K/V a pass where the parts read 109 GB."""
+    m = load_model("llama-3.1-8b")
+    ctx = CostContext(m, H100)
+    chunk, decodes = batch_shape([(1661, 5661, 0)]), batch_shape([(1, 8500, 1)] * 96)
+    mixed = chunk + decodes
+    assert mixed.spans == (1661, 1, 5661, chunk.attn_pairs) and decodes.spans == (0, 0, 0, 0)
+    ops = ops_by_name(attention_ops(ctx, mixed))
+    alone = ops_by_name(attention_ops(ctx, chunk))["attention"], ops_by_name(attention_ops(ctx, decodes))["attention"]
+    assert ops["attention_spans"].family == "attention" and ops["attention"].family == "paged_attention"
+    assert ops["attention_spans"].bytes == pytest.approx(alone[0].bytes)
+    assert ops["attention"].bytes == pytest.approx(alone[1].bytes)
+    assert CostModel(ctx).pass_time(mixed).time_s == pytest.approx(pass_cost(ctx, mixed).time_s, rel=1e-9)
+    # the same totals without the spans (a recorded pass) go by the mean rows, as before
+    totals = PassShape(mixed.tokens, mixed.logit_rows, mixed.seqs, mixed.kv_read_tokens, mixed.attn_pairs,
+                       mixed.kv_write_tokens)
+    assert len(attention_ops(ctx, totals)) == 1 and attention_ops(ctx, totals)[0].bytes > 2.5 * ops["attention"].bytes

@@ -50,13 +50,18 @@ def simulate(
     s = load_scenario(scenario, set_ or [])
     if timeseries:
         check_writable(timeseries, "--timeseries")
-    result, recorder = run_sim(s)
+    from validation.sweep import _progress
+
+    total = getattr(s.workload, "num_requests", None) or getattr(s.workload, "max_requests", None)
+    # a bar on a terminal: a trace of an hour or 10^5 requests at batch 1 take a minute
+    with _progress(sys.stderr.isatty(), unit="requests") as bar:
+        task = bar.add_task("simulating", total=total)
+        result, recorder = run_sim(s, on_finished=lambda n: bar.advance(task, n))
     if timeseries:
         recorder.write_timeseries(str(timeseries))
     fits = None
     if sensitivity and result.fits:
         from validation.load_sensitivity import SPAN, STEPS, device_elasticity
-        from validation.sweep import _progress
 
         # a trace of an hour takes seconds per simulation; the nominal one is the result above
         with _progress(sys.stderr.isatty(), unit="simulations") as bar:
@@ -175,8 +180,8 @@ def whatif(
                 "result": r["result"].model_dump(mode="json")} for r in rows]
         sys.stdout.write(json.dumps(out) + "\n")
         return
-    console.print(whatif_table(rows, f"what-if: {s.resolve_model().name}, {s.batching.kind} batching "
-                                     "(gain over the first chip; mem = memory-bound, com = compute-bound)"))
+    console.print(whatif_table(rows, f"what-if: {s.resolve_model().name}, {s.batching.kind} batching (gain over "
+                                     "the first chip; mem = memory-bound, com = compute-bound, hos = host-bound)"))
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.markup import escape
 from rich.table import Table
 
 from sim.result import Result, Stats
@@ -19,7 +20,8 @@ def _stats_row(name: str, s: Stats) -> list[str]:
 
 def result_tables(r: Result) -> list[Table]:
     """A summary table (throughput, bounds, memory) and a latency table (ms percentiles) of one result."""
-    head = Table(title=f"{r.model} on {r.hardware} — {r.strategy}, {r.batching} batching ({r.source})",
+    # escaped: a what-if chip's name is 'h100-sxm[bandwidthx2]', which rich would read as a markup tag and drop
+    head = Table(title=escape(f"{r.model} on {r.hardware} — {r.strategy}, {r.batching} batching ({r.source})"),
                  show_header=False, title_justify="left")
     head.add_column("metric", style="bold")
     head.add_column("value", justify="right")
@@ -77,7 +79,7 @@ def profiles_table(rows: list[dict]) -> Table:
     for c in ("HBM GB", "TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "ridge", "TDP W", "$/GPU-h"):
         t.add_column(c, justify="right")
     for d in rows:
-        t.add_row(d["name"], f"{d['hbm_gb']:g}", f"{d['bw_tb_s']:.3g}", f"{d['bf16_tflops']:,.0f}",
+        t.add_row(escape(d["name"]), f"{d['hbm_gb']:g}", f"{d['bw_tb_s']:.3g}", f"{d['bf16_tflops']:,.0f}",
                   "-" if math.isnan(d["fp8_tflops"]) else f"{d['fp8_tflops']:,.0f}",
                   f"{d['ridge_flop_per_byte']:.0f}", f"{d['tdp_w']:g}",
                   "-" if math.isnan(d["usd_per_h"]) else f"{d['usd_per_h']:.2f}")
@@ -92,7 +94,7 @@ def bound_of(r: Result) -> str:
 
 
 def compare_table(rows: list[tuple[str, Result]], title: str) -> Table:
-    t = Table(title=title, title_justify="left")
+    t = Table(title=escape(title), title_justify="left")
     for c in ("strategy", "tok/s", "TPOT ms", "TTFT ms", "tok/iter", "FLOP/B", "MBU", "MFU", "bound"):
         t.add_column(c, justify="left" if c in ("strategy", "bound") else "right", no_wrap=c == "strategy")
     for kind, r in rows:
@@ -107,10 +109,10 @@ def compare_table(rows: list[tuple[str, Result]], title: str) -> Table:
 
 def whatif_table(rows: list[dict], title: str) -> Table:
     chips = list(dict.fromkeys(r["chip"] for r in rows))
-    t = Table(title=title, title_justify="left")
+    t = Table(title=escape(title), title_justify="left")
     t.add_column("strategy", no_wrap=True)
     for c in chips:
-        t.add_column(c, justify="right")
+        t.add_column(escape(c), justify="right")
     for kind in dict.fromkeys(r["strategy"] for r in rows):
         cells = []
         for c in chips:

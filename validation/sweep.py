@@ -214,7 +214,7 @@ def _run_ray(chunks: list, address: str, workers: int | None) -> Iterator[list]:
             mods = [str(Path(m.__file__).parent) for m in (sim, validation)]
             try:
                 ray.init(address=address, runtime_env={"py_modules": mods}, **opts)
-            except (ConnectionError, TimeoutError, RuntimeError) as e:
+            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:  # ValueError: ray:// without ray[client]
                 raise UserError(f"--ray-address {address}: cannot connect to a Ray cluster ({e})") from None
     task = ray.remote(simulate_chunk)
     pending = [task.remote(c) for c in chunks]

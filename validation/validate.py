@@ -21,7 +21,7 @@ import typer
 
 from sim.errors import UserError
 from sim.scenario import Scenario, scenario_from_dict
-from validation.calibrate import CALIBRATED_H100
+from validation.calibrate import CALIBRATED_H100, REPO
 from validation.clikit import console, err_console, user_errors
 from validation.records_file import iter_records
 from validation.run import scenario_key
@@ -37,6 +37,23 @@ def plan_scenarios(plan: Path) -> list[Scenario]:
         s = scenario_from_dict({**p.data, "name": f"{p.grid}-{p.index:02d}"}, where=f"{where}: point {p.index}")
         out.append(s)
     return out
+
+
+# the calibrated profile that predicts a plan run on each chip: the H100's fit, and its curves carried to the H200
+CALIBRATED_FOR = {"h100-sxm": CALIBRATED_H100, "h200": REPO / "hw_profiles" / "calibrated" / "h200-from-h100.yaml"}
+
+
+def default_profile(scenarios: list[Scenario]) -> str:
+    """The profile `--predict` prices a plan with when --hardware is not given: the calibrated one of the chip the
+    plan names (CALIBRATED_FOR), else that chip's own profile."""
+    chips = {json.dumps(s.hardware, sort_keys=True) if isinstance(s.hardware, dict) else s.hardware
+             for s in scenarios}
+    if len(chips) != 1 or isinstance(scenarios[0].hardware, dict):
+        raise UserError(f"--hardware: the plan's points run on {' and '.join(sorted(chips))}; name the profile to "
+                        "predict them with (e.g. --hardware hw_profiles/calibrated/h100-sxm-calibrated.yaml)")
+    chip = scenarios[0].hardware
+    calibrated = CALIBRATED_FOR.get(chip)
+    return str(calibrated) if calibrated is not None and calibrated.exists() else chip
 
 
 def read_runs(path: Path | None) -> dict[str, dict]:
@@ -121,7 +138,9 @@ def validate_command(
                                                                  "(resumable); default <plan name>-runs.jsonl"),
     device: str = typer.Option("cuda", help="cuda, or cpu for small models (tests)"),
     predict: bool = typer.Option(False, "--predict", help="price the grid instead of running it (no GPU)"),
-    hardware: Optional[str] = typer.Option(None, help="profile to predict with (default: the H100-calibrated one)"),
+    hardware: Optional[str] = typer.Option(None, help="profile to predict with (default: the calibrated profile of "
+                                                      "the plan's chip: the H100's fit, or its curves carried to "
+                                                      "the H200; else the chip's own profile)"),
     runs: Optional[Path] = typer.Option(None, help="measured points to compare with (--predict; default --out)"),
     as_json: bool = typer.Option(False, "--json", help="print the per-point comparison and summary as JSON"),
     host_probes: Optional[Path] = typer.Option(
@@ -139,10 +158,13 @@ def validate_command(
     scenarios = plan_scenarios(plan)
     spec, _, _ = load_sweep(plan)
     out = out or Path(f"{spec.name}-runs.jsonl")
-    profile = hardware or str(CALIBRATED_H100)
+    profile = hardware or (default_profile(scenarios) if predict else str(CALIBRATED_H100))
     if probe_every is not None and (host_probes is None or predict):
         raise UserError("--probe-every: only with --host-probes (and without --predict), which names the JSONL the "
                         "probes append to")
+    if predict and host_probes is not None:
+        raise UserError("--host-probes: only when running the grid on a GPU, not with --predict (which measures "
+                        "nothing)")
     if probe_every is not None and probe_every < 1:
         raise UserError(f"--probe-every: expected a whole number >= 1, got {probe_every}")
     if not predict:
@@ -169,9 +191,14 @@ def validate_command(
         if device != "cuda":
             return
         runs = out
-    measured = read_runs(runs or (out if out.exists() else None))
+    source = runs or (out if out.exists() else None)
+    measured = read_runs(source)
     rows = predict_plan(scenarios, measured, profile)
     compared = [r for r in rows if r["measured_s"] or r["metrics"]["output_throughput_tok_s"]["measured"]]
+    if not compared:  # say why there is nothing to compare, rather than a table of dashes alone
+        err_console.print(f"no measured point of this plan to compare with: {out} does not exist (give --runs F)"
+                          if source is None else f"no measured point of this plan in {source} (`memwall validate "
+                          "PLAN --out F` writes them; microbenchmark records are not runs)", highlight=False)
     summary = summarize(compared) if compared else {}
     if as_json:
         sys.stdout.write(json.dumps({"profile": profile, "points": [

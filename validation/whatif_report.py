@@ -154,7 +154,10 @@ def write_report(scenarios: list[tuple[str, Scenario]], out_dir: Path, strategie
             g_bw, g_fl = gains[(kind, bw)], gains[(kind, fl)]
             if g_bw is None or g_fl is None:
                 continue
-            wall = "HBM bandwidth" if g_bw > g_fl else "compute"
+            # what the what-ifs say, which may differ from the time split of the bound column: a run 48% memory-bound
+            # can still gain more from bandwidth (its compute-bound passes may be few and short)
+            wall = ("more HBM bandwidth helps it most" if g_bw > g_fl + 0.02 else "more compute helps it most"
+                    if g_fl > g_bw + 0.02 else "bandwidth and compute help it about equally")
             res = next(x for x in rows if x["chip"] == chip_names[0] and x["strategy"] == kind)["result"]
             g_cap = gains.get((kind, chip_names[3])) if len(chip_names) > 3 else None
             cap = f", 2x capacity {g_cap:.2f}x" if g_cap else ""
@@ -162,7 +165,7 @@ def write_report(scenarios: list[tuple[str, Scenario]], out_dir: Path, strategie
                          f"{res.committed_per_pass:.2f} tokens per iteration at "
                          f"{res.arithmetic_intensity_flop_per_byte:,.1f} FLOP/byte (MBU {res.mbu:.0%}, MFU "
                          f"{res.mfu:.0%}). 2x bandwidth gives {g_bw:.2f}x, 2x compute {g_fl:.2f}x{cap}: "
-                         f"{wall} holds it back here.")
+                         f"{wall}.")
         png = out_dir / ("whatif-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".png")
         _png(rows, chip_names, names, png, label)
         lines += ["", f"![{label}]({png.name})", ""]

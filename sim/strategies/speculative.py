@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import UserError
-from sim.passes import PassShape
+from sim.passes import NO_SPANS, PassShape
 from sim.strategies.base import Step, Strategy, causal_pairs
 
 
@@ -118,7 +118,7 @@ class Speculative(Strategy):
             c = P[rows] + m[rows] + j  # the draft's query at position P+m-1+j attends to everything before it
             n = int(rows.sum())
             c_sum = int(c.sum())
-            passes.append(("draft", PassShape(n, n, n, c_sum, c_sum, n, "causal")))
+            passes.append(("draft", PassShape(n, n, n, c_sum, c_sum, n, "causal", NO_SPANS)))
         return passes
 
     def summary(self) -> dict:
@@ -142,7 +142,8 @@ def auto_k(alphas: list[float], batch: int, context: int, target_cost, draft_cos
     for k in range(1, k_max + 1):
         q = k + 1
         c = context + k
-        verify = PassShape(batch * q, batch * q, batch, batch * c, batch * (q * (c - q) + q * (q + 1) // 2), batch * q)
+        verify = PassShape(batch * q, batch * q, batch, batch * c, batch * (q * (c - q) + q * (q + 1) // 2), batch * q,
+                           "causal", NO_SPANS)  # k + 1 <= 17 rows a sequence
         rate = expected_committed_positional(positional, k) / (k * t_draft + target_cost.pass_time(verify).time_s)
         if rate > best_rate:
             best, best_rate = k, rate
