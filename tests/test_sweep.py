@@ -241,7 +241,11 @@ def test_cli_sweep_then_report(tmp_path):
     assert r.exit_code == 0, r.output
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Most tokens/s per dollar-hour under the SLO" in md and (tmp_path / "out" / "tiny-pareto.png").exists()
-    assert "seq_decode_tok_s reaches 150" in md or "does not reach 150" in md
+    rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines() if x.strip()]
+    best = max(1.0 / r["result"]["tpot_s.mean"] for r in rows if r["result"]["fits"] and r["result"]["tpot_s.mean"])
+    # 1 / TPOT of the 8B at batch 1 is ~235 tok/s on every chip of the sweep: above the target from the start
+    assert best >= 150 and "seq_decode_tok_s is 235 >= 150 already at the lowest hbm_bandwidth_tb_s swept" in md
+    assert "does not reach 150" not in md
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path):

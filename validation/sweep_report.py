@@ -279,7 +279,10 @@ def _target_section(out_dir: Path, grid: str, rows: list[dict], varied: list[str
         ax.plot(xs, ys, "o-", ms=4, label=label)
         x_at = crossing(xs, ys, value)
         unit_base = rs[0][xname] / rs[0]["scale.bandwidth"] if xname == "hbm_bandwidth_tb_s" else None
-        if x_at is None:
+        if x_at is None and ys[0] >= value:  # no crossing because it starts above: say so, not "does not reach"
+            text = (f"- {label}: {metric} is {num(ys[0])} >= {num(value)} already at the lowest {xname} swept, "
+                    f"{num(xs[0])}.")
+        elif x_at is None:
             text = (f"- {label}: {metric} does not reach {num(value)} between {xname} = {num(xs[0])} and "
                     f"{num(xs[-1])} (it goes from {num(ys[0])} to {num(ys[-1])}).")
         else:
