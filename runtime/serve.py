@@ -82,6 +82,7 @@ class Served:
     recorder: Recorder
     device_pass_s: list[float] = field(default_factory=list)  # device time of each pass
     pass_shapes: list[tuple] = field(default_factory=list)  # (tokens, logit rows, seqs, sum c, pairs) per pass
+    pass_spans: list = field(default_factory=list)  # PassShape.spans per pass (its long prompt spans)
     committed_per_pass: list[int] = field(default_factory=list)  # useful tokens committed by each iteration
     wasted_positions: int = 0  # positions computed by steps but not committed (rejected drafts, masks)
     # wall seconds of each pass outside its device time: since the previous pass ended (scheduler, recorder,
@@ -95,10 +96,10 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
           on_pass: Callable | None = None, strategy=None, kv_extra: int = 0) -> Served:
     """Replay `requests` through the scheduler and `executor`: AR by default (executor.Executor), or `strategy`
     (sim.strategies) with a strategy executor (plan_exec.PlanExecutor), whose `execute_plan` decides the tokens each
-    row commits and hands them to `Scheduler.update`. `count(shape) -> (flops, bytes, memory-bound
-    fraction)` fills the MBU/MFU and bound columns from the cost model's counts (a measurement cannot tell which
-    roof held a pass, so the model's attribution is applied to the measured time); `on_pass(i)` is called after
-    every pass (progress bars)."""
+    row commits and hands them to `Scheduler.update`. `count(shape) -> (flops, bytes, memory-bound fraction,
+    host-launch fraction)` fills the MBU/MFU and bound columns from the cost model's counts (a measurement cannot
+    tell which roof held a pass, so the model's attribution is applied to the measured device time; the pass's
+    measured time outside it is the host's); `on_pass(i)` is called after every pass (progress bars)."""
     clock = clock or WallClock()
     kv = KVBlockManager(num_blocks, batching.kv_block_tokens)
     sched = Scheduler(batching, kv, strategy or AR(), np.random.default_rng(seed), kv_extra)
@@ -156,10 +157,12 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
                 executor.free(rid)
             done.clear()
         sh = plan.shape
-        flops, nbytes, mem_frac = count(sh) if count else (0.0, 0.0, 0.0)
+        flops, nbytes, mem_frac, launch_frac = count(sh) if count else (0.0, 0.0, 0.0, 0.0)
+        on_device = min(device_s, end - start)
         rec.passes_done(0, np.array([start]), np.array([end - start]), sh.seqs, sh.tokens, upd.committed,
                         kv.used_blocks, sched.num_running, sched.num_waiting, np.array([flops]), np.array([nbytes]),
-                        np.array([(end - start) * mem_frac]), len(upd.first_token))
+                        np.array([on_device * mem_frac]), len(upd.first_token),
+                        np.array([end - start - on_device + on_device * launch_frac]))
         served.device_pass_s.append(device_s)
         served.host_pass_s.append(max(0.0, (start - prev_end - idle) + (end - start - device_s)))
         prev_end, idle = end, 0.0  # the bookkeeping after a pass counts toward the next one's host time
@@ -167,6 +170,7 @@ def serve(requests: list[Request], batching, executor, num_blocks: int, base: di
             served.forwards_per_pass.append(len(log) - logged)
             logged = len(log)
         served.pass_shapes.append((sh.tokens, sh.logit_rows, sh.seqs, sh.kv_read_tokens, sh.attn_pairs))
+        served.pass_spans.append(list(sh.spans) if sh.spans is not None else None)
         passes += 1
         if on_pass:
             on_pass(passes)

@@ -20,8 +20,25 @@ def _rows(s) -> int:
     return b.batch_size if b.kind == "static" else b.max_batch
 
 
-def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoint: bool = False):
-    """(executor, KV blocks left to the scheduler) for scenario `s` (strategy.kind != 'ar')."""
+def _scratch_positions(s, setup, reqs) -> int:
+    """Positions of one row's scratch KV (the diffusion window, or a block plus one KV block)."""
+    strat = setup.strategy
+    if s.strategy.kind == "diffusion":
+        return max((r.prompt_tokens + strat.tokens_to_commit(r.prompt_tokens, r.output_tokens) for r in reqs),
+                   default=16)
+    return strat.B + s.batching.kv_block_tokens
+
+
+def _scratch_blocks(s, setup, reqs) -> int:
+    bt = s.batching.kv_block_tokens
+    return _rows(s) * -(-_scratch_positions(s, setup, reqs) // bt)
+
+
+def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoint: bool = False,
+                      need_blocks: int | None = None):
+    """(executor, KV blocks left to the scheduler) for scenario `s` (strategy.kind != 'ar'). `need_blocks`: what
+    the run's requests can hold at once, which the pool is cut to when the simulator's pool is larger (as the AR
+    path does: the CUDA graphs and activations keep their room beside it)."""
     from runtime.block_diffusion import BlockDiffusionExecutor
     from runtime.diffusion import DiffusionExecutor
     from runtime.model import Transformer
@@ -29,6 +46,8 @@ def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoi
 
     spec, bt = s.strategy, s.batching.kv_block_tokens
     strat = setup.strategy
+    if need_blocks is not None:
+        blocks = min(blocks, need_blocks + (0 if spec.kind == "speculative" else _scratch_blocks(s, setup, reqs)))
     if spec.kind == "speculative":
         mode, alpha = ("greedy", None) if checkpoint else ("forced", spec.alpha)
         if isinstance(alpha, list):
@@ -47,12 +66,8 @@ def strategy_executor(s, setup, model, blocks: int, reqs, longest: int, checkpoi
         ex.capture()
         return ex, blocks
     rows = _rows(s)
-    if spec.kind == "diffusion":
-        positions = max((r.prompt_tokens + strat.tokens_to_commit(r.prompt_tokens, r.output_tokens) for r in reqs),
-                        default=16)
-    else:
-        positions = strat.B + bt
-    scratch = rows * -(-positions // bt)
+    positions = _scratch_positions(s, setup, reqs)
+    scratch = _scratch_blocks(s, setup, reqs)
     if scratch >= blocks:
         raise UserError(f"batching: {rows} rows of {positions} scratch positions leave no KV blocks; "
                         f"lower the batch size or the response length")

@@ -83,7 +83,8 @@ def build_strategy(s: Scenario, model, hw, target: CostModel) -> tuple[Strategy,
             b = s.batching
             batch = b.batch_size if b.kind == "static" else min(b.max_batch, 64)
             ctx = _mean_length(s.workload, "input_len") + _mean_length(s.workload, "output_len") // 2
-            k = auto_k([float(a) for a in alphas], batch, max(ctx, 1), target, draft_cost)
+            k = auto_k([float(a) for a in alphas], batch, max(ctx, 1), target, draft_cost,
+                       per_position=isinstance(spec.alpha, list))
         return Speculative(spec, k, self_draft), {"draft": draft_cost}, weight_bytes, kv_bytes, k
     cls = STRATEGIES[spec.kind]
     strategy = cls(spec) if spec.kind != "ar" else cls()
@@ -124,10 +125,18 @@ def prepare(s: Scenario) -> Setup:
         reserve = b.activation_reserve_gb * GB
     else:
         # the widest pass: a continuous batch's token budget; a static batch's prefill, every prompt in one pass
-        # (sized at the workload's typical prompt: a padded worst case would reserve for lengths rarely drawn)
-        tokens = (b.max_tokens_per_iter if b.kind == "continuous"
-                  else b.batch_size * max(1, _mean_length(s.workload, "input_len")))
-        rows = b.max_batch if b.kind == "continuous" else b.batch_size
+        # (sized at the workload's typical prompt: a padded worst case would reserve for lengths rarely drawn), as
+        # many prompts as the pool beside that reserve can hold (not batch_size when fewer fit)
+        if b.kind == "continuous":
+            tokens, rows = b.max_tokens_per_iter, b.max_batch
+        else:
+            prompt = max(1, _mean_length(s.workload, "input_len"))
+            per_request = (activation_reserve_bytes(model, prompt, 1, tp, prec.activations)
+                           + model.kv_bytes_per_token_per_gpu(prec.kv, tp) / pp
+                           * (prompt + _mean_length(s.workload, "output_len")))
+            free = kv_capacity_bytes(hw, model, prec.weights, b.gpu_memory_utilization, 0.0, tp, pp)
+            rows = max(1, min(b.batch_size, int(free // per_request)))
+            tokens = rows * prompt
         if GRAPH_LOGITS_EVERY_ROW and s.execution.graphs == "paged":  # a replayed graph writes logits for every row
             rows = max(rows, min(tokens, GRAPH_MAX_ROWS))
         reserve = activation_reserve_bytes(model, tokens, rows, tp, prec.activations)

@@ -103,15 +103,18 @@ def explain_validation_error(err: ValidationError, where: str = "", model: type[
         ctx = first.get("ctx", {})
         return f"{prefix}{path or 'kind'}: unknown kind {ctx.get('tag')}; allowed: {ctx.get('expected_tags')}"
     got = first.get("input")
-    if first["type"] in ("model_type", "dict_type") and isinstance(got, str) and path:
+    if first["type"] in ("model_type", "dict_type") and isinstance(got, str) and path in ("strategy", "batching",
+                                                                                        "workload"):
         # a tagged section given as a bare word: `--set strategy=speculative`
         return (f"{prefix}{path}: expected a mapping with a kind, e.g. --set {path}.kind={got} (in YAML "
                 f"{path}: {{kind: {got}}}), got {got!r}")
     msg = first["msg"].removeprefix("Value error, ")  # pydantic's label for a validator's own sentence
     errors = err.errors(include_url=False)
-    alternatives = [e for e in errors if tuple(e["loc"][:-1]) == loc[:-1] and e.get("input") is got]
-    if len(alternatives) > 1 and msg.startswith("Input should be "):  # a union (int | 'auto'): every member's wish
-        wishes = [e["msg"].removeprefix("Input should be ").split(",")[0] for e in alternatives]
+    # a union (int | 'auto'): pydantic reports each member under the field's path plus the member's name
+    union = bool(loc) and bool(names) and str(loc[-1]) != names[-1]
+    alternatives = [e for e in errors if tuple(e["loc"][:-1]) == loc[:-1]] if union else []
+    if len(alternatives) > 1 and msg.startswith("Input should be "):  # every member's wish
+        wishes = [e["msg"].removeprefix("Input should be ").split(", unable")[0] for e in alternatives]
         msg = "Input should be " + " or ".join(dict.fromkeys(wishes))
     if isinstance(got, bool):  # as the YAML or JSON that held it said it
         shown = f" (got {str(got).lower()})"

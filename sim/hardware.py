@@ -374,6 +374,13 @@ class HardwareProfile(_Frozen):
         if scale.is_identity:
             return self
         combined = Scale(**{k: getattr(self.scale, k) * v for k, v in scale.model_dump().items()})
+        base = self.name.split("[")[0]
+        if combined.is_identity:
+            name = base
+        elif "[" in self.name or self.scale.is_identity:  # the factors from the base chip
+            name = f"{base}[{combined.label()}]"
+        else:  # a named what-if file (h100-2x-bandwidth): its name says its own factors
+            name = f"{self.name}[{scale.label()}]"
         eff = self.efficiency
         if eff.paged_attention_programs is not None and scale.bandwidth != 1.0:
             walks = {k: w.model_copy(update={"position_ns": w.position_ns / scale.bandwidth})
@@ -382,7 +389,7 @@ class HardwareProfile(_Frozen):
         return self.model_copy(
             update={
                 "efficiency": eff,
-                "name": f"{self.name.split('[')[0]}[{combined.label()}]",  # the factors from the base chip
+                "name": name,
                 "hbm_bandwidth_tb_s": self.hbm_bandwidth_tb_s * scale.bandwidth,
                 "hbm_capacity_gb": self.hbm_capacity_gb * scale.capacity,
                 "peak_tflops": {k: v * scale.flops for k, v in self.peak_tflops.items()},

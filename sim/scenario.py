@@ -401,7 +401,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 node[k] = {}
             node = node[k]
         if len(keys) == 2 and keys[1] == "kind" and keys[0] in from_file and node.get("kind") != value:
-            model = _kinds()[keys[0]].get(value)
+            model = _kinds()[keys[0]].get(value) if isinstance(value, str) else None
             if model is not None:
                 for k in from_file[keys[0]] - set(model.model_fields):
                     node.pop(k, None)

@@ -53,11 +53,17 @@ def test_large_prefill_is_compute_bound(cli_json):
     assert r["compute_bound_fraction"] > 0.9 and r["host_bound_fraction"] == 0.0
 
 
-def test_a_static_prefill_whose_activations_do_not_fit_says_so(cli_json):
-    """512 prompts of 2,048 tokens in one pass: the gate/up output alone is 1M x 28,672 x 2 bytes = 60 GB."""
+def test_a_static_prefill_is_reserved_for_as_many_prompts_as_fit(cli_json):
+    """512 prompts of 2,048 tokens in one pass would need 1M x 28,672 x 2 bytes = 60 GB for the gate/up output
+    alone: the reserve is sized for the prompts the pool beside it can hold, and the batches are cut to those."""
     r = cli_json("simulate", "--set", "batching.batch_size=512", "--set", "workload.num_requests=512",
                  "--set", "workload.input_len=2048", "--set", "workload.output_len=1")
-    assert not r["fits"] and "activations of its widest pass (1,048,576 tokens" in r["message"]
+    assert r["fits"] and r["extra"]["kv_limited_batches"] >= 1 and r["mean_batch"] < 512
+    # one prompt of 100,000 tokens beside 70.6 GB of weights per GPU: not even its activations fit
+    r = cli_json("simulate", "--set", "model=llama-3.1-70b", "--set", "parallel.tp=2", "--set",
+                 "batching.batch_size=1", "--set", "workload.num_requests=1", "--set", "workload.input_len=100000",
+                 "--set", "workload.output_len=8")
+    assert not r["fits"] and "activations of its widest pass (100,000 tokens" in r["message"]
     assert "batching.activation_reserve_gb" in r["message"]
 
 
@@ -105,6 +111,10 @@ def test_model_that_does_not_fit_is_a_result(cli_json):
         (["--set", "strategy.kind=speculative", "--set", "strategy.k=autox"],
          "strategy.k: Input should be a valid integer or 'auto' (got 'autox')"),
         (["--set", "model.num_layers=2"], "model: an inline model needs name, hidden_size"),
+        (["--set", "execution.graphs=2", "--set", "execution.attention_reads=2"],
+         "execution.graphs: Input should be 'paged', 'decode', 'all' or 'none' (got 2)"),  # not the sibling's
+        (["--set", "batching.kind=[a]"], "batching: unknown kind ['a']; allowed: 'static', 'continuous'"),
+        (["--set", "precision=fp8"], "precision: Input should be a valid dictionary"),  # no 'kind' advice
         (["--set", "strategy.kind=block_diffusion", "--set", "strategy.steps_per_block=64"],
          "steps_per_block 64 exceeds block_size 32"),
         (["--set", "strategy.kind=diffusion", "--set", "strategy.gen_length=16", "--set", "strategy.steps=32"],

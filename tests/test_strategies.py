@@ -74,6 +74,11 @@ def test_k_auto_with_one_alpha_per_position_stays_within_the_list():
                                                                                                   r.extra["k"]))
 
 
+def test_one_alpha_in_a_list_is_one_position():
+    r = sim(*BATCH1, "strategy.kind=speculative", "strategy.k=auto", "strategy.alpha=[0.8]")
+    assert r.extra["k"] == 1 and r.extra["expected_tokens_per_iteration"] == pytest.approx(1.8)
+
+
 @given(alpha=st.floats(0, 0.999) | st.just(1.0), k=st.integers(1, 16))  # (1 - a^(k+1)) / (1 - a) loses digits near 1
 def test_positional_expectation_with_equal_alphas_is_the_geometric_one(alpha, k):
     assert expected_committed_positional([alpha] * k, k) == pytest.approx(expected_committed(alpha, k), rel=1e-9)

@@ -107,8 +107,16 @@ def build(s: Scenario, device: str, weights: str | None = None):
     if s.strategy.kind != "ar":
         from runtime.strategy_build import strategy_executor
 
+        # what the requests can hold at once, padded as a static batch pads (the longest prompt plus the most any
+        # request commits, plus the strategy's lookahead): sized to the simulator's whole pool, which takes 90% of
+        # the 85.5 GB the driver reports, the speculative points ran out of memory (session 12's check grid)
+        reach = (max((r.prompt_tokens for r in reqs), default=0) + setup.kv_extra + 32
+                 + max((setup.strategy.tokens_to_commit(r.prompt_tokens, r.output_tokens) for r in reqs), default=16))
+        need = len(reqs) * (-(-reach // s.batching.kv_block_tokens) + 2) + 64
+
         def make():
-            return strategy_executor(s, setup, model, blocks, reqs, longest, checkpoint=bool(weights))
+            return strategy_executor(s, setup, model, blocks, reqs, longest, checkpoint=bool(weights),
+                                     need_blocks=need)
 
         if device == "cuda":  # a throwaway executor serves the first batch before the clock: Triton compiles
             warm_strategy(make()[0], s, setup, reqs)  # the variants of the eager prompt passes (seconds)
@@ -186,7 +194,9 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
         # serving loop's clock: the fast path (a few us), not pass_cost's breakdown (~60 us a pass, every decode
         # pass being a new shape)
         pt = costs.pass_time(shape)
-        return pt.flops, pt.bytes, pt.memory_bound_s / pt.time_s if pt.time_s else 0.0
+        if not pt.time_s:
+            return pt.flops, pt.bytes, 0.0, 0.0
+        return pt.flops, pt.bytes, pt.memory_bound_s / pt.time_s, pt.host_launch_s / pt.time_s
 
     ar = s.strategy.kind == "ar"
     if ar:  # (strategy executors warm up their own passes)
@@ -219,6 +229,9 @@ def run_scenario(s: Scenario, device: str, weights: str | None = None, progress=
             "device": device_info(device), "kv_blocks": blocks, "result": result.model_dump(mode="json"),
             "passes": [[*shape, round(t, 9)] for shape, t in zip(served.pass_shapes, served.device_pass_s)],
             "pass_columns": ["tokens", "logit_rows", "seqs", "kv_read_tokens", "attn_pairs", "device_s"],
+            # each pass's (tokens, seqs, sum c, pairs) of its sequences with more than PAGED_MAX_Q new tokens
+            # (sim.passes.PassShape.spans: an eager pass attends them through SDPA, its other rows paged)
+            "pass_spans": served.pass_spans,
             # host seconds of each pass (runtime.serve.Served.host_pass_s) and the forward passes of each iteration
             "pass_host_s": [round(t, 7) for t in served.host_pass_s],
             **({"forwards_per_pass": served.forwards_per_pass} if served.forwards_per_pass else {}),

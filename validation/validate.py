@@ -158,7 +158,7 @@ def validate_command(
     scenarios = plan_scenarios(plan)
     spec, _, _ = load_sweep(plan)
     out = out or Path(f"{spec.name}-runs.jsonl")
-    profile = hardware or (default_profile(scenarios) if predict else str(CALIBRATED_H100))
+    profile = hardware or default_profile(scenarios)
     if probe_every is not None and (host_probes is None or predict):
         raise UserError("--probe-every: only with --host-probes (and without --predict), which names the JSONL the "
                         "probes append to")

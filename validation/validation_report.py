@@ -60,11 +60,14 @@ def measured_passes(rec: dict) -> list[tuple]:
 
     strategy_passes = rec.get("strategy_passes") or []
     if strategy_passes and len(strategy_passes[0]) == 7:
-        rows = [(role, shape, t) for role, *shape, t in strategy_passes]
+        rows = [(role, shape, t, None) for role, *shape, t in strategy_passes]
     else:
-        rows = [("target", shape, t) for *shape, t in rec.get("passes", [])]
-    return [(role, PassShape(tokens, logit_rows, seqs, kv, pairs, tokens), device_s)
-            for role, (tokens, logit_rows, seqs, kv, pairs), device_s in rows if device_s and device_s > 0]
+        passes = rec.get("passes", [])
+        spans = rec.get("pass_spans") or [None] * len(passes)  # records before session 12 lack them
+        rows = [("target", shape, t, sp) for (*shape, t), sp in zip(passes, spans)]
+    return [(role, PassShape(tokens, logit_rows, seqs, kv, pairs, tokens, "causal", tuple(sp) if sp else None),
+             device_s)
+            for role, (tokens, logit_rows, seqs, kv, pairs), device_s, sp in rows if device_s and device_s > 0]
 
 
 def predict_run(rec: dict, profile_ref: str) -> dict:

@@ -128,15 +128,16 @@ class Speculative(Strategy):
         return out
 
 
-def auto_k(alphas: list[float], batch: int, context: int, target_cost, draft_cost, k_max: int = 12) -> int:
+def auto_k(alphas: list[float], batch: int, context: int, target_cost, draft_cost, k_max: int = 12,
+           per_position: bool = False) -> int:
     """The k that maximizes expected committed tokens per second of iteration time, for `batch` sequences at
     `context` positions: E[n](k) / (k * t_draft + t_verify(k+1)). One alpha is every position's; a list gives one per
     draft position, and k then goes no further than the list."""
     from sim.passes import decode_shape
 
-    if len(alphas) > 1:
+    if per_position:
         k_max = min(k_max, len(alphas))
-    positional = [alphas[0]] * k_max if len(alphas) == 1 else list(alphas)
+    positional = list(alphas) if per_position else [alphas[0]] * k_max
     t_draft = draft_cost.pass_time(decode_shape(batch, context)).time_s
     best, best_rate = 1, -1.0
     for k in range(1, k_max + 1):
